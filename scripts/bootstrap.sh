@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything NetMigrate needs on a fresh Debian machine: the system packages
+# (real redis-server, ethtool for the lab's veths) and a virtualenv with pinned Python
+# dependencies in .venv. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(redis-server redis-tools ethtool iproute2 procps)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "bootstrap: need root to install ${missing[*]}" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+stamp_src=$(cat requirements/dev.lock pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp_src" ]]; then
+    echo "bootstrap: building .venv from requirements/dev.lock"
+    [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements/dev.lock
+    .venv/bin/python -m pip install -q --no-deps -e .
+    echo "$stamp_src" > .venv/.stamp
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every check CI runs, in order: lint, unit, integration (root: real redis-server, namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+echo "== ruff"
+$PY -m ruff check src tests plugins
+$PY -m ruff format --check src tests plugins
+echo "== pytest"
+$PY -m pytest tests -q -p no:cacheprovider --benchmark-disable

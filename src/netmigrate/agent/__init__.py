@@ -1,0 +1,1 @@
+"""The NetMigrate agent: serves NetMigrate datagrams against one local Redis instance."""

@@ -1,0 +1,1 @@
+"""Benchmarks: YCSB workloads, timelines, histograms, plots and peer systems."""

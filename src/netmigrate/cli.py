@@ -1,0 +1,59 @@
+"""The ``netmigrate`` command: a thin dispatcher over per-package command modules.
+
+Each command lives with the package it drives (``netmigrate.agent.cli`` ...) and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Only the invoked command's module is
+imported, so ``netmigrate kv`` does not pay for gRPC or matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from netmigrate import __version__
+
+#: command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("netmigrate.agent.cli", "run the NetMigrate agent of one Redis instance"),
+    "agent-stats": ("netmigrate.agent.stats_cli", "print an agent's counters"),
+    "kv": ("netmigrate.client.cli", "send one request to a keyspace"),
+    "switch": ("netmigrate.switch.cli", "run the lab switch (P4Runtime server + data plane)"),
+    "gen-p4-constants": ("netmigrate.p4rt.gen_constants", "write p4/include/constants.p4"),
+    "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),
+    "bench": ("netmigrate.bench.cli", "run benchmarks and write JSON + PNG reports"),
+    "migrate": ("netmigrate.migration.cli", "migrate slots between servers"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netmigrate",
+        description="Live migration of Redis shards steered by a programmable switch.",
+    )
+    p.add_argument("--version", action="version", version=f"netmigrate {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"netmigrate {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

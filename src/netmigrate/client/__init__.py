@@ -1,0 +1,1 @@
+"""NetMigrate client library (sync and asyncio)."""

@@ -1,0 +1,1 @@
+"""The local lab: network namespaces, veths and addresses on one machine."""

@@ -1,0 +1,1 @@
+"""Controller-side P4Runtime helpers on top of finsy."""

@@ -1,0 +1,129 @@
+"""Every constant of the NetMigrate wire protocol, in one place.
+
+The P4 program gets these through a generated include (``netmigrate gen-p4-constants``),
+the lab switch, agents and clients import them from here. Nothing else may spell a
+protocol number by hand.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+VERSION = 1
+
+#: Fixed header: version, op, flags, status, keyspace, slot, source_id, target_id, request_id.
+HEADER = struct.Struct("!BBBBHHBBQ")
+HEADER_LEN = HEADER.size  # 18 bytes
+
+#: Bit set in ``op`` of every reply.
+REPLY_BIT = 0x80
+
+#: Slots per keyspace, as in Redis Cluster.
+SLOT_COUNT = 16384
+
+#: Server id 0 never names a server: in the switch's slot map it means
+#: "keyspace default owner" (owner byte) or "none" (target byte).
+NO_SERVER = 0
+MAX_SERVER_ID = 254
+
+#: UDP destination ports whose datagrams the switch parses as NetMigrate requests:
+#: ``port & SERVICE_PORT_MASK == SERVICE_PORT_BASE`` (50000..50015).
+SERVICE_PORT_BASE = 50000
+SERVICE_PORT_MASK = 0xFFF0
+
+#: Largest UDP payload on the lab's MTU 9000 (9000 - 20 IPv4 - 8 UDP).
+LAB_MTU = 9000
+MAX_DATAGRAM = LAB_MTU - 28
+
+#: Length prefixes of the payload encoding.
+KEY_LEN = struct.Struct("!H")
+VALUE_LEN = struct.Struct("!I")
+COUNT = struct.Struct("!H")
+I64 = struct.Struct("!q")
+U64 = struct.Struct("!Q")
+U32 = struct.Struct("!I")
+U8 = struct.Struct("!B")
+
+
+class Op(enum.IntEnum):
+    """Request op codes. A reply carries ``op | REPLY_BIT``."""
+
+    GET = 0x01
+    SET = 0x02
+    DEL = 0x03
+    INCRBY = 0x04
+    MGET = 0x05
+    MSET = 0x06
+    #: Source agent -> target agent through the switch: the slot starts migrating.
+    SLOT_START = 0x10
+    #: Source agent -> target agent through the switch: the target now owns the slot.
+    SLOT_COMPLETE = 0x11
+    #: Controller -> switch, from the CPU port only: write one slot_map entry.
+    SLOT_SET = 0x20
+    #: Controller -> switch, from the CPU port only: read one slot_map entry (packet-in reply).
+    SLOT_READ = 0x21
+
+
+#: Ops the switch sends to the migration target while a slot migrates.
+WRITE_OPS = frozenset({Op.SET, Op.DEL, Op.INCRBY, Op.MSET})
+#: Ops the switch double-reads (owner + clone to target) while a slot migrates.
+READ_OPS = frozenset({Op.GET, Op.MGET})
+DATA_OPS = WRITE_OPS | READ_OPS
+#: Slot-transition ops the switch validates against the owner before applying.
+TRANSITION_OPS = frozenset({Op.SLOT_START, Op.SLOT_COMPLETE})
+#: Ops accepted only from the switch's CPU port.
+CPU_OPS = frozenset({Op.SLOT_SET, Op.SLOT_READ})
+
+
+class Flag(enum.IntFlag):
+    NONE = 0
+    #: The switch sent one copy to the owner and one clone to the migration target.
+    DOUBLE_READ = 0x01
+    #: This copy was redirected or cloned to the migration target.
+    TO_TARGET = 0x02
+    #: The client resent this request (same request id).
+    RETRY = 0x04
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+    #: The migration target has no authoritative answer yet (double-read copy).
+    MISS = 2
+    WRONG_OWNER = 3
+    CROSSSLOT = 4
+    TOO_LARGE = 5
+    BAD_REQUEST = 6
+    BUSY = 7
+    ERROR = 8
+
+
+#: Statuses after which resending the same request can succeed.
+RETRYABLE_STATUSES = frozenset({Status.WRONG_OWNER, Status.BUSY, Status.MISS})
+
+
+class SetCondition(enum.IntEnum):
+    """Condition byte of SET."""
+
+    ALWAYS = 0
+    NX = 1  # only if the key does not exist
+    XX = 2  # only if the key exists
+
+
+#: Switch decisions, the index of the pipeline's ``decision_counter``.
+class Decision(enum.IntEnum):
+    PLAIN_FORWARD = 0  # not NetMigrate (or a reply): plain IPv4
+    TO_OWNER = 1  # stable slot, request sent to its owner
+    REDIRECTED = 2  # write to a migrating slot, sent to the target
+    DOUBLE_READ = 3  # read of a migrating slot, owner + clone to target
+    TRANSITION_ACCEPTED = 4  # SLOT_START / SLOT_COMPLETE applied
+    TRANSITION_REJECTED = 5  # SLOT_START / SLOT_COMPLETE not from the owner, or bad target
+    CPU_OP = 6  # SLOT_SET / SLOT_READ from the CPU port
+    CPU_OP_REJECTED = 7  # SLOT_SET / SLOT_READ from a data port
+    NO_SERVER = 8  # destination server unknown to the switch: dropped
+    NO_ROUTE = 9  # plain IPv4 without a route: dropped
+    BAD_SLOT = 10  # slot >= SLOT_COUNT: sent to the keyspace default owner
+
+
+DECISION_COUNT = 16
