@@ -127,3 +127,19 @@ class Decision(enum.IntEnum):
 
 
 DECISION_COUNT = 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline constants shared by p4/netmigrate.p4 (through the generated include) and the lab
+# switch. Table, action and register ids are NOT here: the committed P4Info is their source.
+
+#: The switch port that stands for the controller (packet-in / packet-out), as BMv2's
+#: ``--cpu-port 255``.
+CPU_PORT = 255
+#: Keyspaces the slot_map register has room for (register size = MAX_KEYSPACES * SLOT_COUNT).
+MAX_KEYSPACES = 4
+SLOT_MAP_SIZE = MAX_KEYSPACES * SLOT_COUNT
+#: ``packet_in.reason`` of the switch's answer to SLOT_SET / SLOT_READ.
+PACKET_IN_REASON_SLOT_MAP = 1
+#: v1model field list id preserved into the double-read clone.
+CLONE_FIELD_LIST = 1
