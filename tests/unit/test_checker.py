@@ -1,0 +1,149 @@
+"""The history checker must find each kind of violation, and nothing in legal histories."""
+
+from __future__ import annotations
+
+from netmigrate.checker import History, Op, unique_value
+
+K = b"k"
+
+
+def v(seq: int) -> bytes:
+    return unique_value(1, seq, size=16)
+
+
+def hist(*ops: Op, final: bytes | None | str = "unset", initial: bytes | None = None) -> History:
+    h = History()
+    h.extend(ops)
+    if initial is not None:
+        h.initial[K] = initial
+    if final != "unset":
+        h.final[K] = final  # type: ignore[assignment]
+    return h
+
+
+def test_sequential_history_is_clean():
+    h = hist(
+        Op("set", K, v(1), 0, 1),
+        Op("get", K, v(1), 2, 3),
+        Op("set", K, v(2), 4, 5),
+        Op("get", K, v(2), 6, 7),
+        Op("del", K, None, 8, 9),
+        Op("get", K, None, 10, 11),
+        final=None,
+    )
+    r = h.check()
+    assert r.ok, r.summary()
+    assert r.operations == 6 and r.keys == 1
+
+
+def test_read_of_overwritten_value_is_stale():
+    h = hist(
+        Op("set", K, v(1), 0, 1),
+        Op("set", K, v(2), 2, 3),
+        Op("get", K, v(1), 4, 5),  # v2 was acknowledged before this read began
+    )
+    r = h.check()
+    assert r.stale_reads == 1 and not r.ok
+
+
+def test_concurrent_write_may_or_may_not_be_seen():
+    h = hist(
+        Op("set", K, v(1), 0, 1),
+        Op("set", K, v(2), 2, 10),  # overlaps both reads
+        Op("get", K, v(1), 3, 4),
+        Op("get", K, v(2), 5, 6),
+    )
+    assert h.check().ok
+
+
+def test_unacknowledged_write_explains_a_later_read():
+    h = hist(
+        Op("set", K, v(1), 0, 1),
+        Op("set", K, v(2), 2, None),  # timed out: may have been applied
+        Op("get", K, v(2), 20, 21),
+        final=v(2),
+    )
+    assert h.check().ok
+
+
+def test_not_found_after_acknowledged_set_is_stale():
+    h = hist(Op("set", K, v(1), 0, 1), Op("get", K, None, 2, 3))
+    assert h.check().stale_reads == 1
+
+
+def test_value_never_written_is_reported():
+    h = hist(Op("set", K, v(1), 0, 1), Op("get", K, b"garbage", 2, 3))
+    r = h.check()
+    assert r.unknown_values == 1 and not r.ok
+
+
+def test_final_state_hiding_an_acknowledged_write_is_a_lost_write():
+    # The classic migration bug: the copy of an old value overwrites a newer client write.
+    h = hist(
+        Op("set", K, v(1), 0, 1),
+        Op("set", K, v(2), 2, 3),
+        final=v(1),
+    )
+    r = h.check()
+    assert r.lost_writes == 1
+    assert b"w1:2" in r.violations[0].detail.encode()
+
+
+def test_final_state_from_the_last_write_is_fine():
+    h = hist(Op("set", K, v(1), 0, 1), Op("set", K, v(2), 2, 3), final=v(2))
+    assert h.check().ok
+
+
+def test_deleted_key_resurrected_by_a_copy_is_lost():
+    h = hist(Op("set", K, v(1), 0, 1), Op("del", K, None, 2, 3), final=v(1))
+    assert h.check().lost_writes == 1
+
+
+def test_initial_value_then_overwritten():
+    ok = hist(Op("get", K, b"init|pad", 0, 1), Op("set", K, v(1), 2, 3), final=v(1),
+              initial=b"init|pad")
+    assert ok.check().ok
+    stale = hist(Op("set", K, v(1), 0, 1), Op("get", K, b"init|pad", 2, 3), initial=b"init|pad")
+    assert stale.check().stale_reads == 1
+
+
+def counter_hist(results: list[int | None], final: int) -> History:
+    h = History()
+    for i, res in enumerate(results):
+        h.extend([Op("incr", b"c", None, i * 2, None if res is None else i * 2 + 1, res)])
+    h.final_counters[b"c"] = final
+    return h
+
+
+def test_counter_applied_once_each():
+    assert counter_hist([1, 2, 3], 3).check().ok
+
+
+def test_counter_retry_applied_twice_is_a_duplicate():
+    r = counter_hist([1, 2, 4], 4).check()  # one increment hit twice (3 never returned)
+    assert r.duplicates == 1
+
+
+def test_counter_same_result_twice_is_a_duplicate():
+    assert counter_hist([1, 1], 2).check().duplicates == 1
+
+
+def test_counter_unknown_outcome_may_or_may_not_count():
+    assert counter_hist([1, None, 2], 2).check().ok
+    assert counter_hist([1, None, 3], 3).check().ok
+    assert counter_hist([1, None], 3).check().duplicates == 1
+
+
+def test_counter_lost_increment():
+    assert counter_hist([1, 2, 3], 2).check().lost_increments == 1
+
+
+def test_recording_api_uses_monotonic_times():
+    h = History()
+    w = h.invoke("set", K, v(1))
+    h.complete(w)
+    r = h.invoke("get", K)
+    h.complete(r, value=v(1))
+    assert w.inv <= w.comp <= r.inv <= r.comp
+    h.final[K] = v(1)
+    assert h.check().ok
