@@ -7,4 +7,6 @@ echo "== ruff"
 $PY -m ruff check src tests plugins
 $PY -m ruff format --check src tests plugins
 echo "== pytest"
-$PY -m pytest tests -q -p no:cacheprovider --benchmark-disable
+$PY -m pytest tests -q -p no:cacheprovider --benchmark-disable --ignore=tests/unit/plugins
+echo "== collection checks (ansible-test sanity + units, ansible-lint)"
+bash scripts/collection_checks.sh
