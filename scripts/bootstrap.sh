@@ -31,3 +31,6 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp_src"
     .venv/bin/python -m pip install -q --no-deps -e .
     echo "$stamp_src" > .venv/.stamp
 fi
+
+# gRPC stubs are generated, never committed; this is a no-op when they are up to date.
+.venv/bin/python scripts/gen_protos.py

@@ -11,7 +11,7 @@ def v(seq: int) -> bytes:
     return unique_value(1, seq, size=16)
 
 
-def hist(*ops: Op, final: bytes | None | str = "unset", initial: bytes | None = None) -> History:
+def hist(*ops: Op, final: bytes | str | None = "unset", initial: bytes | None = None) -> History:
     h = History()
     h.extend(ops)
     if initial is not None:

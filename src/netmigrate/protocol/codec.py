@@ -3,11 +3,20 @@
 A datagram is the fixed header (:data:`~netmigrate.protocol.constants.HEADER`) followed by an
 op-specific payload of length-prefixed keys (u16) and values (u32). Decoding checks every
 length and field and raises :class:`ProtocolError` on anything else: no partial results.
+
+Two levels of API:
+
+- :func:`encode` / :func:`decode` work with :class:`Header` and :class:`Message` records;
+- :func:`encode_request`, :func:`decode_fields` and :func:`encode_reply` are the same codec for
+  hot paths (agent, client): they hand the header around as the raw ``HEADER`` tuple (indexed
+  with the ``F_*`` constants) because building a frozen dataclass per datagram costs more than
+  the whole rest of the decode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from netmigrate.protocol.constants import (
     COUNT,
@@ -30,9 +39,21 @@ from netmigrate.protocol.constants import (
 )
 
 _MAX_KEY = 0xFFFF
+_MAX_COUNT = 0xFFFF
+#: TTLs at or above this are rejected: Redis keeps expiry times as signed 64-bit milliseconds.
+_MAX_TTL_MS = 1 << 62
+#: Longest error message on the wire (bytes of UTF-8).
+_MAX_MESSAGE = 1024
 _KNOWN_FLAGS = int(Flag.DOUBLE_READ | Flag.TO_TARGET | Flag.RETRY)
+_UNKNOWN_FLAGS = 0xFF & ~_KNOWN_FLAGS
 _OPS = frozenset(int(op) for op in Op)
 _STATUSES = frozenset(int(s) for s in Status)
+_OK = int(Status.OK)
+_NOT_FOUND = int(Status.NOT_FOUND)
+
+#: The header as ``HEADER.unpack`` returns it:
+#: (version, op, flags, status, keyspace, slot, source_id, target_id, request_id).
+HeaderFields = tuple[int, int, int, int, int, int, int, int, int]
 
 
 class ProtocolError(ValueError):
@@ -59,16 +80,14 @@ class Header:
     target_id: int = 0
     version: int = VERSION
 
-    @property
-    def is_reply(self) -> bool:
-        return bool(self.op & REPLY_BIT)
+    @classmethod
+    def from_fields(cls, fields: HeaderFields) -> Header:
+        version, op, flags, status, keyspace, slot, source_id, target_id, request_id = fields
+        return cls(op, request_id, keyspace, slot, flags, status, source_id, target_id, version)
 
     @property
-    def request_op(self) -> Op:
-        return Op(self.op & ~REPLY_BIT)
-
-    def pack(self) -> bytes:
-        return HEADER.pack(
+    def fields(self) -> HeaderFields:
+        return (
             self.version,
             self.op,
             self.flags,
@@ -80,9 +99,30 @@ class Header:
             self.request_id,
         )
 
+    @property
+    def is_reply(self) -> bool:
+        return bool(self.op & REPLY_BIT)
+
+    @property
+    def request_op(self) -> Op:
+        return Op(self.op & ~REPLY_BIT)
+
+    def pack(self) -> bytes:
+        return HEADER.pack(*self.fields)
+
     def reply(self, status: Status = Status.OK) -> Header:
         """The header of the reply to this request: same ids and flags, reply bit set."""
-        return replace(self, op=self.op | REPLY_BIT, status=int(status))
+        return Header(
+            self.op | REPLY_BIT,
+            self.request_id,
+            self.keyspace,
+            self.slot,
+            self.flags,
+            int(status),
+            self.source_id,
+            self.target_id,
+            self.version,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,56 +235,71 @@ class Message:
 # ---------------------------------------------------------------------------------------------
 # Encoding
 
+_pack_key_len = KEY_LEN.pack
+_pack_value_len = VALUE_LEN.pack
+_pack_count = COUNT.pack
+
 
 def _key(key: bytes) -> bytes:
     if len(key) > _MAX_KEY:
         raise ValueError(f"key of {len(key)} bytes exceeds {_MAX_KEY}")
-    return KEY_LEN.pack(len(key)) + key
+    return _pack_key_len(len(key)) + key
 
 
 def _value(value: bytes) -> bytes:
-    return VALUE_LEN.pack(len(value)) + value
+    return _pack_value_len(len(value)) + value
 
 
 def _count(n: int) -> bytes:
-    if not 1 <= n <= 0xFFFF:
-        raise ValueError(f"item count {n} out of range 1..65535")
-    return COUNT.pack(n)
+    if not 1 <= n <= _MAX_COUNT:
+        raise ValueError(f"item count {n} out of range 1..{_MAX_COUNT}")
+    return _pack_count(n)
+
+
+def _enc_set(b: Set) -> bytes:
+    if not 0 <= b.ttl_ms < _MAX_TTL_MS:
+        raise ValueError(f"ttl_ms must be in 0..{_MAX_TTL_MS - 1}")
+    return U8.pack(int(b.condition)) + U64.pack(b.ttl_ms) + _key(b.key) + _value(b.value)
+
+
+def _enc_mget_reply(b: MGetReply) -> bytes:
+    out = [_count(len(b.values))]
+    for v in b.values:
+        out.append(b"\x00" if v is None else b"\x01" + _value(v))
+    return b"".join(out)
+
+
+def _enc_error(b: ErrorReply) -> bytes:
+    # Cut on a character boundary so that the message decodes to a prefix of itself.
+    raw = b.message.encode("utf-8")
+    if len(raw) > _MAX_MESSAGE:
+        raw = raw[:_MAX_MESSAGE].decode("utf-8", "ignore").encode("utf-8")
+    return _pack_key_len(len(raw)) + raw
+
+
+_ENCODERS: dict[type, Callable[[object], bytes]] = {
+    Get: lambda b: _key(b.key),
+    Delete: lambda b: _key(b.key),
+    Set: _enc_set,
+    IncrBy: lambda b: _key(b.key) + I64.pack(b.delta),
+    MGet: lambda b: _count(len(b.keys)) + b"".join(_key(k) for k in b.keys),
+    MSet: lambda b: _count(len(b.items)) + b"".join(_key(k) + _value(v) for k, v in b.items),
+    Control: lambda b: b"",
+    Empty: lambda b: b"",
+    ValueReply: lambda b: b"" if b.value is None else _pack_value_len(len(b.value)) + b.value,
+    SetReply: lambda b: b"\x01" if b.applied else b"\x00",
+    CountReply: lambda b: U32.pack(b.count),
+    IntReply: lambda b: I64.pack(b.value),
+    MGetReply: _enc_mget_reply,
+    ErrorReply: _enc_error,
+}
 
 
 def encode_body(body: Body) -> bytes:
-    match body:
-        case Get(key) | Delete(key):
-            return _key(key)
-        case Set(key, value, ttl_ms, condition):
-            if ttl_ms < 0:
-                raise ValueError("ttl_ms must be >= 0")
-            return U8.pack(int(condition)) + U64.pack(ttl_ms) + _key(key) + _value(value)
-        case IncrBy(key, delta):
-            return _key(key) + I64.pack(delta)
-        case MGet(keys):
-            return _count(len(keys)) + b"".join(_key(k) for k in keys)
-        case MSet(items):
-            return _count(len(items)) + b"".join(_key(k) + _value(v) for k, v in items)
-        case Control() | Empty():
-            return b""
-        case ValueReply(value):
-            return b"" if value is None else _value(value)
-        case SetReply(applied):
-            return U8.pack(1 if applied else 0)
-        case CountReply(count):
-            return U32.pack(count)
-        case IntReply(value):
-            return I64.pack(value)
-        case MGetReply(values):
-            out = [_count(len(values))]
-            for v in values:
-                out.append(b"\x00" if v is None else b"\x01" + _value(v))
-            return b"".join(out)
-        case ErrorReply(message):
-            raw = message.encode("utf-8")[:1024]
-            return KEY_LEN.pack(len(raw)) + raw
-    raise TypeError(f"not a NetMigrate body: {body!r}")
+    enc = _ENCODERS.get(type(body))
+    if enc is None:
+        raise TypeError(f"not a NetMigrate body: {body!r}")
+    return enc(body)
 
 
 def encode(header: Header, body: Body) -> bytes:
@@ -252,157 +307,337 @@ def encode(header: Header, body: Body) -> bytes:
     return header.pack() + encode_body(body)
 
 
+def encode_request(
+    op: int, request_id: int, keyspace: int, slot: int, body: Body, flags: int = 0
+) -> bytes:
+    """The datagram of a data request (status OK, no server ids), without building a Header."""
+    return HEADER.pack(VERSION, op, flags, _OK, keyspace, slot, 0, 0, request_id) + encode_body(
+        body
+    )
+
+
+def pack_reply_header(request: HeaderFields, status: int) -> bytes:
+    """The header of the reply to the request whose header is ``request``."""
+    version, op, flags, _, keyspace, slot, source_id, target_id, request_id = request
+    return HEADER.pack(
+        version, op | REPLY_BIT, flags, status, keyspace, slot, source_id, target_id, request_id
+    )
+
+
+def encode_reply(request: HeaderFields, status: int, body: Body) -> bytes:
+    """The reply datagram to the request whose header is ``request``."""
+    return pack_reply_header(request, status) + encode_body(body)
+
+
 # ---------------------------------------------------------------------------------------------
-# Decoding
+# Decoding. The body decoders take (data, offset) and return (body, new offset); they raise
+# _BodyError, which the entry points turn into a ProtocolError carrying the parsed header (a
+# Header is only built on that error path).
 
 
-class _Reader:
-    __slots__ = ("data", "pos", "header")
+class _BodyError(Exception):
+    pass
 
-    def __init__(self, data: bytes, pos: int, header: Header) -> None:
-        self.data = data
-        self.pos = pos
-        self.header = header
 
-    def fail(self, message: str) -> ProtocolError:
-        return ProtocolError(message, self.header)
+_key_len_from = KEY_LEN.unpack_from
+_value_len_from = VALUE_LEN.unpack_from
+_count_from = COUNT.unpack_from
+_i64_from = I64.unpack_from
+_u64_from = U64.unpack_from
+_u32_from = U32.unpack_from
 
-    def take(self, n: int, what: str) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise self.fail(f"truncated {what}: need {n} bytes at offset {self.pos}")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
 
-    def unpack(self, st, what: str) -> int:
-        if self.pos + st.size > len(self.data):
-            raise self.fail(f"truncated {what} at offset {self.pos}")
-        (v,) = st.unpack_from(self.data, self.pos)
-        self.pos += st.size
-        return v
+def _take_key(data: bytes, pos: int) -> tuple[bytes, int]:
+    start = pos + 2
+    if start > len(data):
+        raise _BodyError(f"truncated key length at offset {pos}")
+    end = start + _key_len_from(data, pos)[0]
+    if end > len(data):
+        raise _BodyError(f"truncated key: need {end - start} bytes at offset {start}")
+    return data[start:end], end
 
-    def key(self) -> bytes:
-        return self.take(self.unpack(KEY_LEN, "key length"), "key")
 
-    def value(self) -> bytes:
-        return self.take(self.unpack(VALUE_LEN, "value length"), "value")
+def _take_value(data: bytes, pos: int) -> tuple[bytes, int]:
+    start = pos + 4
+    if start > len(data):
+        raise _BodyError(f"truncated value length at offset {pos}")
+    end = start + _value_len_from(data, pos)[0]
+    if end > len(data):
+        raise _BodyError(f"truncated value: need {end - start} bytes at offset {start}")
+    return data[start:end], end
 
-    def count(self) -> int:
-        n = self.unpack(COUNT, "item count")
-        if n == 0:
-            raise self.fail("item count must be at least 1")
-        return n
 
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise self.fail(f"{len(self.data) - self.pos} trailing bytes after the payload")
+def _take_count(data: bytes, pos: int) -> tuple[int, int]:
+    if pos + 2 > len(data):
+        raise _BodyError(f"truncated item count at offset {pos}")
+    n = _count_from(data, pos)[0]
+    if n == 0:
+        raise _BodyError("item count must be at least 1")
+    return n, pos + 2
+
+
+def _take_fixed(data: bytes, pos: int, size: int, what: str) -> int:
+    if pos + size > len(data):
+        raise _BodyError(f"truncated {what} at offset {pos}")
+    return pos + size
+
+
+def _dec_get(data: bytes, pos: int) -> tuple[Request, int]:
+    key, pos = _take_key(data, pos)
+    return Get(key), pos
+
+
+def _dec_delete(data: bytes, pos: int) -> tuple[Request, int]:
+    key, pos = _take_key(data, pos)
+    return Delete(key), pos
+
+
+def _dec_set(data: bytes, pos: int) -> tuple[Request, int]:
+    _take_fixed(data, pos, 9, "set condition and ttl")
+    cond = data[pos]
+    if cond > SetCondition.XX:
+        raise _BodyError(f"unknown set condition {cond}")
+    ttl_ms = _u64_from(data, pos + 1)[0]
+    if ttl_ms >= _MAX_TTL_MS:
+        raise _BodyError("ttl out of range")
+    key, pos = _take_key(data, pos + 9)
+    value, pos = _take_value(data, pos)
+    return Set(key, value, ttl_ms, SetCondition(cond)), pos
+
+
+def _dec_incrby(data: bytes, pos: int) -> tuple[Request, int]:
+    key, pos = _take_key(data, pos)
+    end = _take_fixed(data, pos, 8, "delta")
+    return IncrBy(key, _i64_from(data, pos)[0]), end
+
+
+def _dec_mget(data: bytes, pos: int) -> tuple[Request, int]:
+    n, pos = _take_count(data, pos)
+    keys = []
+    for _ in range(n):
+        key, pos = _take_key(data, pos)
+        keys.append(key)
+    return MGet(tuple(keys)), pos
+
+
+def _dec_mset(data: bytes, pos: int) -> tuple[Request, int]:
+    n, pos = _take_count(data, pos)
+    items = []
+    for _ in range(n):
+        key, pos = _take_key(data, pos)
+        value, pos = _take_value(data, pos)
+        items.append((key, value))
+    return MSet(tuple(items)), pos
+
+
+def _dec_control(data: bytes, pos: int) -> tuple[Request, int]:
+    return Control(), pos
+
+
+_REQUEST_DECODERS: dict[int, Callable[[bytes, int], tuple[Request, int]]] = {
+    Op.GET: _dec_get,
+    Op.SET: _dec_set,
+    Op.DEL: _dec_delete,
+    Op.INCRBY: _dec_incrby,
+    Op.MGET: _dec_mget,
+    Op.MSET: _dec_mset,
+    Op.SLOT_START: _dec_control,
+    Op.SLOT_COMPLETE: _dec_control,
+    Op.SLOT_SET: _dec_control,
+    Op.SLOT_READ: _dec_control,
+}
+
+
+def _dec_value_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    value, pos = _take_value(data, pos)
+    return ValueReply(value), pos
+
+
+def _dec_set_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    end = _take_fixed(data, pos, 1, "applied")
+    applied = data[pos]
+    if applied > 1:
+        raise _BodyError("applied flag must be 0 or 1")
+    return SetReply(bool(applied)), end
+
+
+def _dec_count_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    end = _take_fixed(data, pos, 4, "count")
+    return CountReply(_u32_from(data, pos)[0]), end
+
+
+def _dec_int_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    end = _take_fixed(data, pos, 8, "value")
+    return IntReply(_i64_from(data, pos)[0]), end
+
+
+def _dec_mget_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    n, pos = _take_count(data, pos)
+    values: list[bytes | None] = []
+    for _ in range(n):
+        _take_fixed(data, pos, 1, "presence")
+        present = data[pos]
+        pos += 1
+        if present > 1:
+            raise _BodyError("presence flag must be 0 or 1")
+        if present:
+            value, pos = _take_value(data, pos)
+            values.append(value)
+        else:
+            values.append(None)
+    return MGetReply(tuple(values)), pos
+
+
+def _dec_empty(data: bytes, pos: int) -> tuple[Reply, int]:
+    return Empty(), pos
+
+
+_OK_REPLY_DECODERS: dict[int, Callable[[bytes, int], tuple[Reply, int]]] = {
+    Op.GET: _dec_value_reply,
+    Op.SET: _dec_set_reply,
+    Op.DEL: _dec_count_reply,
+    Op.INCRBY: _dec_int_reply,
+    Op.MGET: _dec_mget_reply,
+    Op.MSET: _dec_empty,
+    Op.SLOT_START: _dec_empty,
+    Op.SLOT_COMPLETE: _dec_empty,
+    Op.SLOT_SET: _dec_empty,
+    Op.SLOT_READ: _dec_empty,
+}
+
+
+#: Body decoder by wire op for datagrams with status OK: requests, and replies (op | REPLY_BIT).
+_STATUS_OK_DECODERS: dict[int, Callable[[bytes, int], tuple[Body, int]]] = {
+    **_REQUEST_DECODERS,
+    **{op | REPLY_BIT: dec for op, dec in _OK_REPLY_DECODERS.items()},
+}
+
+
+def _decode_reply(data: bytes, pos: int, op: int, status: int) -> tuple[Reply, int]:
+    if status == _OK:
+        return _OK_REPLY_DECODERS[op](data, pos)
+    if status == _NOT_FOUND and op == Op.GET:
+        return ValueReply(None), pos
+    start = pos + 2
+    if start > len(data):
+        raise _BodyError(f"truncated message length at offset {pos}")
+    end = start + _key_len_from(data, pos)[0]
+    if end - start > _MAX_MESSAGE:
+        raise _BodyError(f"error message of {end - start} bytes exceeds {_MAX_MESSAGE}")
+    if end > len(data):
+        raise _BodyError(f"truncated message: need {end - start} bytes at offset {start}")
+    try:
+        return ErrorReply(data[start:end].decode("utf-8")), end
+    except UnicodeDecodeError:
+        raise _BodyError("error message is not UTF-8") from None
+
+
+def _header_error(fields: HeaderFields) -> str | None:
+    """Why this header is invalid, or None."""
+    version, op, flags, status, _, slot, source_id, target_id, _ = fields
+    if version != VERSION:
+        return f"unsupported protocol version {version}"
+    if op & ~REPLY_BIT not in _OPS:
+        return f"unknown op 0x{op:02x}"
+    if flags & ~_KNOWN_FLAGS:
+        return f"unknown flag bits 0x{flags & ~_KNOWN_FLAGS:02x}"
+    if status not in _STATUSES:
+        return f"unknown status {status}"
+    if not op & REPLY_BIT and status != _OK:
+        return "a request must carry status OK"
+    if slot >= SLOT_COUNT:
+        return f"slot {slot} out of range 0..{SLOT_COUNT - 1}"
+    if source_id > MAX_SERVER_ID or target_id > MAX_SERVER_ID:
+        return "server id 255 is reserved"
+    return None
+
+
+_unpack_header_from = HEADER.unpack_from
+
+
+def _unpack_header(data: bytes) -> HeaderFields:
+    if len(data) < HEADER_LEN:
+        raise ProtocolError(f"datagram of {len(data)} bytes is shorter than the header")
+    fields: HeaderFields = _unpack_header_from(data)
+    error = _header_error(fields)
+    if error is not None:
+        raise ProtocolError(error, Header.from_fields(fields))
+    return fields
 
 
 def decode_header(data: bytes) -> Header:
     """Decode and validate the fixed header only (what the switch parses)."""
+    return Header.from_fields(_unpack_header(data))
+
+
+def decode_fields(data: bytes) -> tuple[HeaderFields, Body]:
+    """Decode a whole datagram into its raw header tuple and body. Raises :class:`ProtocolError`.
+
+    Exactly as strict as :func:`decode`; the header stays a tuple (see ``F_*`` in constants).
+    """
     if len(data) < HEADER_LEN:
         raise ProtocolError(f"datagram of {len(data)} bytes is shorter than the header")
-    version, op, flags, status, keyspace, slot, source_id, target_id, request_id = (
-        HEADER.unpack_from(data)
-    )
-    header = Header(
-        op=op,
-        request_id=request_id,
-        keyspace=keyspace,
-        slot=slot,
-        flags=flags,
-        status=status,
-        source_id=source_id,
-        target_id=target_id,
-        version=version,
-    )
-    if version != VERSION:
-        raise ProtocolError(f"unsupported protocol version {version}", header)
-    if op & ~REPLY_BIT not in _OPS:
-        raise ProtocolError(f"unknown op 0x{op:02x}", header)
-    if flags & ~_KNOWN_FLAGS:
-        raise ProtocolError(f"unknown flag bits 0x{flags & ~_KNOWN_FLAGS:02x}", header)
-    if status not in _STATUSES:
-        raise ProtocolError(f"unknown status {status}", header)
-    if not op & REPLY_BIT and status != Status.OK:
-        raise ProtocolError("a request must carry status OK", header)
-    if slot >= SLOT_COUNT:
-        raise ProtocolError(f"slot {slot} out of range 0..{SLOT_COUNT - 1}", header)
-    if source_id > MAX_SERVER_ID or target_id > MAX_SERVER_ID:
-        raise ProtocolError("server id 255 is reserved", header)
-    return header
-
-
-def _decode_request(r: _Reader, op: Op) -> Request:
-    match op:
-        case Op.GET:
-            return Get(r.key())
-        case Op.DEL:
-            return Delete(r.key())
-        case Op.SET:
-            cond = r.unpack(U8, "set condition")
-            if cond > SetCondition.XX:
-                raise r.fail(f"unknown set condition {cond}")
-            ttl_ms = r.unpack(U64, "ttl")
-            if ttl_ms >= 1 << 62:
-                raise r.fail("ttl out of range")
-            key = r.key()
-            return Set(key, r.value(), ttl_ms, SetCondition(cond))
-        case Op.INCRBY:
-            key = r.key()
-            return IncrBy(key, r.unpack(I64, "delta"))
-        case Op.MGET:
-            return MGet(tuple(r.key() for _ in range(r.count())))
-        case Op.MSET:
-            n = r.count()
-            items = []
-            for _ in range(n):
-                key = r.key()
-                items.append((key, r.value()))
-            return MSet(tuple(items))
-        case _:
-            return Control()
-
-
-def _decode_reply(r: _Reader, op: Op, status: int) -> Reply:
-    if status == Status.NOT_FOUND and op == Op.GET:
-        return ValueReply(None)
-    if status != Status.OK:
-        return ErrorReply(r.take(r.unpack(KEY_LEN, "message length"), "message").decode(
-            "utf-8", "replace"))
-    match op:
-        case Op.GET:
-            return ValueReply(r.value())
-        case Op.SET:
-            applied = r.unpack(U8, "applied")
-            if applied > 1:
-                raise r.fail("applied flag must be 0 or 1")
-            return SetReply(bool(applied))
-        case Op.DEL:
-            return CountReply(r.unpack(U32, "count"))
-        case Op.INCRBY:
-            return IntReply(r.unpack(I64, "value"))
-        case Op.MGET:
-            values: list[bytes | None] = []
-            for _ in range(r.count()):
-                present = r.unpack(U8, "presence")
-                if present > 1:
-                    raise r.fail("presence flag must be 0 or 1")
-                values.append(r.value() if present else None)
-            return MGetReply(tuple(values))
-        case _:
-            return Empty()
+    fields: HeaderFields = _unpack_header_from(data)
+    version, op, flags, status, _, slot, source_id, target_id, _ = fields
+    try:
+        # The common cases (a request, an OK reply) in one test; everything else gets the
+        # detailed check, which also names what is wrong.
+        decoder = _STATUS_OK_DECODERS.get(op)
+        if (
+            decoder is not None
+            and status == _OK
+            and version == VERSION
+            and not flags & _UNKNOWN_FLAGS
+            and slot < SLOT_COUNT
+            and source_id <= MAX_SERVER_ID
+            and target_id <= MAX_SERVER_ID
+        ):
+            body, pos = decoder(data, HEADER_LEN)
+        else:
+            error = _header_error(fields)
+            if error is not None:
+                raise ProtocolError(error, Header.from_fields(fields))
+            if op & REPLY_BIT:
+                body, pos = _decode_reply(data, HEADER_LEN, op & ~REPLY_BIT, status)
+            else:
+                body, pos = _REQUEST_DECODERS[op](data, HEADER_LEN)
+        if pos != len(data):
+            raise _BodyError(f"{len(data) - pos} trailing bytes after the payload")
+    except _BodyError as e:
+        raise ProtocolError(str(e), Header.from_fields(fields)) from None
+    return fields, body
 
 
 def decode(data: bytes) -> Message:
     """Decode a whole datagram, request or reply. Raises :class:`ProtocolError`."""
-    header = decode_header(data)
-    r = _Reader(data, HEADER_LEN, header)
-    op = Op(header.op & ~REPLY_BIT)
-    body = _decode_reply(r, op, header.status) if header.is_reply else _decode_request(r, op)
-    r.end()
-    return Message(header, body)
+    fields, body = decode_fields(data)
+    return Message(Header.from_fields(fields), body)
+
+
+def reply_to_malformed(error: ProtocolError) -> bytes | None:
+    """The BAD_REQUEST answer to a malformed request, or None when there is nobody to answer.
+
+    Answered: datagrams whose fixed header was readable and names a known request op. The
+    reply echoes the request id but replaces the fields that made the header invalid (version,
+    unknown flags, out-of-range slot or server ids), so that it always decodes. Not answered:
+    no readable header, a reply (never answer a reply: no ping-pong), or an unknown op (its
+    reply op would be unknown too, so no client could decode it).
+    """
+    h = error.header
+    if h is None or h.op & REPLY_BIT or h.op not in _OPS:
+        return None
+    fields = (
+        VERSION,
+        h.op,
+        h.flags & _KNOWN_FLAGS,
+        _OK,
+        h.keyspace,
+        h.slot if h.slot < SLOT_COUNT else 0,
+        h.source_id if h.source_id <= MAX_SERVER_ID else 0,
+        h.target_id if h.target_id <= MAX_SERVER_ID else 0,
+        h.request_id,
+    )
+    return encode_reply(fields, Status.BAD_REQUEST, ErrorReply(str(error)))
 
 
 def request_type(op: Op) -> type:

@@ -16,6 +16,13 @@ VERSION = 1
 HEADER = struct.Struct("!BBBBHHBBQ")
 HEADER_LEN = HEADER.size  # 18 bytes
 
+#: Positions of the fields in the tuple ``HEADER.unpack`` returns (and
+#: :func:`netmigrate.protocol.codec.decode_fields` hands out), for hot paths that skip
+#: building a :class:`~netmigrate.protocol.codec.Header`.
+F_VERSION, F_OP, F_FLAGS, F_STATUS, F_KEYSPACE, F_SLOT, F_SOURCE_ID, F_TARGET_ID, F_REQUEST_ID = (
+    range(9)
+)
+
 #: Bit set in ``op`` of every reply.
 REPLY_BIT = 0x80
 

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 from netmigrate.protocol.constants import SLOT_COUNT
 
 
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_TABLE = _make_table()
-
-
 def crc16_xmodem(data: bytes) -> int:
-    """CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection."""
-    crc = 0
-    table = _TABLE
-    for b in data:
-        crc = ((crc << 8) & 0xFF00) ^ table[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection.
+
+    ``binascii.crc_hqx`` is exactly this CRC (the one BinHex 4 uses), implemented in C: the
+    agent hashes every key of every request, so a Python loop here would cost more than the
+    rest of the request's parsing.
+    """
+    return crc_hqx(data, 0)
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -40,4 +30,4 @@ def hash_tag(key: bytes) -> bytes:
 def key_slot(key: bytes | str) -> int:
     if isinstance(key, str):
         key = key.encode()
-    return crc16_xmodem(hash_tag(key)) % SLOT_COUNT
+    return crc_hqx(hash_tag(key), 0) % SLOT_COUNT

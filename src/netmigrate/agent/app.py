@@ -1,0 +1,178 @@
+"""The agent process: prepares its Redis, restores slot ownership, serves UDP and gRPC.
+
+``Agent`` runs on the caller's event loop, so tests can run it in-process; ``netmigrate
+agent`` (``cli.py``) wraps it in a process with signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from netmigrate.agent import slot_store
+from netmigrate.agent.config import AgentConfig, RedisTarget
+from netmigrate.agent.datapath import DataPath
+from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.redis_node import ensure_single_node_cluster_async
+from netmigrate.agent.resp import RespConnection
+from netmigrate.agent.slots import SlotState, SlotTable, format_ranges
+from netmigrate.agent.stats import AgentStats
+
+log = logging.getLogger("netmigrate.agent")
+
+_RECONNECT_MIN = 0.05
+_RECONNECT_MAX = 2.0
+
+
+def admin_client(target: RedisTarget) -> redis.asyncio.Redis:
+    """A redis-py client for the agent's control-plane calls (not the data path)."""
+    kwargs: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "client_name": "netmigrate-agent-admin",
+        # redis-py retries by default, wrong credentials included (seconds of backoff):
+        # the agent's callers decide about retrying, so fail fast and clearly.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.unix_path:
+        return redis.asyncio.Redis(unix_socket_path=target.unix_path, **kwargs)
+    return redis.asyncio.Redis(host=target.host, port=target.port, ssl=target.tls, **kwargs)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.stats = AgentStats()
+        self.dedup = DedupWindow(
+            max_entries=config.dedup_entries,
+            max_per_client=config.dedup_per_client,
+            max_bytes=config.dedup_bytes,
+        )
+        self.table = SlotTable()
+        self.address: tuple[str, int] | None = None
+        self.control_port: int | None = None
+        self._admin: redis.asyncio.Redis | None = None
+        self._datapath: DataPath | None = None
+        self._control: grpc.aio.Server | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Prepare Redis and start serving; raises (with a clear message) when it cannot."""
+        cfg = self.config
+        log.info(
+            "agent keyspace %d server %d: Redis %s",
+            cfg.keyspace,
+            cfg.server_id,
+            cfg.redis.display(),
+        )
+        try:
+            self._admin = admin_client(cfg.redis)
+            result = await ensure_single_node_cluster_async(self._admin)
+            if result.changed:
+                log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
+            self.table = await self._restore_ownership()
+            self._datapath = DataPath(
+                keyspace=cfg.keyspace,
+                server_id=cfg.server_id,
+                table=self.table,
+                dedup=self.dedup,
+                stats=self.stats,
+                max_datagram=cfg.max_datagram,
+                max_batch=cfg.max_batch,
+            )
+            self._datapath.redis = await RespConnection.open(cfg.redis)
+            self.address = self._datapath.bind(*cfg.listen)
+            self._supervisor = asyncio.create_task(self._supervise_redis())
+            if cfg.control is not None:
+                from netmigrate.agent.control import start_control_server
+
+                self._control, self.control_port = await start_control_server(
+                    self, *cfg.control, cfg.control_tls
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "serving UDP %s:%d%s",
+            *self.address,
+            f", control gRPC port {self.control_port}" if self._control else "",
+        )
+
+    async def _restore_ownership(self) -> SlotTable:
+        cfg = self.config
+        assert self._admin is not None
+        state = await slot_store.load(self._admin)
+        if state is None:
+            table = SlotTable(cfg.initial_slots)
+            await slot_store.save(self._admin, cfg.keyspace, cfg.server_id, table)
+            log.info("ownership initialised from --slots: %s", _describe(table))
+            return table
+        slot_store.check_identity(state, cfg.keyspace, cfg.server_id)
+        log.info("ownership restored from Redis: %s", _describe(state.table))
+        return state.table
+
+    async def _supervise_redis(self) -> None:
+        """Reconnect the data-path connection when Redis goes away; BUSY meanwhile."""
+        datapath = self._datapath
+        assert datapath is not None
+        delay = _RECONNECT_MIN
+        while not self._stopping:
+            conn = datapath.redis
+            if conn is not None and conn.is_open:
+                await conn.closed
+                if self._stopping:
+                    return
+                log.warning("lost the connection to Redis; answering BUSY while reconnecting")
+            try:
+                datapath.redis = await RespConnection.open(self.config.redis)
+            except (TimeoutError, OSError, PermissionError) as e:
+                log.warning("reconnecting to Redis failed: %s", e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+                continue
+            self.stats.redis_reconnects += 1
+            delay = _RECONNECT_MIN
+            log.info("reconnected to Redis")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._control is not None:
+            await self._control.stop(grace=0.5)
+            self._control = None
+        if self._datapath is not None:
+            self._datapath.close()
+            if self._datapath.redis is not None:
+                self._datapath.redis.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._admin is not None:
+            await self._admin.aclose()
+            self._admin = None
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _describe(table: SlotTable) -> str:
+    owned = table.count(SlotState.OWNED)
+    ranges = format_ranges(table.ranges(SlotState.OWNED))
+    if len(ranges) > 120:  # a fragmented map would flood the log
+        ranges = ranges[:120].rsplit(",", 1)[0] + ",..."
+    return f"{owned} slots owned ({ranges})"

@@ -1,0 +1,192 @@
+"""The agent's configuration: parsed, validated, and safe to log."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
+
+PASSWORD_ENV = "NETMIGRATE_REDIS_PASSWORD"
+#: Largest UDP payload over IPv4: the agent reads whole datagrams up to this size.
+UDP_MAX_PAYLOAD = 65507
+_DEFAULT_REDIS_PORT = 6379
+
+
+class ConfigError(ValueError):
+    """A bad command-line value; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where and how to reach the local Redis. ``password`` is never part of ``repr``."""
+
+    host: str = "127.0.0.1"
+    port: int = _DEFAULT_REDIS_PORT
+    unix_path: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    def display(self) -> str:
+        """The target as a URL with the password masked: the only form that may be logged."""
+        user = quote(self.username, safe="") if self.username else ""
+        auth = ""
+        if user or self.password:
+            auth = f"{user}{':***' if self.password else ''}@"
+        if self.unix_path:
+            return f"unix://{auth}{self.unix_path}"
+        scheme = "rediss" if self.tls else "redis"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{auth}{host}:{self.port}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """``redis://[user[:password]@]host[:port][/0]``, ``rediss://...`` or ``unix:///path``.
+
+    Redis Cluster mode only has database 0, so any other database number is refused.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"--redis: unsupported scheme {parts.scheme!r} (redis, rediss, unix)")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    for pair in filter(None, parts.query.split("&")):
+        name, _, value = pair.partition("=")
+        if name == "db":
+            db = value
+        else:
+            raise ConfigError(f"--redis: unsupported URL parameter {name!r}")
+    if db not in ("", "0"):
+        raise ConfigError("--redis: a cluster-mode Redis only has database 0")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError("--redis: unix:// URL without a socket path")
+        return RedisTarget(unix_path=parts.path, username=username, password=password)
+    try:
+        port = parts.port or _DEFAULT_REDIS_PORT
+    except ValueError as e:
+        raise ConfigError(f"--redis: {e}") from None
+    return RedisTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        username=username,
+        password=password,
+        tls=parts.scheme == "rediss",
+    )
+
+
+def resolve_password(
+    target: RedisTarget, password_file: str | None, environ: dict[str, str] | None = None
+) -> RedisTarget:
+    """Fill in the password from ``--redis-password-file`` or the environment.
+
+    A password in the URL and a password file at once is refused: which one wins would be a
+    guess. The environment is the fallback when neither gives one.
+    """
+    env = os.environ if environ is None else environ
+    if password_file is not None:
+        if target.password is not None:
+            raise ConfigError("the Redis password is given twice (URL and --redis-password-file)")
+        try:
+            secret = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(
+                f"--redis-password-file: cannot read {password_file}: {e.strerror}"
+            ) from None
+        if not secret:
+            raise ConfigError(f"--redis-password-file: {password_file} is empty")
+        return _with_password(target, secret)
+    if target.password is None and env.get(PASSWORD_ENV):
+        return _with_password(target, env[PASSWORD_ENV])
+    return target
+
+
+def _with_password(target: RedisTarget, password: str) -> RedisTarget:
+    return RedisTarget(
+        host=target.host,
+        port=target.port,
+        unix_path=target.unix_path,
+        username=target.username,
+        password=password,
+        tls=target.tls,
+    )
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; port 0 means any free port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{what}: port {port!r} is not a number") from None
+    if not 0 <= number <= 0xFFFF:
+        raise ConfigError(f"{what}: port {number} out of range")
+    return host, number
+
+
+def parse_slots(text: str) -> frozenset[int]:
+    """``none``, ``all``, or comma-separated slots and inclusive ranges: ``0-99,200,300-400``."""
+    text = text.strip().lower()
+    if text == "none":
+        return frozenset()
+    if text == "all":
+        return frozenset(range(SLOT_COUNT))
+    slots: set[int] = set()
+    for part in text.split(","):
+        lo_text, dash, hi_text = part.strip().partition("-")
+        try:
+            lo = int(lo_text)
+            hi = int(hi_text) if dash else lo
+        except ValueError:
+            raise ConfigError(f"--slots: {part!r} is not a slot or a range LO-HI") from None
+        if not 0 <= lo <= hi < SLOT_COUNT:
+            raise ConfigError(f"--slots: {part!r} is not within 0-{SLOT_COUNT - 1} (LO <= HI)")
+        slots.update(range(lo, hi + 1))
+    return frozenset(slots)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the control service's TLS: server cert and key, optional client CA."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    redis: RedisTarget
+    listen: tuple[str, int]
+    keyspace: int
+    server_id: int
+    #: Ownership to start with when the agent's Redis has none persisted yet.
+    initial_slots: frozenset[int] = frozenset(range(SLOT_COUNT))
+    control: tuple[str, int] | None = None
+    control_tls: TlsFiles | None = None
+    max_datagram: int = MAX_DATAGRAM
+    #: Dedup window bounds: request ids remembered in total and per client, reply bytes kept.
+    dedup_entries: int = 262_144
+    dedup_per_client: int = 65_536
+    dedup_bytes: int = 64 << 20
+    #: Most datagrams read per wakeup, i.e. per Redis pipeline.
+    max_batch: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.keyspace <= 0xFFFF:
+            raise ConfigError(f"--keyspace {self.keyspace} out of range 0..65535")
+        if not 1 <= self.server_id <= MAX_SERVER_ID:
+            raise ConfigError(f"--server-id {self.server_id} out of range 1..{MAX_SERVER_ID}")
+        if not 64 <= self.max_datagram <= UDP_MAX_PAYLOAD:
+            raise ConfigError(f"--max-datagram {self.max_datagram} out of range 64..65507")
+        if self.dedup_entries < 1 or self.dedup_per_client < 1 or self.dedup_bytes < 1:
+            raise ConfigError("dedup window bounds must be positive")
+        if self.max_batch < 1:
+            raise ConfigError("--max-batch must be positive")

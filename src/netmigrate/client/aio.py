@@ -1,0 +1,512 @@
+"""The asyncio NetMigrate client.
+
+One UDP socket, any number of outstanding requests. Each request gets a request id (a random
+32-bit client id | a 32-bit counter); replies are matched by that id and op only, so late,
+duplicate or foreign replies are ignored and never mistaken for another request's. A request
+that gets no usable reply within its timeout is sent again with the RETRY flag and the same
+id (the agents apply it at most once); WRONG_OWNER, BUSY and MISS answers are retried after a
+short backoff, since the switch routes the retry to the right server.
+
+Multi-key requests whose keys fall in several slots are split into one request per slot:
+``mget`` is then a set of per-slot reads and ``mset`` is atomic per slot only, not across
+slots (a failure can leave some slots written and others not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from netmigrate.client.errors import NetMigrateError, ServerError, Timeout, TooLarge
+from netmigrate.client.merge import Reply, merge_double_read
+from netmigrate.protocol.codec import (
+    Body,
+    Delete,
+    ErrorReply,
+    Get,
+    IncrBy,
+    MGet,
+    MSet,
+    ProtocolError,
+    Set,
+    decode_fields,
+    encode_request,
+)
+from netmigrate.protocol.constants import (
+    F_FLAGS,
+    F_OP,
+    F_REQUEST_ID,
+    F_STATUS,
+    MAX_DATAGRAM,
+    REPLY_BIT,
+    RETRYABLE_STATUSES,
+    Flag,
+    Op,
+    SetCondition,
+    Status,
+)
+from netmigrate.protocol.slot import key_slot
+
+log = logging.getLogger(__name__)
+
+Key = bytes | str
+Value = bytes | str | int
+
+_RECV_SIZE = 65536
+_SOCKET_BUFFER = 4 << 20
+_MAX_DRAIN = 256
+#: A timed-out request is noticed at most this late (or 5% of its timeout, if less).
+_MAX_TIMER_SLACK = 0.01
+_OK = int(Status.OK)
+_NOT_FOUND = int(Status.NOT_FOUND)
+_DOUBLE_READ = int(Flag.DOUBLE_READ)
+_TO_TARGET = int(Flag.TO_TARGET)
+_RETRYABLE = frozenset(int(s) for s in RETRYABLE_STATUSES)
+
+
+def _bytes(value: Value, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, str or int, not {type(value).__name__}")
+
+
+def _mget_values(body: Any) -> list[bytes | None]:
+    return list(body.values)
+
+
+def _nothing(body: Any) -> None:
+    return None
+
+
+#: The caller's result from an OK (or GET's NOT_FOUND) reply body, per op.
+_RESULTS: dict[int, Callable[[Any], Any]] = {
+    Op.GET: attrgetter("value"),
+    Op.SET: attrgetter("applied"),
+    Op.DEL: attrgetter("count"),
+    Op.INCRBY: attrgetter("value"),
+    Op.MGET: _mget_values,
+    Op.MSET: _nothing,
+}
+
+
+@dataclass
+class ClientStats:
+    sent: int = 0
+    retries: int = 0
+    replies: int = 0
+    #: Replies for no outstanding request (late, duplicate or foreign): ignored.
+    unmatched: int = 0
+    #: Replies whose request id matched but op did not: ignored.
+    mismatched: int = 0
+    bad_datagrams: int = 0
+    timeouts: int = 0
+
+
+class _Request:
+    __slots__ = (
+        "attempts",
+        "backoff",
+        "body",
+        "datagram",
+        "future",
+        "op",
+        "owner",
+        "request_id",
+        "slot",
+        "target",
+        "timeout",
+        "token",
+    )
+
+    def __init__(
+        self,
+        request_id: int,
+        op: int,
+        slot: int,
+        body: Body,
+        datagram: bytes,
+        future: asyncio.Future[Any],
+        timeout: float,
+    ) -> None:
+        self.request_id = request_id
+        self.op = op
+        self.slot = slot
+        self.body = body
+        self.datagram = datagram
+        self.future = future
+        self.timeout = timeout
+        self.attempts = 0
+        #: Bumped on every (re)send: a timer entry with an older token is stale.
+        self.token = 0
+        self.backoff: asyncio.TimerHandle | None = None
+        self.owner: Reply | None = None
+        self.target: Reply | None = None
+
+
+class AsyncClient:
+    """Asyncio client of one keyspace (service address + keyspace id).
+
+    ``timeout`` is per attempt; a request is tried ``1 + retries`` times at most. Use as
+    ``async with AsyncClient(("10.0.0.1", 50000), 50000) as c: await c.get("k")``.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keyspace: int,
+        *,
+        timeout: float = 0.25,
+        retries: int = 4,
+        backoff: float = 0.002,
+        max_backoff: float = 0.1,
+        max_datagram: int = MAX_DATAGRAM,
+        client_id: int | None = None,
+    ) -> None:
+        if not 0 <= keyspace <= 0xFFFF:
+            raise ValueError(f"keyspace {keyspace} out of range 0..65535")
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("timeout must be > 0, retries and backoff >= 0")
+        self.address = address
+        self.keyspace = keyspace
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_datagram = max_datagram
+        self.client_id = secrets.randbits(32) if client_id is None else client_id
+        if not 0 <= self.client_id <= 0xFFFFFFFF:
+            raise ValueError("client_id must fit 32 bits")
+        self.stats = ClientStats()
+        self._counter = 0
+        self._pending: dict[int, _Request] = {}
+        self._sock: socket.socket | None = None
+        self._peer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Per distinct timeout, (deadline, token, request) in send order (see _arm).
+        self._deadlines: dict[float, deque[tuple[float, int, _Request]]] = {}
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> AsyncClient:
+        if self._sock is not None:
+            return self
+        loop = asyncio.get_running_loop()
+        host, port = self.address
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            raise NetMigrateError(f"cannot resolve {host}: {e}") from None
+        if not infos:
+            raise NetMigrateError(f"cannot resolve {host}")
+        family, _, _, _, peer = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+            sock.setblocking(False)
+            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._peer, self._loop = sock, peer, loop
+        loop.add_reader(sock.fileno(), self._on_readable)
+        return self
+
+    def close(self) -> None:
+        """Close the socket; outstanding requests fail with NetMigrateError."""
+        if self._sock is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._sock = None
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        pending, self._pending = self._pending, {}
+        for req in pending.values():
+            if req.backoff is not None:
+                req.backoff.cancel()
+            if not req.future.done():
+                req.future.set_exception(NetMigrateError("client closed"))
+        self._deadlines.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        if self._sock is None:
+            raise NetMigrateError("client is not open")
+        return self._sock.getsockname()[:2]
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def get(self, key: Key, *, timeout: float | None = None) -> bytes | None:
+        """The value of ``key``, or None when it does not exist."""
+        k = key if type(key) is bytes else _bytes(key, "key")
+        return await self._start(self._prepare(Op.GET, key_slot(k), Get(k), timeout))
+
+    async def set(
+        self,
+        key: Key,
+        value: Value,
+        *,
+        ttl_ms: int = 0,
+        nx: bool = False,
+        xx: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
+        """Set ``key``; False when the NX / XX condition did not hold. ``ttl_ms`` 0: no expiry."""
+        if nx and xx:
+            raise ValueError("nx and xx exclude each other")
+        if ttl_ms < 0:
+            raise ValueError("ttl_ms must be >= 0")
+        cond = SetCondition.NX if nx else SetCondition.XX if xx else SetCondition.ALWAYS
+        k = key if type(key) is bytes else _bytes(key, "key")
+        body = Set(k, _bytes(value, "value"), ttl_ms, cond)
+        return await self._start(self._prepare(Op.SET, key_slot(k), body, timeout))
+
+    async def delete(self, key: Key, *, timeout: float | None = None) -> int:
+        """Delete ``key``; the number of keys removed (0 or 1)."""
+        k = key if type(key) is bytes else _bytes(key, "key")
+        return await self._start(self._prepare(Op.DEL, key_slot(k), Delete(k), timeout))
+
+    async def incrby(self, key: Key, delta: int = 1, *, timeout: float | None = None) -> int:
+        """Add ``delta`` to the integer at ``key`` (0 if absent); the new value."""
+        k = key if type(key) is bytes else _bytes(key, "key")
+        body = IncrBy(k, int(delta))
+        return await self._start(self._prepare(Op.INCRBY, key_slot(k), body, timeout))
+
+    async def mget(self, keys: Iterable[Key], *, timeout: float | None = None) -> list[Any]:
+        """Values of ``keys`` in order (None for missing); one request per slot involved."""
+        ks = [_bytes(k, "key") for k in keys]
+        if not ks:
+            return []
+        groups = _by_slot(ks)
+        reqs = [
+            self._prepare(Op.MGET, slot, MGet(tuple(ks[i] for i in idx)), timeout)
+            for slot, idx in groups.items()
+        ]
+        parts = await asyncio.gather(*(self._start(r) for r in reqs))
+        out: list[Any] = [None] * len(ks)
+        for idx, values in zip(groups.values(), parts, strict=True):
+            for i, v in zip(idx, values, strict=True):
+                out[i] = v
+        return out
+
+    async def mset(
+        self,
+        items: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Set several keys: atomic within a slot; keys of several slots are set per slot
+        (not atomically across slots). Every request is checked before any is sent."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        kv = [(_bytes(k, "key"), _bytes(v, "value")) for k, v in pairs]
+        if not kv:
+            return
+        groups = _by_slot([k for k, _ in kv])
+        reqs = [
+            self._prepare(Op.MSET, slot, MSet(tuple(kv[i] for i in idx)), timeout)
+            for slot, idx in groups.items()
+        ]
+        await asyncio.gather(*(self._start(r) for r in reqs))
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _prepare(self, op: int, slot: int, body: Body, timeout: float | None) -> _Request:
+        """A request ready to send; raises TooLarge (nothing sent) when it cannot fit."""
+        if self._sock is None:
+            raise NetMigrateError("client is not open (use 'async with' or await open())")
+        self._counter = counter = (self._counter + 1) & 0xFFFFFFFF
+        request_id = self.client_id << 32 | counter
+        datagram = encode_request(op, request_id, self.keyspace, slot, body)
+        if len(datagram) > self.max_datagram:
+            raise TooLarge(len(datagram), self.max_datagram)
+        req = _Request(
+            request_id,
+            op,
+            slot,
+            body,
+            datagram,
+            self._loop.create_future(),  # type: ignore[union-attr]
+            self.timeout if timeout is None else timeout,
+        )
+        return req
+
+    def _start(self, req: _Request) -> asyncio.Future[Any]:
+        self._pending[req.request_id] = req
+        self._transmit(req, req.datagram)
+        return req.future
+
+    def _transmit(self, req: _Request, datagram: bytes) -> None:
+        req.attempts += 1
+        req.token += 1
+        self.stats.sent += 1
+        try:
+            self._sock.sendto(datagram, self._peer)  # type: ignore[union-attr]
+        except OSError as e:  # a full buffer is a lost datagram: the timer resends
+            log.debug("sendto: %s", e)
+        self._arm(req)
+
+    def _resend(self, req: _Request) -> None:
+        req.backoff = None
+        if req.future.done() or self._sock is None:
+            self._pending.pop(req.request_id, None)
+            return
+        self.stats.retries += 1
+        req.owner = req.target = None
+        if req.attempts == 1:
+            req.datagram = encode_request(
+                req.op, req.request_id, self.keyspace, req.slot, req.body, flags=Flag.RETRY
+            )
+        self._transmit(req, req.datagram)
+
+    # -- timers --------------------------------------------------------------------------
+    # Requests with the same timeout expire in the order they were sent, so one FIFO per
+    # distinct timeout keeps deadlines sorted for free; entries of answered requests are
+    # skipped when they come up (their token is stale). One loop timer serves them all, with a
+    # little slack so that it fires once per batch of deadlines, not once per request.
+
+    def _arm(self, req: _Request) -> None:
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + req.timeout
+        queue = self._deadlines.get(req.timeout)
+        if queue is None:
+            queue = self._deadlines[req.timeout] = deque()
+        queue.append((deadline, req.token, req))
+        if self._timer_handle is None or deadline < self._timer_at:
+            self._schedule(deadline + min(req.timeout * 0.05, _MAX_TIMER_SLACK))
+
+    def _schedule(self, when: float) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        self._timer_at = when
+        self._timer_handle = self._loop.call_at(when, self._on_timer)  # type: ignore[union-attr]
+
+    def _on_timer(self) -> None:
+        self._timer_handle = None
+        now = self._loop.time()  # type: ignore[union-attr]
+        expired: list[_Request] = []
+        pending = self._pending
+        for timeout, queue in list(self._deadlines.items()):
+            while queue and queue[0][0] <= now:
+                _, token, req = queue.popleft()
+                if token == req.token and pending.get(req.request_id) is req:
+                    expired.append(req)
+            if not queue:
+                del self._deadlines[timeout]
+        for req in expired:
+            self._expire(req)
+        if self._deadlines and self._timer_handle is None:
+            head = min(queue[0][0] for queue in self._deadlines.values())
+            self._schedule(head + _MAX_TIMER_SLACK)
+
+    def _expire(self, req: _Request) -> None:
+        if req.future.done():  # cancelled by the caller
+            del self._pending[req.request_id]
+        elif req.attempts <= self.retries:
+            self._resend(req)
+        else:
+            self.stats.timeouts += 1
+            del self._pending[req.request_id]
+            req.future.set_exception(
+                Timeout(
+                    f"no reply from {self.address[0]}:{self.address[1]} after "
+                    f"{req.attempts} attempts of {req.timeout:g} s",
+                    req.attempts,
+                )
+            )
+
+    # -- replies -------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        recv = self._sock.recvfrom  # type: ignore[union-attr]
+        for _ in range(_MAX_DRAIN):
+            try:
+                data, _ = recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("recvfrom: %s", e)
+                continue
+            try:
+                fields, body = decode_fields(data)
+            except ProtocolError:
+                self.stats.bad_datagrams += 1
+                continue
+            self._on_reply(fields, body)
+
+    def _on_reply(self, fields: tuple[int, ...], body: Any) -> None:
+        req = self._pending.get(fields[F_REQUEST_ID])
+        if req is None:
+            self.stats.unmatched += 1
+            return
+        if fields[F_OP] != req.op | REPLY_BIT:
+            self.stats.mismatched += 1
+            return
+        self.stats.replies += 1
+        status = fields[F_STATUS]
+        flags = fields[F_FLAGS]
+        if flags & _DOUBLE_READ:
+            copy = Reply(status, body)
+            if flags & _TO_TARGET:
+                req.target = copy
+            else:
+                req.owner = copy
+            chosen = merge_double_read(req.owner, req.target)
+            if chosen is None:
+                return
+            status, body = chosen.status, chosen.body
+        self._complete(req, status, body)
+
+    def _complete(self, req: _Request, status: int, body: Any) -> None:
+        if status in _RETRYABLE:
+            if req.backoff is not None:
+                return  # a retry is already scheduled
+            if req.attempts <= self.retries and not req.future.done():
+                delay = min(self.backoff * (2 ** (req.attempts - 1)), self.max_backoff)
+                req.token += 1  # the attempt's timer no longer applies
+                req.backoff = self._loop.call_later(delay, self._resend, req)  # type: ignore[union-attr]
+                return
+        if req.backoff is not None:
+            req.backoff.cancel()
+            req.backoff = None
+        del self._pending[req.request_id]
+        future = req.future
+        if future.done():  # cancelled by the caller
+            return
+        if status == _OK or (status == _NOT_FOUND and req.op == Op.GET):
+            future.set_result(_RESULTS[req.op](body))
+        else:
+            message = body.message if isinstance(body, ErrorReply) else ""
+            future.set_exception(ServerError(Status(status), message))
+
+
+def _by_slot(keys: list[bytes]) -> dict[int, list[int]]:
+    """Key indexes grouped by slot, slots in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(key_slot(k), []).append(i)
+    return groups
