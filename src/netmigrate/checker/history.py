@@ -75,8 +75,11 @@ class Violation:
     detail: str
 
     def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "key": self.key.decode("utf-8", "replace"),
-                "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "key": self.key.decode("utf-8", "replace"),
+            "detail": self.detail,
+        }
 
 
 @dataclass(slots=True)
@@ -92,8 +95,13 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost_writes or self.stale_reads or self.duplicates
-                    or self.lost_increments or self.unknown_values)
+        return not (
+            self.lost_writes
+            or self.stale_reads
+            or self.duplicates
+            or self.lost_increments
+            or self.unknown_values
+        )
 
     def add(self, v: Violation, limit: int = 100) -> None:
         match v.kind:
@@ -199,8 +207,9 @@ class History:
             i = bisect.bisect_left(comps, t)
             return running_max[i - 1] if i else -math.inf
 
-        def explains(candidate_comp: float, candidate_inv: float, read_inv: float,
-                     read_comp: float) -> bool:
+        def explains(
+            candidate_comp: float, candidate_inv: float, read_inv: float, read_comp: float
+        ) -> bool:
             # The candidate must have started before the read ended, and no acknowledged write
             # may lie wholly between the candidate's end and the read's start.
             return candidate_inv < read_comp and latest_inv_before(read_inv) <= candidate_comp
@@ -250,8 +259,11 @@ class History:
                     cut = -math.inf if w is None else (w.comp if w.acked else math.inf)
                 lost = [w for w in acked if w.inv > cut]
                 for w in lost or [None]:
-                    detail = (f"final value {survivor!r} hides the acknowledged "
-                              f"{w.kind} {w.value!r}") if w else why
+                    detail = (
+                        (f"final value {survivor!r} hides the acknowledged {w.kind} {w.value!r}")
+                        if w
+                        else why
+                    )
                     result.add(Violation("lost_write", key, detail))
 
     def _check_counter(self, key: bytes, ops: list[Op], result: CheckResult) -> None:
@@ -264,19 +276,22 @@ class History:
             if op.result is None:
                 continue
             if op.result in seen:
-                result.add(Violation("duplicate", key,
-                                     f"two increments both returned {op.result}"))
+                result.add(Violation("duplicate", key, f"two increments both returned {op.result}"))
             seen[op.result] = op
         final = self.final_counters.get(key)
         if final is None:
             return
         low, high = base + len(acked), base + len(acked) + unknown
         if final > high:
-            result.add(Violation("duplicate", key,
-                                 f"final {final} > {high}: an increment was applied twice"))
+            result.add(
+                Violation(
+                    "duplicate", key, f"final {final} > {high}: an increment was applied twice"
+                )
+            )
         elif final < low:
-            result.add(Violation("lost_increment", key,
-                                 f"final {final} < {low} acknowledged increments"))
+            result.add(
+                Violation("lost_increment", key, f"final {final} < {low} acknowledged increments")
+            )
 
     # -- persistence -------------------------------------------------------------------------
 
