@@ -4,7 +4,7 @@
 of a frame, its ingress port and a :class:`PipelineState`. The runtime
 (``netmigrate.switch.state``) holds the entities that P4Runtime writes (tables, registers,
 counters, clone sessions, digests) and implements :class:`PipelineState` for it. Every name
-used here is the fully qualified name of the P4Info object (``MyIngress.keyspace``,
+used here is the fully qualified name of the P4Info object (``NetMigrateIngress.keyspace``,
 ``hdr.ipv4.dstAddr``), so the P4Info stays the single source of truth for both sides.
 """
 

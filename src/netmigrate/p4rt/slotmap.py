@@ -1,0 +1,214 @@
+"""Read and restore the switch's slot map through the data plane (docs/pipeline.md).
+
+BMv2's P4Runtime server does not serve RegisterEntry, so the controller reaches
+``slot_map`` with packet-outs submitted to ingress: a SLOT_SET or SLOT_READ datagram
+addressed to the keyspace's service address, from the CPU port. The switch answers each with
+a packet-in holding the entry as it is after the operation. This module keeps a window of
+requests in flight, matches answers to requests by request id, resends the ones whose answer
+does not come (the operations are idempotent) and checks every SLOT_SET's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from netmigrate.p4rt.errors import NotPrimaryError, P4RuntimeError, SlotMapError
+from netmigrate.p4rt.frames import udp_frame, udp_payload
+from netmigrate.p4rt.session import P4RTSession, code_name
+from netmigrate.protocol.codec import Header, ProtocolError, decode_header
+from netmigrate.protocol.constants import (
+    MAX_SERVER_ID,
+    PACKET_IN_REASON_SLOT_MAP,
+    REPLY_BIT,
+    SLOT_COUNT,
+    Op,
+)
+
+#: The packet_out header of a frame that must go through ingress as if from the CPU port.
+SUBMIT_TO_INGRESS = {"egress_port": 0, "submit_to_ingress": 1, "_pad": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    keyspace_id: int
+    #: The service address clients send to: the switch's ``keyspace`` table key.
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotEntry:
+    #: Owner server id; 0 means "the keyspace's default owner".
+    owner: int = 0
+    #: Migration target server id; 0 means "not migrating".
+    target: int = 0
+
+    def __post_init__(self) -> None:
+        for name, v in (("owner", self.owner), ("target", self.target)):
+            if not 0 <= v <= MAX_SERVER_ID:
+                raise ValueError(f"slot map {name} {v} out of 0..{MAX_SERVER_ID}")
+
+
+@dataclass(slots=True)
+class _Request:
+    slot: int
+    op: int
+    entry: SlotEntry
+    request_id: int
+    frame: bytes
+    attempts: int = 0
+    deadline: float = 0.0
+
+
+class SlotMapIO:
+    """Slot map access for one keyspace over one (primary) session."""
+
+    def __init__(
+        self,
+        session: P4RTSession,
+        keyspace: Keyspace,
+        *,
+        window: int = 256,
+        timeout: float = 0.5,
+        attempts: int = 5,
+    ) -> None:
+        if window < 1 or attempts < 1 or timeout <= 0:
+            raise ValueError("window and attempts must be >= 1 and timeout > 0")
+        self.session = session
+        self.keyspace = keyspace
+        self.window = window
+        self.timeout = timeout
+        self.attempts = attempts
+        #: Requests sent again after a missing answer, over the life of this object.
+        self.resent = 0
+
+    async def read(self, slots: Iterable[int] | None = None) -> dict[int, SlotEntry]:
+        """``{slot: SlotEntry}`` for ``slots`` (every slot of the keyspace by default)."""
+        wanted = range(SLOT_COUNT) if slots is None else sorted(set(slots))
+        return await self._exchange([(s, Op.SLOT_READ, SlotEntry()) for s in wanted])
+
+    async def write(self, entries: Mapping[int, SlotEntry]) -> dict[int, SlotEntry]:
+        """Set each slot's entry; returns what the switch answered (equal to ``entries``)."""
+        got = await self._exchange([(s, Op.SLOT_SET, e) for s, e in sorted(entries.items())])
+        wrong = {s: got[s] for s, e in entries.items() if got[s] != e}
+        if wrong:
+            first = min(wrong)
+            raise SlotMapError(
+                f"{len(wrong)} slots read back differently, first slot {first}: "
+                f"wanted {entries[first]}, switch has {wrong[first]}",
+                code="DATA_LOSS",
+                operation="SlotMap",
+            )
+        return got
+
+    def _frame(self, slot: int, op: int, entry: SlotEntry, request_id: int) -> bytes:
+        header = Header(
+            op=int(op),
+            request_id=request_id,
+            keyspace=self.keyspace.keyspace_id,
+            slot=slot,
+            source_id=entry.owner,
+            target_id=entry.target,
+        ).pack()
+        return udp_frame(
+            header,
+            dst_ip=self.keyspace.address,
+            dst_port=self.keyspace.port,
+            src_port=self.keyspace.port,
+        )
+
+    async def _exchange(self, ops: list[tuple[int, int, SlotEntry]]) -> dict[int, SlotEntry]:
+        session = self.session
+        if not session.is_primary:
+            raise NotPrimaryError(
+                "packet-out needs the primary controller", code="PERMISSION_DENIED"
+            )
+        for slot, _, _ in ops:
+            if not 0 <= slot < SLOT_COUNT:
+                raise ValueError(f"slot {slot} out of 0..{SLOT_COUNT - 1}")
+        client_id = random.getrandbits(32) << 32
+        requests = {}
+        for i, (slot, op, entry) in enumerate(ops):
+            rid = client_id | i
+            requests[rid] = _Request(slot, int(op), entry, rid, self._frame(slot, op, entry, rid))
+        todo: deque[int] = deque(requests)
+        inflight: dict[int, _Request] = {}
+        results: dict[int, SlotEntry] = {}
+        errors_before = session.stream_error_count
+        async with session.packet_ins() as queue:
+            while todo or inflight:
+                while todo and len(inflight) < self.window:
+                    req = requests[todo.popleft()]
+                    req.attempts += 1
+                    req.deadline = time.monotonic() + self.timeout
+                    inflight[req.request_id] = req
+                    await session.packet_out(req.frame, SUBMIT_TO_INGRESS)
+                pin = session.poll_packet(queue)
+                if pin is None:
+                    wait = min(r.deadline for r in inflight.values()) - time.monotonic()
+                    pin = await session.next_packet(queue, max(wait, 0.001))
+                while pin is not None:
+                    self._answer(pin, inflight, results)
+                    pin = session.poll_packet(queue)
+                self._check_stream_errors(errors_before)
+                now = time.monotonic()
+                for rid in [r for r, q in inflight.items() if q.deadline <= now]:
+                    req = inflight.pop(rid)
+                    if req.attempts >= self.attempts:
+                        raise SlotMapError(
+                            f"keyspace {self.keyspace.keyspace_id}: no answer for slot "
+                            f"{req.slot} after {req.attempts} attempts (is the keyspace entry "
+                            f"for {self.keyspace.address}:{self.keyspace.port} installed?)",
+                            code="DEADLINE_EXCEEDED",
+                            operation="SlotMap",
+                        )
+                    self.resent += 1
+                    todo.appendleft(rid)
+                await asyncio.sleep(0)
+        return results
+
+    def _answer(self, pin, inflight: dict[int, _Request], results: dict[int, SlotEntry]) -> None:
+        if pin.metadata.get("reason") != PACKET_IN_REASON_SLOT_MAP:
+            return
+        payload = udp_payload(pin.payload)
+        if payload is None:
+            return
+        try:
+            h = decode_header(payload)
+        except ProtocolError:
+            return
+        req = inflight.get(h.request_id)
+        if req is None or h.slot != req.slot or h.op != req.op | REPLY_BIT:
+            return  # an answer to someone else's request, or a late duplicate
+        del inflight[h.request_id]
+        results[req.slot] = SlotEntry(h.source_id, h.target_id)
+
+    def _check_stream_errors(self, before: int) -> None:
+        session = self.session
+        new = session.stream_error_count - before
+        if new <= 0:
+            return
+        for err in list(session.stream_errors)[-new:]:
+            if err.WhichOneof("details") == "packet_out":
+                raise P4RuntimeError(
+                    f"the switch refused a packet-out: {err.message}",
+                    code=code_name(err.canonical_code),
+                    operation="PacketOut",
+                )
+
+
+async def read_slot_map(
+    session: P4RTSession, keyspace: Keyspace, slots: Iterable[int] | None = None, **kw
+) -> dict[int, SlotEntry]:
+    return await SlotMapIO(session, keyspace, **kw).read(slots)
+
+
+async def restore_slot_map(
+    session: P4RTSession, keyspace: Keyspace, entries: Mapping[int, SlotEntry], **kw
+) -> dict[int, SlotEntry]:
+    return await SlotMapIO(session, keyspace, **kw).write(entries)
