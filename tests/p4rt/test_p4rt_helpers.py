@@ -324,3 +324,16 @@ async def test_enable_digest_twice_reconfigures(switch):
         assert entry.digest_entry.config.max_list_size == 8
     finally:
         await s.close()
+
+
+async def test_concurrent_packet_outs_share_the_stream_safely(switch):
+    # finsy does not serialise stream writes; overlapping writes used to fail with INTERNAL.
+    s = await ready_session(switch.address)
+    try:
+        await install_netmigrate(s)
+        slots = range(200)
+        written = {slot: SlotEntry(2, 0) for slot in slots}
+        await asyncio.gather(*(restore_slot_map(s, KEYSPACE, {k: v}) for k, v in written.items()))
+        assert await read_slot_map(s, KEYSPACE, slots) == written
+    finally:
+        await s.close()

@@ -138,6 +138,9 @@ class P4RTSession:
             p4info = load_p4info(p4info)
         self._schema: P4Schema | None = P4Schema(p4info) if p4info is not None else None
         self._client: P4Client | None = None
+        # finsy does not serialise writes on the stream, and two overlapping writes on one
+        # gRPC stream fail with INTERNAL (seen with a packet-out racing a digest ack on BMv2).
+        self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self.is_primary = False
         #: The highest election id the switch reported for (device, role); None if never set.
@@ -319,7 +322,8 @@ class P4RTSession:
 
     async def _send(self, msg: p4r.StreamMessageRequest) -> None:
         try:
-            await self.client.send(msg)
+            async with self._send_lock:
+                await self.client.send(msg)
         except P4ClientError as exc:
             raise convert_error(exc, "StreamChannel", self.address) from None
 
