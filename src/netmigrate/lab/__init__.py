@@ -1,1 +1,39 @@
-"""The local lab: network namespaces, veths and addresses on one machine."""
+"""The local lab: network namespaces, veths and addresses on one machine (DESIGN section 8).
+
+* :mod:`~netmigrate.lab.topology` — the plan as data (:func:`build_topology`, :class:`Topology`);
+* :mod:`~netmigrate.lab.lab` — :func:`up` / :func:`down` / :func:`status`, idempotent;
+* :mod:`~netmigrate.lab.supervise` — pid-file supervision of processes inside namespaces;
+* :mod:`~netmigrate.lab.switch` — the lab switch as a supervised process;
+* :mod:`~netmigrate.lab.cli` — ``netmigrate lab up|down|status``.
+"""
+
+from netmigrate.lab.errors import LabError
+from netmigrate.lab.lab import LabResult, default_run_dir, down, load_topology, status, up
+from netmigrate.lab.supervise import (
+    ProcessSpec,
+    ProcessStatus,
+    StartResult,
+    Supervisor,
+    tcp_ready,
+    unix_ready,
+)
+from netmigrate.lab.topology import Host, Topology, build_topology
+
+__all__ = [
+    "Host",
+    "LabError",
+    "LabResult",
+    "ProcessSpec",
+    "ProcessStatus",
+    "StartResult",
+    "Supervisor",
+    "Topology",
+    "build_topology",
+    "default_run_dir",
+    "down",
+    "load_topology",
+    "status",
+    "tcp_ready",
+    "unix_ready",
+    "up",
+]
