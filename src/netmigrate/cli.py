@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),
     "bench": ("netmigrate.bench.cli", "run benchmarks and write JSON + PNG reports"),
     "migrate": ("netmigrate.migration.cli", "migrate slots between servers"),
+    "load": ("netmigrate.loadgen.cli", "run client load against a keyspace, recording history"),
+    "report": ("netmigrate.loadgen.report_cli", "merge load and migration results into a report"),
 }
 
 
