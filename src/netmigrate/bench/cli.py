@@ -1,0 +1,314 @@
+"""``netmigrate bench``: run the peers side by side and write JSON, table and plots.
+
+Subcommands::
+
+    netmigrate bench run --system redis-cluster,redis-cluster-tuned,stop-and-copy --workload B,A \\
+        --records 200000 --value-size 100 --concurrency 16 --duration 30 \\
+        --migrate-fraction 0.5 --out reports/bench
+    netmigrate bench all --out reports/bench      # the reference run (table of the docs)
+    netmigrate bench compare reports/bench [more reports] [--out DIR]
+    netmigrate bench overhead --workload B --concurrency 16
+
+Exit status: 0 all runs verified, 1 a run failed verification or its migration failed,
+2 bad arguments, 3 a requested system is not available here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from netmigrate.bench.system import SystemUnavailable, create_system, system_names
+
+#: The reference run behind the table in docs/benchmarks.md (``netmigrate bench all``).
+#: Its systems are every one of :data:`REFERENCE_SYSTEMS` that is available here.
+REFERENCE_SYSTEMS = ("netmigrate", "redis-cluster", "redis-cluster-tuned", "stop-and-copy")
+REFERENCE = {
+    "systems": None,
+    "workloads": "B,A",
+    "records": 200_000,
+    "duration": 30.0,
+    "concurrency": 16,
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    p.add_argument(
+        "--system",
+        default=defaults["systems"],
+        help=f"comma-separated systems: {', '.join(system_names())} (default: "
+        + (defaults["systems"] or "all of " + ",".join(REFERENCE_SYSTEMS) + " available here")
+        + ")",
+    )
+    p.add_argument(
+        "--workload", default=defaults["workloads"],
+        help="comma-separated YCSB workloads A,B,C,D,F (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--records", type=_positive_int, default=defaults["records"])
+    p.add_argument("--value-size", type=_positive_int, default=100, help="bytes per value")
+    p.add_argument("--concurrency", type=_positive_int, default=defaults["concurrency"])
+    p.add_argument(
+        "--duration", type=_positive_float, default=defaults["duration"],
+        help="run phase seconds (extended so --min-after seconds follow the migration)",
+    )  # fmt: skip
+    p.add_argument("--migrate-fraction", type=float, default=0.5, help="share of the 16384 slots")
+    p.add_argument("--migrate-at", type=float, default=None, help="seconds into the run phase")
+    p.add_argument("--min-after", type=float, default=None, help="seconds kept after migration")
+    p.add_argument("--rate", type=_positive_float, default=None, help="total ops/s (paced)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bin-ms", type=_positive_int, default=100)
+    p.add_argument("--masters", type=_positive_int, default=2, help="Redis Cluster masters")
+    p.add_argument("--reshard-pipeline", type=_positive_int, default=10,
+                   help="redis-cli --cluster-pipeline (keys per MIGRATE)")  # fmt: skip
+    p.add_argument("--cluster-reinit-steps", type=int, default=None,
+                   help="override redis-py reinitialize_steps (rebuild the topology every Nth "
+                   "MOVED; 0: only patch the moved slot). Default: 5 for redis-cluster (redis-py's "
+                   "default), 0 for redis-cluster-tuned")  # fmt: skip
+    p.add_argument("--copy-batch", type=_positive_int, default=500,
+                   help="stop-and-copy keys per MIGRATE")  # fmt: skip
+    p.add_argument("--overhead-seconds", type=float, default=5.0,
+                   help="harness overhead probe length; 0 skips it")  # fmt: skip
+    p.add_argument("--no-verify", action="store_true", help="skip the final read-back sweep")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--out", type=Path, default=Path("reports/bench"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    sub.required = True
+    run_p = sub.add_parser("run", help="benchmark systems and write report.json, table, plots")
+    _run_arguments(run_p, {
+        "systems": "redis-cluster,redis-cluster-tuned,stop-and-copy", "workloads": "B",
+        "records": 100_000,
+        "duration": 30.0, "concurrency": 16,
+    })  # fmt: skip
+    all_p = sub.add_parser(
+        "all", help="the reference run: workloads B and A, 200,000 keys, every system available"
+    )
+    _run_arguments(all_p, REFERENCE)
+    cmp_p = sub.add_parser("compare", help="table and plots from existing report.json files")
+    cmp_p.add_argument("reports", nargs="+", type=Path, help="report.json files or their dirs")
+    cmp_p.add_argument("--out", type=Path, default=None, help="where to write table.md, plots/")
+    cmp_p.add_argument("--no-plots", action="store_true")
+    ov_p = sub.add_parser("overhead", help="the load generator alone vs redis-benchmark")
+    ov_p.add_argument("--workload", default="B")
+    ov_p.add_argument("--records", type=_positive_int, default=100_000)
+    ov_p.add_argument("--value-size", type=_positive_int, default=100)
+    ov_p.add_argument("--concurrency", type=_positive_int, default=16)
+    ov_p.add_argument("--seconds", type=_positive_float, default=5.0)
+    ov_p.add_argument("--seed", type=int, default=1)
+    sw_p = sub.add_parser(
+        "switch", help="lab switch frames/s and added latency (options: bench switch --help)"
+    )
+    sw_p.add_argument("switch_args", nargs=argparse.REMAINDER)
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _config(args: argparse.Namespace, workload: str) -> Any:
+    from netmigrate.bench.runner import RunConfig
+
+    return RunConfig(
+        workload=workload,
+        records=args.records,
+        value_size=args.value_size,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        migrate_at_s=args.migrate_at,
+        min_after_s=args.min_after,
+        migrate_fraction=args.migrate_fraction,
+        rate=args.rate,
+        seed=args.seed,
+        bin_ms=args.bin_ms,
+        verify=not args.no_verify,
+        options={
+            "masters": args.masters,
+            "reshard_pipeline": args.reshard_pipeline,
+            "copy_batch": args.copy_batch,
+            "cluster_reinitialize_steps": args.cluster_reinit_steps,
+        },
+    )
+
+
+def _write_outputs(report: dict[str, Any], out: Path, plots: bool) -> list[Path]:
+    from netmigrate.bench import table
+    from netmigrate.bench.report import write_json
+
+    write_json(report, out / "report.json")
+    (out / "table.md").write_text(table.markdown(report))
+    written = [out / "report.json", out / "table.md"]
+    if plots:
+        from netmigrate.bench.plots import plot_report
+
+        written += plot_report(report, out / "plots")
+    return written
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from netmigrate.bench import overhead, table
+    from netmigrate.bench.progress import Progress
+    from netmigrate.bench.report import finish_report, new_report, write_json
+    from netmigrate.bench.runner import run_system
+
+    if args.system is None:
+        systems = []
+        for name in REFERENCE_SYSTEMS:
+            try:
+                create_system(name)
+                systems.append(name)
+            except SystemUnavailable as exc:
+                print(f"note: skipping {name}: {exc}", file=sys.stderr)
+    else:
+        systems = _split(args.system)
+    workloads = [w.upper() for w in _split(args.workload)]
+    if not systems or not workloads:
+        print("error: give at least one --system and one --workload", file=sys.stderr)
+        return 2
+    try:
+        configs = {w: _config(args, w) for w in workloads}
+        for cfg in configs.values():
+            cfg.validate()
+        # Instantiate every system first: an unavailable one fails before anything starts.
+        for name in systems:
+            create_system(name).validate_slots(next(iter(configs.values())).slots())
+    except SystemUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    progress = Progress(enabled=not args.quiet)
+    shared = next(iter(configs.values())).as_dict()
+    shared.pop("workload")
+    shared.update({"systems": systems, "workloads": workloads})
+    report = new_report(shared)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.overhead_seconds > 0:
+        progress.log("measuring harness overhead (load generator vs redis-benchmark)")
+        report["harness_overhead"] = await overhead.measure(
+            configs[workloads[0]], seconds=args.overhead_seconds
+        )
+    failed = False
+    for w in workloads:
+        for name in systems:
+            run = await run_system(create_system(name), configs[w], progress)
+            report["runs"].append(run)
+            ver = run.get("verification")
+            if run["migration"].get("error") or (ver is not None and not ver["ok"]):
+                failed = True
+            write_json(report, args.out / "report.json")  # partial results survive a crash
+    finish_report(report)
+    written = _write_outputs(report, args.out, plots=not args.no_plots)
+    sys.stdout.write(table.terminal(report))
+    progress.log("wrote " + ", ".join(str(p) for p in written))
+    return 1 if failed else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from netmigrate.bench import table
+    from netmigrate.bench.report import load_reports
+
+    try:
+        report = load_reports(args.reports)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out
+    if out is None:
+        first = args.reports[0]
+        out = first if first.is_dir() else first.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table.markdown(report))
+    if not args.no_plots:
+        from netmigrate.bench.plots import plot_report
+
+        plot_report(report, out / "plots")
+    sys.stdout.write(table.terminal(report))
+    return 0
+
+
+async def _overhead(args: argparse.Namespace) -> int:
+    import json
+
+    from netmigrate.bench import overhead
+    from netmigrate.bench.runner import RunConfig
+
+    cfg = RunConfig(
+        workload=args.workload,
+        records=args.records,
+        value_size=args.value_size,
+        concurrency=args.concurrency,
+        seed=args.seed,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(await overhead.measure(cfg, seconds=args.seconds), indent=1))
+    return 0
+
+
+def _run_until_signal(main: Callable[[argparse.Namespace], Awaitable[int]], args: Any) -> int:
+    """Run ``main``; SIGTERM (and Ctrl-C) cancel it so every server is stopped on the way out."""
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await main(args)
+        except asyncio.CancelledError:
+            print("interrupted: servers stopped; report.json keeps finished runs", file=sys.stderr)
+            return 143
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench_command in ("run", "all"):
+        return _run_until_signal(_run, args)
+    if args.bench_command == "compare":
+        return _compare(args)
+    if args.bench_command == "overhead":
+        return _run_until_signal(_overhead, args)
+    if args.bench_command == "switch":
+        from netmigrate.switch.bench import main as switch_bench
+
+        return switch_bench(args.switch_args)
+    raise AssertionError(args.bench_command)

@@ -1,0 +1,259 @@
+"""Per-phase latency histograms and a 100 ms timeline of one run phase.
+
+The hot path (:meth:`Recorder.record`) costs one HdrHistogram record (the histogram of the
+current phase and operation) plus a few list operations for the time bin the operation
+completed in. Each bin keeps the raw latencies of its operations, so the timeline's p50/p99
+per bin are exact; the per-phase histograms give p50/p99/p99.9 over each phase.
+
+An operation belongs to the phase and the bin in which it *completed* (its latency is only
+known then). Failed operations are counted per error kind, not put in latency histograms (as
+YCSB does). Events a client handled internally (MOVED, ASK, TRYAGAIN, held writes) are
+counted per kind, per phase and per bin.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from dataclasses import dataclass
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from netmigrate.bench.ycsb import OP_NAMES
+
+PHASES = ("before", "during", "after")
+BEFORE, DURING, AFTER = 0, 1, 2
+
+#: Latencies are recorded in microseconds, from 1 µs to one hour, 3 significant digits.
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def histogram_summary(h: HdrHistogram) -> dict[str, float | int]:
+    """Count, mean, max and percentiles (µs) of a histogram; zeros when it is empty."""
+    n = h.get_total_count()
+    out: dict[str, float | int] = {"count": n}
+    if n == 0:
+        out.update({name: 0 for name, _ in PERCENTILES})
+        out.update({"mean": 0.0, "max": 0})
+        return out
+    for name, pct in PERCENTILES:
+        out[name] = h.get_value_at_percentile(pct)
+    out["mean"] = round(h.get_mean_value(), 1)
+    out["max"] = h.get_max_value()
+    return out
+
+
+def exact_percentiles(values: array, pcts: tuple[float, ...]) -> list[float]:
+    """Nearest-rank percentiles (the smallest value with at least p% at or below it)."""
+    n = len(values)
+    if not n:
+        return [0.0] * len(pcts)
+    import numpy as np
+
+    ordered = np.sort(np.frombuffer(values, dtype=np.uint32) if values.typecode == "I" else values)
+    out = []
+    for p in pcts:
+        # The epsilon keeps 99.9% of 1000 at rank 999 despite binary floating point.
+        rank = min(n, max(1, math.ceil(p / 100.0 * n - 1e-9)))
+        out.append(float(ordered[rank - 1]))
+    return out
+
+
+@dataclass
+class PhaseMark:
+    phase: int
+    t_ns: int
+
+
+class Recorder:
+    """Collects one run phase; also the :class:`~netmigrate.bench.kv.ClientEvents` sink."""
+
+    def __init__(self, bin_ms: int = 100, clock=time.perf_counter_ns) -> None:
+        if bin_ms <= 0:
+            raise ValueError(f"bin width must be positive, got {bin_ms} ms")
+        self.bin_ms = bin_ms
+        self._bin_ns = bin_ms * 1_000_000
+        self._clock = clock
+        self.t0_ns = clock()
+        self.phase = BEFORE
+        self.marks: list[PhaseMark] = [PhaseMark(BEFORE, self.t0_ns)]
+        n_ops = len(OP_NAMES)
+        self._hist = [[new_histogram() for _ in range(n_ops)] for _ in PHASES]
+        self._phase_errors: list[dict[str, int]] = [{} for _ in PHASES]
+        self._phase_events: list[dict[str, int]] = [{} for _ in PHASES]
+        # Timeline: index = bin number since t0.
+        self._bin_lat: list[array] = []
+        self._bin_ops: list[list[int]] = [[] for _ in range(n_ops)]
+        self._bin_errors: dict[str, list[int]] = {}
+        self._bin_events: dict[str, list[int]] = {}
+        self.ops_total = 0
+        self.errors_total = 0
+        self.events_total = 0
+
+    def start(self) -> None:
+        """(Re)start the clock: bin 0 and phase "before" begin now."""
+        self.t0_ns = self._clock()
+        self.marks = [PhaseMark(BEFORE, self.t0_ns)]
+
+    def now(self) -> int:
+        return self._clock()
+
+    def set_phase(self, phase: int) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.marks.append(PhaseMark(phase, self._clock()))
+
+    def _bin(self, t_ns: int) -> int:
+        b = (t_ns - self.t0_ns) // self._bin_ns
+        if b < 0:
+            b = 0
+        lat = self._bin_lat
+        if b >= len(lat):
+            grow = b + 1 - len(lat)
+            for _ in range(grow):
+                lat.append(array("I"))
+            for ops in self._bin_ops:
+                ops.extend([0] * grow)
+            for series in self._bin_errors.values():
+                series.extend([0] * grow)
+            for series in self._bin_events.values():
+                series.extend([0] * grow)
+        return b
+
+    # -- hot path -----------------------------------------------------------------------
+    def record(self, op: int, start_ns: int, end_ns: int) -> None:
+        us = (end_ns - start_ns) // 1000
+        if us < LOWEST_US:
+            us = LOWEST_US
+        elif us > HIGHEST_US:
+            us = HIGHEST_US
+        self._hist[self.phase][op].record_value(us)
+        b = self._bin(end_ns)
+        self._bin_lat[b].append(us if us < 0xFFFFFFFF else 0xFFFFFFFF)
+        self._bin_ops[op][b] += 1
+        self.ops_total += 1
+
+    def error(self, kind: str, t_ns: int | None = None) -> None:
+        self._count(kind, t_ns, self._phase_errors, self._bin_errors)
+        self.errors_total += 1
+
+    def event(self, kind: str, n: int = 1) -> None:
+        self._count(kind, None, self._phase_events, self._bin_events, n)
+        self.events_total += n
+
+    def _count(
+        self,
+        kind: str,
+        t_ns: int | None,
+        per_phase: list[dict[str, int]],
+        per_bin: dict[str, list[int]],
+        n: int = 1,
+    ) -> None:
+        b = self._bin(self._clock() if t_ns is None else t_ns)
+        d = per_phase[self.phase]
+        d[kind] = d.get(kind, 0) + n
+        series = per_bin.get(kind)
+        if series is None:
+            series = per_bin[kind] = [0] * len(self._bin_lat)
+        series[b] += n
+
+    # -- summaries ----------------------------------------------------------------------
+    def phase_bounds(self, end_ns: int) -> dict[int, tuple[int, int]]:
+        """Phase -> (start, end) in ns for every phase that occurred."""
+        bounds: dict[int, tuple[int, int]] = {}
+        for i, mark in enumerate(self.marks):
+            stop = self.marks[i + 1].t_ns if i + 1 < len(self.marks) else end_ns
+            bounds[mark.phase] = (mark.t_ns, stop)
+        return bounds
+
+    def phase_summary(self, end_ns: int) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        bounds = self.phase_bounds(end_ns)
+        for p, name in enumerate(PHASES):
+            if p not in bounds:
+                continue
+            start, stop = bounds[p]
+            seconds = max((stop - start) / 1e9, 1e-9)
+            total = new_histogram()
+            per_op: dict[str, Any] = {}
+            ops = 0
+            for op, op_name in enumerate(OP_NAMES):
+                h = self._hist[p][op]
+                if h.get_total_count():
+                    total.add(h)
+                    per_op[op_name] = histogram_summary(h)
+                    ops += h.get_total_count()
+            out[name] = {
+                "start_s": round((start - self.t0_ns) / 1e9, 4),
+                "seconds": round(seconds, 4),
+                "ops": ops,
+                "ops_per_s": round(ops / seconds, 1),
+                "latency_us": {"all": histogram_summary(total), **per_op},
+                "errors": dict(sorted(self._phase_errors[p].items())),
+                "client_events": dict(sorted(self._phase_events[p].items())),
+            }
+        return out
+
+    def histogram(self, phase: int, op: int | None = None) -> HdrHistogram:
+        """A copy of one phase's histogram (all operations if ``op`` is None)."""
+        h = new_histogram()
+        for o in range(len(OP_NAMES)) if op is None else (op,):
+            h.add(self._hist[phase][o])
+        return h
+
+    def timeline(self, end_ns: int) -> dict[str, Any]:
+        """Per-bin series; bins run from t0 to ``end_ns`` (a partial last bin is dropped)."""
+        n_bins = max(0, (end_ns - self.t0_ns) // self._bin_ns)
+        self._bin(self.t0_ns + max(n_bins - 1, 0) * self._bin_ns)
+        width = self.bin_ms / 1000.0
+        ops = [sum(self._bin_ops[op][b] for op in range(len(OP_NAMES))) for b in range(n_bins)]
+        # None marks a bin without any completed operation (a stall), not a zero latency.
+        p50: list[int | None] = []
+        p99: list[int | None] = []
+        p999: list[int | None] = []
+        mx: list[int | None] = []
+        for b in range(n_bins):
+            if not self._bin_lat[b]:
+                for series in (p50, p99, p999, mx):
+                    series.append(None)
+                continue
+            q = exact_percentiles(self._bin_lat[b], (50.0, 99.0, 99.9, 100.0))
+            p50.append(int(q[0]))
+            p99.append(int(q[1]))
+            p999.append(int(q[2]))
+            mx.append(int(q[3]))
+        phase = []
+        for b in range(n_bins):
+            t_end = self.t0_ns + (b + 1) * self._bin_ns
+            current = BEFORE
+            for mark in self.marks:
+                if mark.t_ns < t_end:
+                    current = mark.phase
+            phase.append(PHASES[current])
+        return {
+            "bin_ms": self.bin_ms,
+            "t_s": [round(b * width, 3) for b in range(n_bins)],
+            "ops": ops,
+            "ops_per_s": [round(n / width, 1) for n in ops],
+            "ops_by_type": {
+                OP_NAMES[op]: self._bin_ops[op][:n_bins]
+                for op in range(len(OP_NAMES))
+                if any(self._bin_ops[op][:n_bins])
+            },
+            "p50_us": p50,
+            "p99_us": p99,
+            "p999_us": p999,
+            "max_us": mx,
+            "errors": {k: v[:n_bins] for k, v in sorted(self._bin_errors.items())},
+            "client_events": {k: v[:n_bins] for k, v in sorted(self._bin_events.items())},
+            "phase": phase,
+        }

@@ -1,0 +1,1 @@
+"""Peer systems the harness compares NetMigrate with (same data, same workload)."""

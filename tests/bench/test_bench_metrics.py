@@ -1,0 +1,138 @@
+"""Recorder: time bins, phases, per-bin and per-phase percentiles, event and error counts."""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+
+from netmigrate.bench.metrics import (
+    AFTER,
+    BEFORE,
+    DURING,
+    Recorder,
+    exact_percentiles,
+    histogram_summary,
+    new_histogram,
+)
+from netmigrate.bench.ycsb import READ, UPDATE
+
+MS = 1_000_000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def test_ops_land_in_the_bin_of_their_completion() -> None:
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    rec.record(READ, t0, t0 + 50 * MS)  # bin 0
+    rec.record(READ, t0 + 60 * MS, t0 + 150 * MS)  # started in bin 0, completes in bin 1
+    rec.record(UPDATE, t0 + 200 * MS, t0 + 201 * MS)  # bin 2
+    rec.record(UPDATE, t0 + 250 * MS, t0 + 299 * MS)  # bin 2
+    tl = rec.timeline(t0 + 300 * MS)
+    assert tl["t_s"] == [0.0, 0.1, 0.2]
+    assert tl["ops"] == [1, 1, 2]
+    assert tl["ops_per_s"] == [10.0, 10.0, 20.0]
+    assert tl["ops_by_type"] == {"read": [1, 1, 0], "update": [0, 0, 2]}
+    assert tl["p50_us"][0] == 50_000 and tl["p50_us"][1] == 90_000
+
+
+def test_partial_last_bin_is_dropped_and_empty_bins_have_no_latency() -> None:
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    rec.record(READ, t0, t0 + 10 * MS)
+    rec.record(READ, t0 + 300 * MS, t0 + 310 * MS)
+    tl = rec.timeline(t0 + 350 * MS)  # bins 0..2 complete, bin 3 partial
+    assert len(tl["t_s"]) == 3
+    assert tl["ops"] == [1, 0, 0]
+    assert tl["p99_us"][1] is None and tl["p99_us"][2] is None
+
+
+def test_per_bin_percentiles_are_exact() -> None:
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    for us in range(1, 1001):  # 1..1000 µs, all in bin 0
+        rec.record(READ, t0, t0 + us * 1000)
+    tl = rec.timeline(t0 + 100 * MS)
+    assert tl["p50_us"] == [500]
+    assert tl["p99_us"] == [990]
+    assert tl["p999_us"] == [999]
+    assert tl["max_us"] == [1000]
+
+
+def test_phases_split_histograms_and_counts() -> None:
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    for _ in range(10):
+        rec.record(READ, clock.t, clock.t + MS)  # 1 ms before
+    rec.error("ConnectionError", clock.t)
+    clock.t = t0 + 1000 * MS
+    rec.set_phase(DURING)
+    for _ in range(5):
+        rec.record(UPDATE, clock.t, clock.t + 20 * MS)
+    rec.event("MOVED")
+    rec.event("ASK", 3)
+    clock.t = t0 + 1500 * MS
+    rec.set_phase(AFTER)
+    rec.record(READ, clock.t, clock.t + 2000)
+    summary = rec.phase_summary(t0 + 2000 * MS)
+    before, during, after = summary["before"], summary["during"], summary["after"]
+    assert (before["ops"], during["ops"], after["ops"]) == (10, 5, 1)
+    assert before["seconds"] == pytest.approx(1.0)
+    assert during["seconds"] == pytest.approx(0.5)
+    assert during["ops_per_s"] == pytest.approx(10.0)
+    assert before["latency_us"]["all"]["p50"] == 1000
+    assert during["latency_us"]["update"]["p99"] == pytest.approx(20_000, rel=1e-3)
+    assert "update" not in before["latency_us"]
+    assert before["errors"] == {"ConnectionError": 1}
+    assert during["client_events"] == {"ASK": 3, "MOVED": 1}
+    assert after["client_events"] == {}
+    tl = rec.timeline(t0 + 2000 * MS)
+    assert tl["phase"][0] == "before" and tl["phase"][12] == "during" and tl["phase"][-1] == "after"
+    assert sum(tl["client_events"]["ASK"]) == 3
+    assert sum(tl["errors"]["ConnectionError"]) == 1
+    assert rec.histogram(BEFORE).get_total_count() == 10
+
+
+def test_histogram_percentiles_agree_with_numpy() -> None:
+    rng = random.Random(3)
+    values = [max(1, int(rng.lognormvariate(7, 1))) for _ in range(50_000)]
+    h = new_histogram()
+    for v in values:
+        h.record_value(v)
+    s = histogram_summary(h)
+    ordered = sorted(values)
+    for got, pct in zip((s["p50"], s["p99"], s["p999"]), (50, 99, 99.9), strict=True):
+        # HdrHistogram (3 significant digits) gives a value within 0.1% of the value at the
+        # percentile's rank; it rounds the rank where nearest-rank takes the ceiling, so a
+        # neighbouring rank is fine too.
+        rank = round(pct / 100 * len(ordered))
+        near = ordered[max(0, rank - 2) : rank + 2]
+        assert any(got == pytest.approx(v, rel=1e-3) for v in near), (pct, got, near)
+    assert s["count"] == 50_000 and s["max"] == pytest.approx(max(values), rel=1e-3)
+    assert histogram_summary(new_histogram())["p99"] == 0
+
+
+def test_exact_percentiles_of_raw_values() -> None:
+    assert exact_percentiles(array("I", [5, 1, 3]), (50.0, 100.0)) == [3.0, 5.0]
+    assert exact_percentiles(array("I"), (50.0,)) == [0.0]
+
+
+def test_bad_bin_width() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Recorder(0)
+
+
+def test_phase_is_before_initially() -> None:
+    assert Recorder(100).phase == BEFORE
