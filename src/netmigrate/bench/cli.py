@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ov_p.add_argument("--seconds", type=_positive_float, default=5.0)
     ov_p.add_argument("--seed", type=int, default=1)
     sw_p = sub.add_parser(
-        "switch", help="lab switch frames/s and added latency (options: bench switch --help)"
+        "switch", help="lab switch frames/s and latency (its own options after --)"
     )
     sw_p.add_argument("switch_args", nargs=argparse.REMAINDER)
 
@@ -310,5 +310,6 @@ def run(args: argparse.Namespace) -> int:
     if args.bench_command == "switch":
         from netmigrate.switch.bench import main as switch_bench
 
-        return switch_bench(args.switch_args)
+        rest = args.switch_args
+        return switch_bench(rest[1:] if rest[:1] == ["--"] else rest)
     raise AssertionError(args.bench_command)
