@@ -100,8 +100,9 @@ def test_deleted_key_resurrected_by_a_copy_is_lost():
 
 
 def test_initial_value_then_overwritten():
-    ok = hist(Op("get", K, b"init|pad", 0, 1), Op("set", K, v(1), 2, 3), final=v(1),
-              initial=b"init|pad")
+    ok = hist(
+        Op("get", K, b"init|pad", 0, 1), Op("set", K, v(1), 2, 3), final=v(1), initial=b"init|pad"
+    )
     assert ok.check().ok
     stale = hist(Op("set", K, v(1), 0, 1), Op("get", K, b"init|pad", 2, 3), initial=b"init|pad")
     assert stale.check().stale_reads == 1
