@@ -23,7 +23,7 @@ async def read_counters(
     """``{index: CounterValue}`` of counter ``counter``: every cell, or just ``indices``."""
     try:
         counter_id = session.schema.counters[counter].id
-    except KeyError:
+    except (KeyError, ValueError):  # finsy raises ValueError for unknown names
         raise P4RuntimeError(f"no counter {counter!r} in the P4Info", code="NOT_FOUND") from None
     if indices is None:
         requests = [p4r.Entity(counter_entry=p4r.CounterEntry(counter_id=counter_id))]
