@@ -10,3 +10,6 @@ echo "== pytest"
 $PY -m pytest tests -q -p no:cacheprovider --benchmark-disable --ignore=tests/unit/plugins
 echo "== collection checks (ansible-test sanity + units, ansible-lint)"
 bash scripts/collection_checks.sh
+echo "== molecule (default scenario: create, converge, idempotence, verify, destroy)"
+# molecule reads its config relative to the working directory: run from the collection root.
+PATH="$PWD/.venv/bin:$PATH" molecule test -s default
