@@ -20,10 +20,14 @@ from netmigrate.agent import slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget
 from netmigrate.agent.datapath import DataPath
 from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.migration_store import MigrationStore
+from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
 from netmigrate.agent.resp import RespConnection
-from netmigrate.agent.slots import SlotState, SlotTable, format_ranges
+from netmigrate.agent.slots import SlotTable, format_ranges
+from netmigrate.agent.source import SourceSide
 from netmigrate.agent.stats import AgentStats
+from netmigrate.agent.target import TargetSide
 
 log = logging.getLogger("netmigrate.agent")
 
@@ -65,6 +69,9 @@ class Agent:
         self._control: grpc.aio.Server | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self.source: SourceSide | None = None
+        self.target: TargetSide | None = None
+        self._peers: Peers | None = None
 
     async def start(self) -> None:
         """Prepare Redis and start serving; raises (with a clear message) when it cannot."""
@@ -91,14 +98,47 @@ class Agent:
                 max_batch=cfg.max_batch,
             )
             self._datapath.redis = await RespConnection.open(cfg.redis)
+            store = MigrationStore(self._admin, cfg.keyspace, cfg.server_id, self.table)
+            records = await store.load_slots()
+            self._peers = Peers(cfg.peer_tls)
+            self.target = TargetSide(
+                datapath=self._datapath,
+                table=self.table,
+                store=store,
+                admin=self._admin,
+                peers=self._peers,
+                server_id=cfg.server_id,
+                hold_limit=cfg.hold_limit,
+                hold_timeout=cfg.hold_timeout,
+            )
+            await self.target.load(records)
+            self.source = SourceSide(
+                datapath=self._datapath,
+                table=self.table,
+                dedup=self.dedup,
+                store=store,
+                admin=self._admin,
+                peers=self._peers,
+                keyspace=cfg.keyspace,
+                server_id=cfg.server_id,
+                service=cfg.service,
+                control_address=cfg.advertise_control or "",
+            )
+            self._datapath.source = self.source
+            self._datapath.target = self.target
             self.address = self._datapath.bind(*cfg.listen)
             self._supervisor = asyncio.create_task(self._supervise_redis())
             if cfg.control is not None:
-                from netmigrate.agent.control import start_control_server
+                from netmigrate.agent.control import format_address, start_control_server
 
                 self._control, self.control_port = await start_control_server(
                     self, *cfg.control, cfg.control_tls
                 )
+                if not self.source.control_address:
+                    self.source.control_address = format_address(cfg.control[0], self.control_port)
+            self.target.start()
+            # Slots in flight continue (every step is idempotent); needs the data socket.
+            await self.source.load(records)
         except BaseException:
             await self.stop()
             raise
@@ -146,6 +186,9 @@ class Agent:
 
     async def stop(self) -> None:
         self._stopping = True
+        for side in (self.source, self.target):
+            if side is not None:
+                await side.stop()
         if self._control is not None:
             await self._control.stop(grace=0.5)
             self._control = None
@@ -158,6 +201,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        if self._peers is not None:
+            await self._peers.close()
+            self._peers = None
         if self._admin is not None:
             await self._admin.aclose()
             self._admin = None
@@ -171,8 +217,8 @@ class Agent:
 
 
 def _describe(table: SlotTable) -> str:
-    owned = table.count(SlotState.OWNED)
-    ranges = format_ranges(table.ranges(SlotState.OWNED))
+    owned = table.owner_count()
+    ranges = format_ranges(table.owner_ranges())
     if len(ranges) > 120:  # a fragmented map would flood the log
         ranges = ranges[:120].rsplit(",", 1)[0] + ",..."
     return f"{owned} slots owned ({ranges})"

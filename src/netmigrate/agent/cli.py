@@ -15,6 +15,7 @@ import redis.exceptions
 from netmigrate.agent.config import (
     AgentConfig,
     ConfigError,
+    PeerTls,
     TlsFiles,
     parse_host_port,
     parse_redis_url,
@@ -61,6 +62,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--control-tls-client-ca", metavar="PEM", help="require client certificates from this CA"
     )
     p.add_argument(
+        "--service",
+        metavar="HOST:PORT",
+        help="the keyspace's service address on the switch, where this agent sends SLOT_START "
+        "and SLOT_COMPLETE when it migrates slots away (a StartMigration request may name it "
+        "instead)",
+    )
+    p.add_argument(
+        "--advertise-control",
+        metavar="HOST:PORT",
+        help="how other agents reach --control (default: its address, unless that is a "
+        "wildcard); the controller may also say it per migration",
+    )
+    p.add_argument(
+        "--peer-tls-ca",
+        metavar="PEM",
+        help="talk TLS to other agents' control services, verifying them with this CA "
+        "(with --control-tls-cert/key as this agent's client certificate)",
+    )
+    p.add_argument(
+        "--peer-tls-server-name",
+        metavar="NAME",
+        help="name expected in peer certificates (default: the host of the peer's address)",
+    )
+    p.add_argument(
+        "--hold-limit",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="migration target: most client requests held while waiting for the source's "
+        "request ids (beyond: BUSY)",
+    )
+    p.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="migration target: a held request is answered BUSY after this long",
+    )
+    p.add_argument(
         "--max-datagram",
         type=int,
         default=MAX_DATAGRAM,
@@ -98,6 +138,20 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         raise ConfigError("--control-tls-client-ca needs --control-tls-cert and --control-tls-key")
     if tls and not args.control:
         raise ConfigError("TLS options given without --control")
+    peer_tls = None
+    if args.peer_tls_ca:
+        if not Path(args.peer_tls_ca).is_file():
+            raise ConfigError(f"--peer-tls-ca: no such file {args.peer_tls_ca}")
+        peer_tls = PeerTls(
+            ca=Path(args.peer_tls_ca),
+            cert=tls.cert if tls else None,
+            key=tls.key if tls else None,
+            server_name=args.peer_tls_server_name or "",
+        )
+    elif args.peer_tls_server_name:
+        raise ConfigError("--peer-tls-server-name needs --peer-tls-ca")
+    if args.advertise_control:
+        parse_host_port(args.advertise_control, "--advertise-control")
     dedup_entries = args.dedup_entries
     return AgentConfig(
         redis=target,
@@ -112,6 +166,11 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         dedup_entries=dedup_entries,
         dedup_per_client=min(dedup_entries, 65_536),
         dedup_bytes=args.dedup_bytes,
+        service=parse_host_port(args.service, "--service") if args.service else None,
+        peer_tls=peer_tls,
+        advertise_control=args.advertise_control,
+        hold_limit=args.hold_limit,
+        hold_timeout=args.hold_timeout,
     )
 
 

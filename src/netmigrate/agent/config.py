@@ -162,6 +162,18 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class PeerTls:
+    """TLS towards other agents' control services (migration peers): ``ca`` verifies their
+    certificates; ``cert`` / ``key`` answer peers that require client certificates."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    #: Name expected in the peers' certificates when it differs from the address' host.
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     redis: RedisTarget
     listen: tuple[str, int]
@@ -178,6 +190,17 @@ class AgentConfig:
     dedup_bytes: int = 64 << 20
     #: Most datagrams read per wakeup, i.e. per Redis pipeline.
     max_batch: int = 512
+    #: The keyspace's service address (on the switch): where SLOT_START / SLOT_COMPLETE go
+    #: when StartMigration names none.
+    service: tuple[str, int] | None = None
+    #: TLS towards peer agents (None: plain gRPC).
+    peer_tls: PeerTls | None = None
+    #: How this agent's control service is reached by peers (default: its bound address).
+    advertise_control: str | None = None
+    #: Migration target: most client requests held at once while waiting for the source's
+    #: request ids, and how long one may wait before it is answered BUSY.
+    hold_limit: int = 10_000
+    hold_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.keyspace <= 0xFFFF:
@@ -190,3 +213,5 @@ class AgentConfig:
             raise ConfigError("dedup window bounds must be positive")
         if self.max_batch < 1:
             raise ConfigError("--max-batch must be positive")
+        if self.hold_limit < 1 or self.hold_timeout <= 0:
+            raise ConfigError("--hold-limit and --hold-timeout must be positive")

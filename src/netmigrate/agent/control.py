@@ -1,7 +1,14 @@
-"""The agent's gRPC control service (``netmigrate.agent.v1.AgentControl``)."""
+"""The agent's gRPC control service (``netmigrate.agent.v1.AgentControl``).
+
+Counters and slots; migration requests from the controller (served by the source side) and
+from peer agents (request ids and the copy stream are served by the target side, priority
+pulls by the source side). Errors become gRPC statuses with a message that says why.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -9,10 +16,15 @@ import grpc
 from netmigrate import __version__
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
 from netmigrate.agent.config import TlsFiles
-from netmigrate.agent.slots import SlotState
+from netmigrate.agent.peers import MAX_MESSAGE
+from netmigrate.agent.restore import Dump
+from netmigrate.agent.source import MigrationRequestError
+from netmigrate.agent.target import NotMigratingIn
 
 if TYPE_CHECKING:
     from netmigrate.agent.app import Agent
+
+log = logging.getLogger(__name__)
 
 
 def format_address(host: str, port: int) -> str:
@@ -43,6 +55,9 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
         counters.update(
             dedup_entries=len(dedup), dedup_bytes=dedup.bytes, dedup_evictions=dedup.evictions
         )
+        for side in (self._agent.source, self._agent.target):
+            if side is not None:
+                counters.update(side.counters)
         return control_pb2.GetStatsResponse(
             agent=self._info(), requests=snap.requests, replies=snap.replies, counters=counters
         )
@@ -50,14 +65,148 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
     async def GetSlots(
         self, request: control_pb2.GetSlotsRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.GetSlotsResponse:
-        table = self._agent.table
+        agent = self._agent
+        table = agent.table
+        migrations = []
+        if agent.source is not None:
+            migrations += [
+                control_pb2.SlotMigrationState(
+                    slot=r.slot,
+                    role="out",
+                    peer_id=r.peer,
+                    phase=r.phase,
+                    migration_id=r.migration_id,
+                )
+                for r in agent.source.records()
+            ]
+        if agent.target is not None:
+            migrations += [
+                control_pb2.SlotMigrationState(slot=s, role="in", peer_id=p, phase="migrating")
+                for s, p in agent.target.states()
+            ]
         return control_pb2.GetSlotsResponse(
             agent=self._info(),
-            owned=[
-                control_pb2.SlotRange(start=lo, end=hi) for lo, hi in table.ranges(SlotState.OWNED)
-            ],
-            owned_count=table.count(SlotState.OWNED),
+            owned=[control_pb2.SlotRange(start=lo, end=hi) for lo, hi in table.owner_ranges()],
+            owned_count=table.owner_count(),
+            migrations=migrations,
         )
+
+    # -- controller -> source ------------------------------------------------------------
+
+    async def StartMigration(
+        self, request: control_pb2.StartMigrationRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.MigrationStatus:
+        source = await self._source(context)
+        try:
+            return await source.start_migration(request)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise  # unreachable: abort raises
+
+    async def GetMigrationStatus(
+        self, request: control_pb2.GetMigrationStatusRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.GetMigrationStatusResponse:
+        source = await self._source(context)
+        try:
+            chosen = [source.get(request.migration_id)] if request.migration_id else source.all()
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+        return control_pb2.GetMigrationStatusResponse(
+            migrations=[source.status(m, include_slots=request.include_slots) for m in chosen]
+        )
+
+    async def AbortMigration(
+        self, request: control_pb2.MigrationRef, context: grpc.aio.ServicerContext
+    ) -> control_pb2.MigrationStatus:
+        source = await self._source(context)
+        try:
+            return await source.abort(request.migration_id)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+
+    async def ResumeMigration(
+        self, request: control_pb2.MigrationRef, context: grpc.aio.ServicerContext
+    ) -> control_pb2.MigrationStatus:
+        source = await self._source(context)
+        try:
+            return await source.resume(request.migration_id)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+
+    async def FinalizeMigration(
+        self, request: control_pb2.FinalizeMigrationRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.FinalizeMigrationResponse:
+        source = await self._source(context)
+        if not 0 <= request.grace_seconds <= 3600:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "grace_seconds must be 0..3600")
+        try:
+            m, deleted, slots = await source.finalize(request.migration_id, request.grace_seconds)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+        return control_pb2.FinalizeMigrationResponse(
+            status=source.status(m), keys_deleted=deleted, slots_finalized=slots, changed=slots > 0
+        )
+
+    # -- source -> target ----------------------------------------------------------------
+
+    async def TransferRequestIds(
+        self, request: control_pb2.TransferRequestIdsRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.TransferRequestIdsResponse:
+        target = await self._target(context)
+        try:
+            installed = await target.transfer_ids(request)
+        except NotMigratingIn as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            raise
+        return control_pb2.TransferRequestIdsResponse(installed=installed)
+
+    async def Copy(
+        self,
+        request_iterator: AsyncIterator[control_pb2.CopyBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[control_pb2.CopyAck]:
+        target = await self._target(context)
+        async for batch in request_iterator:
+            dumps = [Dump(k.key, k.dump if k.present else None, k.pttl) for k in batch.keys]
+            try:
+                restored, skipped = await target.restore_batch(batch.slot, batch.source_id, dumps)
+            except NotMigratingIn as e:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+                raise
+            except Exception as e:  # Redis refused the batch: the source retries the slot
+                log.warning("copy of slot %d: %s", batch.slot, e)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"restoring the batch failed: {e}")
+                raise
+            yield control_pb2.CopyAck(
+                slot=batch.slot, seq=batch.seq, restored=restored, skipped_dirty=skipped
+            )
+
+    # -- target -> source ----------------------------------------------------------------
+
+    async def Pull(
+        self, request: control_pb2.PullRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.PullResponse:
+        source = await self._source(context)
+        try:
+            keys = await source.pull(request)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+        return control_pb2.PullResponse(keys=keys)
+
+    async def _source(self, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        if self._agent.source is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is starting")
+        return self._agent.source
+
+    async def _target(self, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        if self._agent.target is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is starting")
+        return self._agent.target
 
 
 def _read(path: object) -> bytes:
@@ -69,7 +218,15 @@ async def start_control_server(
     agent: Agent, host: str, port: int, tls: TlsFiles | None
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the control API; returns the server and its bound port (``port`` may be 0)."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 4000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    )
     control_pb2_grpc.add_AgentControlServicer_to_server(ControlService(agent), server)
     address = format_address(host, port)
     if tls is None:

@@ -6,6 +6,11 @@ Redis answers on the same connection in order, so per-key order is arrival order
 can be answered without Redis (malformed, wrong slot, cached retry) are answered at once.
 
 Nothing is half-applied: every check runs before the request's single command is queued.
+
+Migration hooks (docs/migration.md): SLOT_START / SLOT_COMPLETE requests go to the target side,
+their replies (the target's acknowledgements) to the source side, both *in arrival order* with
+the client requests of the same wakeup, and requests for a slot that migrates in go to the
+target side's bookkeeping (:class:`~netmigrate.agent.target.TargetSide`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS, OpSpec
 from netmigrate.agent.dedup import Address, DedupEntry, DedupWindow
-from netmigrate.agent.reserved import RESERVED_PREFIX
+from netmigrate.agent.reserved import RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, ReplyError, RespConnection
+from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.slots import Admission, SlotTable
 from netmigrate.agent.stats import AgentStats
 from netmigrate.protocol.codec import (
@@ -39,9 +46,14 @@ from netmigrate.protocol.constants import (
     F_SLOT,
     HEADER_LEN,
     REPLY_BIT,
+    TRANSITION_OPS,
     Status,
 )
 from netmigrate.protocol.slot import key_slot
+
+if TYPE_CHECKING:
+    from netmigrate.agent.source import SourceSide
+    from netmigrate.agent.target import TargetSide
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +69,16 @@ _TOO_LARGE = int(Status.TOO_LARGE)
 _WRONG_OWNER = int(Status.WRONG_OWNER)
 _BUSY = int(Status.BUSY)
 _SERVE = Admission.SERVE
-_RESERVED_MESSAGE = f"keys starting with {RESERVED_PREFIX.decode()} are reserved"
+_TARGET = Admission.TARGET
+_RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
+    *(p.decode() for p in RESERVED_PREFIXES)
+)
+_TRANSITION_OPS = frozenset(int(op) for op in TRANSITION_OPS)
+_TRANSITION_REPLIES = frozenset(int(op) | REPLY_BIT for op in TRANSITION_OPS)
+
+
+def _ignore(reply: Any, ctx: Any) -> None:
+    """Callback of the MULTI / QUEUED replies of a transaction: EXEC's reply tells all."""
 
 
 class DataPath:
@@ -80,6 +101,9 @@ class DataPath:
         self.max_datagram = max_datagram
         self.max_batch = max_batch
         self.redis: RespConnection | None = None
+        #: Migration sides; None until the agent wires them in.
+        self.source: SourceSide | None = None
+        self.target: TargetSide | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -128,10 +152,30 @@ class DataPath:
             except Exception:  # a bug must not stop the data path: count, log, go on
                 self.stats.bad_datagrams += 1
                 log.exception("unexpected error handling a datagram")
+        self._flush(commands, callbacks)
+
+    def replay(self, datagrams: Iterable[tuple[bytes, Address]]) -> None:
+        """Handle datagrams that were held back (in their order), as if they arrived now."""
+        commands: list[bytes] = []
+        callbacks: list[tuple[Any, Any]] = []
+        for data, addr in datagrams:
+            try:
+                self._handle(data, addr, commands, callbacks)
+            except Exception:
+                self.stats.bad_datagrams += 1
+                log.exception("unexpected error handling a held datagram")
+        self._flush(commands, callbacks)
+
+    def _flush(self, commands: list[bytes], callbacks: list[tuple[Any, Any]]) -> None:
         if commands:
             self.stats.batches += 1
             self.stats.redis_commands += len(commands)
-            self.redis.send(b"".join(commands), callbacks)  # type: ignore[union-attr]
+            redis = self.redis
+            if redis is None:
+                for cb, ctx in callbacks:
+                    cb(ConnectionLost("not connected to Redis"), ctx)
+                return
+            redis.send(b"".join(commands), callbacks)
 
     def _handle(
         self, data: bytes, addr: Address, commands: list[bytes], callbacks: list[Any]
@@ -147,11 +191,23 @@ class DataPath:
             return
         op = fields[F_OP]
         if op & REPLY_BIT:
-            stats.unexpected_replies += 1
+            if op in _TRANSITION_REPLIES and self.source is not None:
+                self.source.on_transition_reply(fields, body, commands, callbacks)
+            else:
+                stats.unexpected_replies += 1
             return
         stats.requests[op] += 1
         spec = OPS.get(op)
         if spec is None:
+            if op in _TRANSITION_OPS and self.target is not None:
+                if fields[F_KEYSPACE] != self.keyspace:
+                    message = (
+                        f"this agent serves keyspace {self.keyspace}, not {fields[F_KEYSPACE]}"
+                    )
+                    self._refuse(fields, addr, _BAD_REQUEST, message)
+                    return
+                self.target.on_transition(fields, addr)
+                return
             self._refuse(fields, addr, _BAD_REQUEST, f"op 0x{op:02x} is not served here")
             return
         if fields[F_KEYSPACE] != self.keyspace:
@@ -175,14 +231,18 @@ class DataPath:
                 return
         else:
             key = body.key  # type: ignore[union-attr]
-            if key.startswith(RESERVED_PREFIX):
+            if key.startswith(RESERVED_PREFIXES):
                 self._refuse(fields, addr, _BAD_REQUEST, _RESERVED_MESSAGE)
                 return
             if key_slot(key) != slot:
                 message = f"slot {slot} in the header, but the key hashes to {key_slot(key)}"
                 self._refuse(fields, addr, _BAD_REQUEST, message)
                 return
-        if self.table.admit(slot, op, fields[F_FLAGS]) is not _SERVE:
+        admission = self.table.admit(slot, op, fields[F_FLAGS])
+        if admission is not _SERVE:
+            if admission is _TARGET:
+                self.target.handle(fields, body, spec, data, addr, commands, callbacks)  # type: ignore[union-attr]
+                return
             message = f"slot {slot} is not served by server {self.server_id}"
             self._refuse(fields, addr, _WRONG_OWNER, message)
             return
@@ -194,6 +254,68 @@ class DataPath:
         entry = self.dedup.begin(request_id, slot, addr)
         commands.append(command)
         callbacks.append((self._on_redis_reply, (fields, spec, entry)))
+
+    # -- helpers for the migration sides ------------------------------------------------
+
+    def begin(self, fields: HeaderFields, addr: Address) -> DedupEntry | None:
+        """Remember the request as in flight, or answer BUSY (None) when Redis is away."""
+        redis = self.redis
+        if redis is None or not redis.is_open:
+            self._refuse(fields, addr, _BUSY, "the agent is reconnecting to Redis")
+            return None
+        return self.dedup.begin(fields[F_REQUEST_ID], fields[F_SLOT], addr)
+
+    def queue(
+        self,
+        fields: HeaderFields,
+        spec: OpSpec,
+        entry: DedupEntry,
+        command: bytes,
+        commands: list[bytes],
+        callbacks: list[Any],
+        *,
+        dirty: bytes | None = None,
+        keys: tuple[bytes, ...] = (),
+    ) -> None:
+        """Queue the request's command; with ``dirty``, inside MULTI/EXEC together with
+        ``SADD dirty keys`` (a migration target's write and its dirty mark are one step)."""
+        if dirty is None:
+            commands.append(command)
+            callbacks.append((self._on_redis_reply, (fields, spec, entry)))
+            return
+        commands.append(b"*1\r\n$5\r\nMULTI\r\n")
+        commands.append(command)
+        commands.append(resp_command(b"SADD", dirty, *keys))
+        commands.append(b"*1\r\n$4\r\nEXEC\r\n")
+        callbacks.append((_ignore, None))
+        callbacks.append((_ignore, None))
+        callbacks.append((_ignore, None))
+        callbacks.append((self._on_exec_reply, (fields, spec, entry)))
+
+    def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:
+        """Answer a begun request that was not applied (every waiting copy), and forget it."""
+        datagram = encode_reply(fields, status, ErrorReply(message))
+        self.stats.replies[status] += 1
+        self.dedup.forget(entry)
+        for addr in entry.waiters:
+            self._send(datagram, addr)
+
+    def refuse(self, fields: HeaderFields, addr: Address, status: int, message: str) -> None:
+        self._refuse(fields, addr, status, message)
+
+    def send_to(self, datagram: bytes, addr: Address) -> None:
+        """Send from the data socket (SLOT_START / SLOT_COMPLETE go out this way)."""
+        self._send(datagram, addr)
+
+    def flush(self, commands: list[bytes], callbacks: list[Any]) -> None:
+        self._flush(commands, callbacks)
+
+    def _on_exec_reply(self, reply: Any, ctx: tuple[HeaderFields, OpSpec, DedupEntry]) -> None:
+        if isinstance(reply, list):
+            reply = reply[0]
+        elif reply is None:  # no WATCH is used, so EXEC cannot abort this way
+            reply = ReplyError("EXEC aborted")
+        self._on_redis_reply(reply, ctx)
 
     def _duplicate(self, entry: DedupEntry, addr: Address) -> None:
         """A request id seen before: answer from the window, never apply it again."""
@@ -287,7 +409,7 @@ def _check_multi_keys(keys: tuple[bytes, ...], slot: int) -> tuple[int, str] | N
     """(status, message) when the keys of a multi-key request do not fit its header slot."""
     first = key_slot(keys[0])
     for key in keys:
-        if key.startswith(RESERVED_PREFIX):
+        if key.startswith(RESERVED_PREFIXES):
             return _BAD_REQUEST, _RESERVED_MESSAGE
         if key_slot(key) != first:
             return int(Status.CROSSSLOT), "the keys of one request must share a slot"

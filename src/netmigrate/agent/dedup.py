@@ -9,6 +9,11 @@ Bounds: at most ``max_entries`` remembered ids and ``max_bytes`` of cached repli
 at most ``max_per_client`` ids per client. Beyond that the least recently active client loses
 its oldest ids first, so one busy client cannot push out everybody else's recent history. The
 window must cover a client's retry horizon (timeout x attempts) at its request rate.
+
+A migration source hands the target the entries of a slot (:meth:`DedupWindow.entries_of`).
+Finding them by scanning the whole window per slot would cost O(window) per slot, so the
+slots of a running migration are *watched*: an index slot -> request ids is kept for them
+only (one dict lookup per request otherwise).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class DedupWindow:
         #: client id -> its entries, oldest first; the dict itself is in LRU order of clients.
         self._clients: OrderedDict[int, deque[DedupEntry]] = OrderedDict()
         self._queued = 0
+        #: Watched slots -> request ids remembered for them (empty dict: nothing watched).
+        self._watched: dict[int, set[int]] = {}
         self.bytes = 0
         self.evictions = 0
 
@@ -61,6 +68,10 @@ class DedupWindow:
         """Remember ``request_id`` as in flight."""
         entry = DedupEntry(request_id, slot, addr)
         self._entries[request_id] = entry
+        if self._watched:
+            ids = self._watched.get(slot)
+            if ids is not None:
+                ids.add(request_id)
         client = request_id >> 32
         queue = self._clients.get(client)
         if queue is None:
@@ -87,8 +98,44 @@ class DedupWindow:
         """The request was not applied (e.g. refused): a retry must run again."""
         if self._entries.get(entry.request_id) is entry:
             del self._entries[entry.request_id]
+            self._unindex(entry)
             if entry.reply is not None:
                 self.bytes -= len(entry.reply)
+
+    def install(self, request_id: int, slot: int, reply: bytes) -> bool:
+        """Remember a request another agent applied (its reply given); False if known here."""
+        if request_id in self._entries:
+            return False
+        self.complete(self.begin(request_id, slot, None), reply)
+        return True
+
+    def watch(self, slots: list[int] | range | set[int]) -> None:
+        """Start indexing ``slots`` (one scan of the window for all of them)."""
+        new = {s: set() for s in slots if s not in self._watched}
+        if not new:
+            return
+        for rid, entry in self._entries.items():
+            ids = new.get(entry.slot)
+            if ids is not None:
+                ids.add(rid)
+        self._watched.update(new)
+
+    def unwatch(self, slots: list[int] | range | set[int]) -> None:
+        for s in slots:
+            self._watched.pop(s, None)
+
+    def entries_of(self, slot: int) -> list[DedupEntry]:
+        """Remembered entries of a watched ``slot``."""
+        ids = self._watched.get(slot)
+        if ids is None:
+            raise KeyError(f"slot {slot} is not watched")
+        return [self._entries[rid] for rid in ids if rid in self._entries]
+
+    def _unindex(self, entry: DedupEntry) -> None:
+        if self._watched:
+            ids = self._watched.get(entry.slot)
+            if ids is not None:
+                ids.discard(entry.request_id)
 
     def request_ids(self, slot: int) -> Iterator[int]:
         """Remembered request ids of ``slot`` (what a migration source hands its target)."""
@@ -98,6 +145,7 @@ class DedupWindow:
         self._queued -= 1
         if self._entries.get(entry.request_id) is entry:
             del self._entries[entry.request_id]
+            self._unindex(entry)
             self.evictions += 1
             if entry.reply is not None:
                 self.bytes -= len(entry.reply)

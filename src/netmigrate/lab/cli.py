@@ -11,10 +11,12 @@ from typing import Any
 
 from netmigrate.lab import lab
 from netmigrate.lab.errors import LabError
+from netmigrate.lab.stack import StackConfig, stack_down, stack_up
 from netmigrate.lab.switch import (
     DEFAULT_DEVICE_ID,
     DEFAULT_GRPC_ADDR,
     SWITCH_SERVICE,
+    parse_grpc_addr,
     start_switch,
 )
 from netmigrate.lab.topology import (
@@ -63,6 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="up: also start `netmigrate switch` in the switch namespace with every port",
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="up: the whole stack (switch configured, redis-server + agent per Redis host, "
+        "keyspace 10.0.1.1:50000 owned by the first Redis host); the first host is the client",
+    )
+    parser.add_argument(
+        "--control-base",
+        type=int,
+        default=17000,
+        help="--full: agent n's control service is 127.0.0.1:<base+n> (default %(default)s)",
+    )
     parser.add_argument("--grpc-addr", default=DEFAULT_GRPC_ADDR, help="the switch's P4Runtime")
     parser.add_argument("--device-id", type=int, default=DEFAULT_DEVICE_ID)
     parser.add_argument(
@@ -98,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "up":
             return _up(args, topology, run_dir)
         if args.action == "down":
-            result = lab.down(topology, run_dir)
+            result = stack_down(_stack_config(args, topology, run_dir))
             _emit(
                 args,
                 {"changed": result.changed, "actions": result.actions},
@@ -111,7 +125,41 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _stack_config(args: argparse.Namespace, topology: Topology, run_dir: Path) -> StackConfig:
+    names = topology.host_names
+    where = parse_grpc_addr(args.grpc_addr)
+    if isinstance(where, Path) or where[0] != "127.0.0.1":
+        raise LabError("--full serves P4Runtime on 127.0.0.1:PORT (give --grpc-addr so)")
+    return StackConfig(
+        prefix=topology.prefix,
+        client_host=names[0],
+        redis_hosts=tuple(names[1:]),
+        run_dir=run_dir,
+        grpc_port=where[1],
+        control_base=args.control_base,
+        device_id=args.device_id,
+        faults=tuple(args.fault),
+    )
+
+
 def _up(args: argparse.Namespace, topology: Topology, run_dir: Path) -> int:
+    if args.full:
+        if args.bare or len(topology.hosts) < 2:
+            raise LabError("--full needs a client and at least one Redis host, not --bare")
+        stack = stack_up(_stack_config(args, topology, run_dir))
+        lines = [*stack.actions]
+        for srv in stack.servers:
+            lines.append(
+                f"server {srv.server_id} {srv.name:8} data {srv.data} control {srv.control} "
+                f"redis {srv.redis_url}"
+            )
+        lines.append(
+            f"service {stack.service_ip}:{stack.service_port} keyspace {stack.keyspace_id} "
+            f"(client namespace {stack.client_netns}), P4Runtime {stack.p4runtime}"
+        )
+        lines.append(f"changed={str(stack.changed).lower()}")
+        _emit(args, stack.to_dict(), lines)
+        return 0
     result = lab.up(topology, run_dir)
     if args.with_switch:
         started = start_switch(

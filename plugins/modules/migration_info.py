@@ -1,0 +1,177 @@
+#!/usr/bin/python
+# Copyright (c) NetMigrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# ruff: noqa: E402  (Ansible wants DOCUMENTATION, EXAMPLES and RETURN before the imports)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_info
+short_description: Status of the NetMigrate migrations of a source server
+version_added: 0.1.0
+description:
+  - Asks a source server's agent (its gRPC control service) for the migrations it runs or ran,
+    from its persisted state, so it also answers after a controller or agent restart.
+  - A thin wrapper of C(netmigrate.migration.status). Changes nothing.
+author:
+  - NetMigrate developers (@netmigrate)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  source:
+    description:
+      - The source server whose migrations to list.
+    type: dict
+    required: true
+    suboptions:
+      server_id:
+        description:
+          - Server id of the agent (1..254).
+        type: int
+        required: true
+      control:
+        description:
+          - The agent's gRPC control service, C(HOST:PORT).
+        type: str
+        required: true
+  migration_id:
+    description:
+      - Only this migration. Without it, every migration the agent knows.
+    type: str
+  include_slots:
+    description:
+      - Also return per-slot results (large for big migrations).
+    type: bool
+    default: false
+  control_tls:
+    description:
+      - TLS towards the agent's control service.
+    type: dict
+    suboptions:
+      ca:
+        description:
+          - CA certificates that verify the agent.
+        type: path
+        required: true
+      cert:
+        description:
+          - Client certificate, when the agent requires one.
+        type: path
+      key:
+        description:
+          - Key of O(control_tls.cert).
+        type: path
+      server_name:
+        description:
+          - Name expected in the agent's certificate.
+        type: str
+        default: ""
+requirements:
+  - The netmigrate Python package (with grpcio) on the host that runs the module.
+seealso:
+  - module: netmigrate.core.migration
+"""
+
+EXAMPLES = r"""
+- name: Migrations of server 1
+  netmigrate.core.migration_info:
+    source: {server_id: 1, control: "10.0.0.11:7000"}
+  register: info
+
+- name: Fail unless the migration finished
+  ansible.builtin.assert:
+    that: info.migrations | selectattr('state', 'equalto', 'FINALIZED') | list | length == 1
+"""
+
+RETURN = r"""
+migrations:
+  description: The migrations, each as the RV(netmigrate.core.migration#module:migration) result.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - migration_id: ks50000-1to2-5c1e
+      state: FINALIZED
+      slots_total: 4096
+      slots_done: 4096
+      keys_copied: 5012
+"""
+
+import asyncio
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
+    fail_imports,
+    optional_import,
+)
+
+ARGUMENT_SPEC: dict[str, t.Any] = dict(
+    source=dict(
+        type="dict",
+        required=True,
+        options=dict(
+            server_id=dict(type="int", required=True),
+            control=dict(type="str", required=True),
+        ),
+    ),
+    migration_id=dict(type="str"),
+    include_slots=dict(type="bool", default=False),
+    control_tls=dict(
+        type="dict",
+        options=dict(
+            ca=dict(type="path", required=True),
+            cert=dict(type="path"),
+            key=dict(type="path", no_log=False),
+            server_name=dict(type="str", default=""),
+        ),
+        required_together=[("cert", "key")],
+    ),
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_imports(module, "grpc", "netmigrate.migration")
+    mig = optional_import("netmigrate.migration")
+    p = module.params
+    tls = p["control_tls"]
+    try:
+        source = mig.AgentEndpoint(
+            server_id=p["source"]["server_id"],
+            control=p["source"]["control"],
+            tls=mig.ControlTls(
+                ca=tls["ca"], cert=tls["cert"], key=tls["key"], server_name=tls["server_name"]
+            )
+            if tls
+            else None,
+        )
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        found = asyncio.run(mig.status(source, p["migration_id"], include_slots=p["include_slots"]))
+    except mig.MigrationError as exc:
+        if exc.code != "NOT_FOUND":
+            module.fail_json(msg=f"cannot read the migrations ({exc.code}): {exc}", code=exc.code)
+        found = []
+    except (OSError, ValueError, TimeoutError) as exc:
+        module.fail_json(msg=f"cannot read the migrations: {exc}")
+    migrations = []
+    for result in found:
+        doc = result.to_json(slots=p["include_slots"])
+        doc.pop("changed", None)
+        migrations.append(doc)
+    module.exit_json(changed=False, migrations=migrations)
+
+
+if __name__ == "__main__":
+    main()

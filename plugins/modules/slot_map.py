@@ -1,0 +1,430 @@
+#!/usr/bin/python
+# Copyright (c) NetMigrate developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# ruff: noqa: E402  (Ansible wants DOCUMENTATION, EXAMPLES and RETURN before the imports)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: slot_map
+short_description: Read or reconcile the slot map of a NetMigrate switch
+version_added: 0.1.0
+description:
+  - The NetMigrate switch keeps, per keyspace, one slot map entry per hash slot - the owner
+    server of the slot and, while it migrates, its target server.
+  - With O(state=read) the module returns the map of the whole keyspace, compressed into ranges
+    of consecutive slots with the same entry.
+  - With O(state=present) the module makes the slots given in O(ranges) hold the given
+    entries, writing only the slots that differ.
+  - The map is reached through the data plane - C(SLOT_READ) and C(SLOT_SET) packet-outs to the
+    keyspace's service address, answered by packet-ins - because BMv2's P4Runtime server does
+    not serve C(RegisterEntry). The keyspace's entry in table C(NetMigrateIngress.keyspace)
+    must be installed, and the session must be the primary controller.
+  - The wanted map is given explicitly (O(ranges)), or comes from the agents' persisted state
+    (O(agents)) - a slot an agent owns gets that agent as owner, a slot in flight gets its
+    source as owner and its target as target; slots nobody owns, or two agents claim, are left
+    as they are (the latter reported in RV(reconcile.conflicts)).
+author:
+  - NetMigrate developers (@netmigrate)
+extends_documentation_fragment:
+  - netmigrate.core._p4runtime
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the slots and reports the ranges that would change, without writing.
+  diff_mode:
+    support: full
+    details: The ranges that change, with their entries before and after.
+  platform:
+    platforms: posix
+options:
+  keyspace_id:
+    description:
+      - Keyspace id, as in the keyspace's C(set_keyspace) entry.
+    type: int
+    required: true
+  service_address:
+    description:
+      - The keyspace's service IPv4 address (the key of its C(NetMigrateIngress.keyspace)
+        entry).
+    type: str
+    required: true
+  service_port:
+    description:
+      - The keyspace's service UDP port.
+    type: int
+    required: true
+  state:
+    description:
+      - V(read) returns the map and changes nothing.
+      - V(present) makes the slots of O(ranges) hold their entries, or with O(agents) makes the
+        map match what the agents own.
+    type: str
+    choices: [read, present]
+    default: read
+  ranges:
+    description:
+      - The wanted map, as ranges of slots. Slots not covered keep their entry unless
+        O(purge=true). Ranges must not overlap.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      first:
+        description:
+          - First slot of the range.
+        type: int
+        required: true
+      last:
+        description:
+          - Last slot of the range (inclusive); defaults to O(ranges[].first).
+        type: int
+      owner:
+        description:
+          - Owner server id; V(0) means the keyspace's default owner.
+        type: int
+        default: 0
+      target:
+        description:
+          - Migration target server id; V(0) means not migrating.
+        type: int
+        default: 0
+  agents:
+    description:
+      - With O(state=present), reconcile the map with these NetMigrate agents instead of
+        O(ranges) - every agent of the keyspace, reached on its control service.
+      - The switch must have the keyspace entry and, for each agent, its C(server_port) and
+        C(server_rewrite) entries and clone session.
+    type: list
+    elements: dict
+    suboptions:
+      server_id:
+        description:
+          - The agent's server id.
+        type: int
+        required: true
+      control:
+        description:
+          - The agent's control service, V(HOST:PORT).
+        type: str
+        required: true
+      ca_cert:
+        description:
+          - CA file to verify the agent's TLS certificate with; enables TLS towards the agent.
+        type: path
+      client_cert:
+        description:
+          - Client certificate for mutual TLS with the agent.
+        type: path
+      client_key:
+        description:
+          - Key of O(agents[].client_cert).
+        type: path
+      server_name:
+        description:
+          - Name expected in the agent's certificate when it differs from the address' host.
+        type: str
+  purge:
+    description:
+      - With O(state=present), reset every slot not covered by O(ranges) to owner V(0),
+        target V(0) (the keyspace's default owner, not migrating).
+    type: bool
+    default: false
+  window:
+    description:
+      - Slot requests kept in flight at once.
+    type: int
+    default: 256
+seealso:
+  - module: netmigrate.core.p4_register_info
+"""
+
+EXAMPLES = r"""
+- name: Read the slot map of keyspace 1
+  netmigrate.core.slot_map:
+    address: 127.0.0.1:9559
+    keyspace_id: 1
+    service_address: 10.9.0.100
+    service_port: 50000
+  register: slots
+
+- name: Slots 0-8191 belong to server 1, the rest to server 2
+  netmigrate.core.slot_map:
+    address: 127.0.0.1:9559
+    keyspace_id: 1
+    service_address: 10.9.0.100
+    service_port: 50000
+    state: present
+    ranges:
+      - {first: 0, last: 8191, owner: 1}
+      - {first: 8192, last: 16383, owner: 2}
+"""
+
+RETURN = r"""
+ranges:
+  description:
+    - With O(state=read), the whole map; with O(state=present), the slots of O(ranges) (all
+      slots with O(purge=true)) after the run (in check mode, as they would be).
+    - With O(agents), the changed slots after the run (the first 100 changed slots).
+    - Consecutive slots with the same entry form one range.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"first": 0, "last": 8191, "owner": 1, "target": 0}]
+changed_ranges:
+  description: Ranges of slots that were (in check mode, would be) written, before and after.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"first": 0, "last": 99, "before": {"owner": 0, "target": 0},
+            "after": {"owner": 1, "target": 0}}]
+changed_slots:
+  description:
+    - Number of slots that were (would be) written.
+    - With O(agents) in check mode at most 100 (the reconciliation reports the first 100).
+  returned: success
+  type: int
+  sample: 100
+reconcile:
+  description: With O(agents), what the reconciliation found.
+  returned: when O(agents) is given
+  type: dict
+  contains:
+    slots_checked:
+      description: Slots the agents own (those the map is compared for).
+      type: int
+      sample: 16384
+    slots_written:
+      description: Slots written (0 in check mode).
+      type: int
+      sample: 8192
+    conflicts:
+      description: Slots left untouched because the agents disagree, with why (first 100).
+      type: dict
+      sample: {}
+    message:
+      description: Summary.
+      type: str
+      sample: changed 8192 of 16384 slots
+"""
+
+import typing as t
+
+from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
+    fail_imports,
+    optional_import,
+)
+from ansible_collections.netmigrate.core.plugins.module_utils._p4rt_runner import (
+    TaskFailure,
+    p4rt,
+    p4rt_module,
+    run_p4rt,
+)
+
+
+def argument_spec() -> dict[str, t.Any]:
+    return dict(
+        keyspace_id=dict(type="int", required=True),
+        service_address=dict(type="str", required=True),
+        service_port=dict(type="int", required=True),
+        state=dict(type="str", choices=["read", "present"], default="read"),
+        ranges=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                first=dict(type="int", required=True),
+                last=dict(type="int"),
+                owner=dict(type="int", default=0),
+                target=dict(type="int", default=0),
+            ),
+        ),
+        agents=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                server_id=dict(type="int", required=True),
+                control=dict(type="str", required=True),
+                ca_cert=dict(type="path"),
+                client_cert=dict(type="path"),
+                client_key=dict(type="path", no_log=False),
+                server_name=dict(type="str"),
+            ),
+            required_together=[("client_cert", "client_key")],
+            required_by=dict(client_cert="ca_cert"),
+        ),
+        purge=dict(type="bool", default=False),
+        window=dict(type="int", default=256),
+    )
+
+
+def wanted_map(ranges: list[dict[str, t.Any]], purge: bool) -> dict[int, t.Any]:
+    """``{slot: SlotEntry}`` from the ranges; ValueError on a bad or overlapping range."""
+    lib = p4rt()
+    slot_count = optional_import("netmigrate.protocol.constants").SLOT_COUNT
+    wanted: dict[int, t.Any] = {}
+    for r in ranges:
+        last = r["first"] if r["last"] is None else r["last"]
+        if not 0 <= r["first"] <= last < slot_count:
+            raise ValueError(f"slot range {r['first']}-{last} is not within 0-{slot_count - 1}")
+        entry = lib.SlotEntry(r["owner"], r["target"])
+        for slot in range(r["first"], last + 1):
+            if slot in wanted:
+                raise ValueError(f"slot {slot} is in more than one range")
+            wanted[slot] = entry
+    if purge:
+        for slot in range(slot_count):
+            wanted.setdefault(slot, lib.SlotEntry())
+    return wanted
+
+
+def compress(slots: t.Mapping[int, t.Any]) -> list[dict[str, int]]:
+    """Consecutive slots with equal entries as ``{first, last, owner, target}`` ranges."""
+    out: list[dict[str, int]] = []
+    for slot in sorted(slots):
+        e = slots[slot]
+        last = out[-1] if out else None
+        if (
+            last
+            and last["last"] == slot - 1
+            and (last["owner"], last["target"])
+            == (
+                e.owner,
+                e.target,
+            )
+        ):
+            last["last"] = slot
+        else:
+            out.append(dict(first=slot, last=slot, owner=e.owner, target=e.target))
+    return out
+
+
+def changed_ranges(before: t.Mapping[int, t.Any], after: t.Mapping[int, t.Any]) -> list[t.Any]:
+    """Ranges of consecutive changed slots with the same before and after entries."""
+    out: list[dict[str, t.Any]] = []
+    for slot in sorted(s for s in after if before[s] != after[s]):
+        b, a = before[slot], after[slot]
+        old = dict(owner=b.owner, target=b.target)
+        new = dict(owner=a.owner, target=a.target)
+        last = out[-1] if out else None
+        if last and last["last"] == slot - 1 and last["before"] == old and last["after"] == new:
+            last["last"] = slot
+        else:
+            out.append(dict(first=slot, last=slot, before=old, after=new))
+    return out
+
+
+def agent_endpoints(agents: list[dict[str, t.Any]]) -> list[t.Any]:
+    from pathlib import Path
+
+    migration = optional_import("netmigrate.migration")
+    out = []
+    for a in agents:
+        tls = None
+        if a["ca_cert"]:
+            tls = migration.ControlTls(
+                ca=Path(a["ca_cert"]),
+                cert=Path(a["client_cert"]) if a["client_cert"] else None,
+                key=Path(a["client_key"]) if a["client_key"] else None,
+                server_name=a["server_name"] or "",
+            )
+        out.append(migration.AgentEndpoint(a["server_id"], a["control"], tls=tls))
+    return out
+
+
+def reconcile_with_agents(module: t.Any) -> dict[str, t.Any]:
+    """state=present with agents: the migration controller's reconcile over our session."""
+    fail_imports(module, "netmigrate.migration")
+    migration = optional_import("netmigrate.migration")
+    params = module.params
+    try:
+        agents = agent_endpoints(params["agents"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    keyspace = migration.KeyspaceRef(
+        params["keyspace_id"], params["service_address"], params["service_port"]
+    )
+
+    async def work(session: t.Any) -> dict[str, t.Any]:
+        try:
+            result = await migration.reconcile(session, keyspace, agents, check=module.check_mode)
+        except migration.MigrationError as exc:
+            raise TaskFailure(f"reconcile: {exc}", grpc_code=exc.code) from None
+        before = {s: p4rt().SlotEntry(*d["before"]) for s, d in result.diff.items()}
+        after = {s: p4rt().SlotEntry(*d["after"]) for s, d in result.diff.items()}
+        changes = changed_ranges(before, after)
+        info = result.to_json()
+        out: dict[str, t.Any] = dict(
+            changed=result.changed,
+            ranges=compress(after),
+            changed_ranges=changes,
+            changed_slots=result.slots_written if not module.check_mode else len(result.diff),
+            reconcile=dict(
+                slots_checked=info["slots_checked"],
+                slots_written=info["slots_written"],
+                conflicts={str(k): v for k, v in info["conflicts"].items()},
+                message=info["message"],
+            ),
+        )
+        if module._diff:
+            out["diff"] = range_diff(changes)
+        return out
+
+    return run_p4rt(module, work)
+
+
+def range_diff(changes: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+    def side(which: str) -> list[dict[str, t.Any]]:
+        return [dict(first=c["first"], last=c["last"], **c[which]) for c in changes]
+
+    return dict(before=dict(ranges=side("before")), after=dict(ranges=side("after")))
+
+
+def main() -> None:
+    module = p4rt_module(
+        argument_spec(), mutually_exclusive=[("ranges", "agents"), ("purge", "agents")]
+    )
+    if module.params["agents"] and module.params["state"] == "present":
+        module.exit_json(**reconcile_with_agents(module))
+    params = module.params
+    try:
+        wanted = (
+            wanted_map(params["ranges"], params["purge"]) if params["state"] == "present" else {}
+        )
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    lib = p4rt()
+    keyspace = lib.Keyspace(
+        params["keyspace_id"], params["service_address"], params["service_port"]
+    )
+
+    async def work(session: t.Any) -> dict[str, t.Any]:
+        io = lib.SlotMapIO(session, keyspace, window=params["window"])
+        if params["state"] == "read":
+            return dict(
+                changed=False, ranges=compress(await io.read()), changed_ranges=[], changed_slots=0
+            )
+        before = await io.read(wanted)
+        writes = {s: e for s, e in wanted.items() if before[s] != e}
+        if writes and not module.check_mode:
+            # Raises SlotMapError (DATA_LOSS) when an answer differs from what was set.
+            await io.write(writes)
+        after = {**before, **writes}
+        changes = changed_ranges(before, after)
+        out: dict[str, t.Any] = dict(
+            changed=bool(writes),
+            ranges=compress(after),
+            changed_ranges=changes,
+            changed_slots=len(writes),
+        )
+        if module._diff:
+            out["diff"] = range_diff(changes)
+        return out
+
+    module.exit_json(**run_p4rt(module, work))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Migration under load in the local lab: one run, one report (docs/benchmarks.md,
+# "Migration under load (lab)"). Needs root. Usage:
+#   scripts/migration_bench.sh [OUT_DIR] [KEYS] [CONCURRENCY]
+# Leaves the lab up (netmigrate lab down --prefix nmb takes it down).
+set -euo pipefail
+OUT=${1:-reports/migration-bench}
+KEYS=${2:-100000}
+CONC=${3:-16}
+PREFIX=nmb
+NM=(python -m netmigrate.cli)
+RUN_DIR=/run/netmigrate-lab/$PREFIX
+
+mkdir -p "$OUT"
+"${NM[@]}" lab up --full --prefix $PREFIX --grpc-addr 127.0.0.1:9659 --control-base 17100 >/dev/null
+rm -f "$OUT/stop"
+"${NM[@]}" load --stack "$RUN_DIR" --preload "$KEYS" --preload-direct --concurrency "$CONC" \
+    --duration 3600 --stop-file "$OUT/stop" --out "$OUT/load" >"$OUT/load.out" &
+LOAD_PID=$!
+until [ -e "$OUT/load/ready" ]; do sleep 0.2; done
+sleep 5 # the "before" window
+"${NM[@]}" migrate --switch 127.0.0.1:9659 --keyspace 10.0.1.1:50000 \
+    --source 1=127.0.0.1:17101 --target 2=127.0.0.1:17102 --slots all \
+    --parallel 64 --batch 512 --quiet >"$OUT/migration.json"
+sleep 5 # the "after" window
+touch "$OUT/stop"
+wait $LOAD_PID || true
+"${NM[@]}" report --load "$OUT/load" --migration "$OUT/migration.json" --out "$OUT"

@@ -1,0 +1,143 @@
+"""The controller's gRPC client of one agent's control service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+from netmigrate.migration.model import AgentEndpoint, MigrationError, to_ranges
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+class AgentClient:
+    """``async with AgentClient(endpoint) as agent: await agent.slots()``."""
+
+    def __init__(self, endpoint: AgentEndpoint, *, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: control_pb2_grpc.AgentControlStub | None = None
+
+    async def __aenter__(self) -> AgentClient:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        if self._channel is not None:
+            return
+        tls = self.endpoint.tls
+        options = list(_OPTIONS)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(self.endpoint.control, options=options)
+        else:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca.read_bytes(),
+                private_key=tls.key.read_bytes() if tls.key else None,
+                certificate_chain=tls.cert.read_bytes() if tls.cert else None,
+            )
+            self._channel = grpc.aio.secure_channel(self.endpoint.control, creds, options=options)
+        self._stub = control_pb2_grpc.AgentControlStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+            self._stub = None
+
+    async def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
+        self.open()
+        method = getattr(self._stub, name)
+        try:
+            return await method(request, timeout=timeout or self.timeout)
+        except grpc.aio.AioRpcError as e:
+            raise MigrationError(
+                f"server {self.endpoint.server_id} ({self.endpoint.control}): {name}: "
+                f"{e.code().name}: {e.details()}",
+                code=e.code().name,
+            ) from None
+
+    async def slots(self) -> control_pb2.GetSlotsResponse:
+        return await self._call("GetSlots", control_pb2.GetSlotsRequest())
+
+    async def identify(self, keyspace: int) -> control_pb2.GetSlotsResponse:
+        """GetSlots, checked: the agent must be the server and keyspace the caller expects."""
+        reply = await self.slots()
+        info = reply.agent
+        ep = self.endpoint
+        if info.server_id != ep.server_id or info.keyspace != keyspace:
+            raise MigrationError(
+                f"{ep.control} is server {info.server_id} of keyspace {info.keyspace}, "
+                f"expected server {ep.server_id} of keyspace {keyspace}",
+                code="FAILED_PRECONDITION",
+            )
+        return reply
+
+    async def start(
+        self,
+        migration_id: str,
+        slots: Iterable[int],
+        target: AgentEndpoint,
+        *,
+        service: str,
+        batch: int,
+        rate: int,
+        parallel: int,
+        dry_run: bool = False,
+    ) -> control_pb2.MigrationStatus:
+        request = control_pb2.StartMigrationRequest(
+            migration_id=migration_id,
+            slots=[control_pb2.SlotRange(start=lo, end=hi) for lo, hi in to_ranges(slots)],
+            target_id=target.server_id,
+            target_control=target.control,
+            target_data=target.data,
+            service=service,
+            batch_keys=batch,
+            rate_keys_per_second=rate,
+            parallel_slots=parallel,
+            dry_run=dry_run,
+            source_control=self.endpoint.control,
+        )
+        # The agent counts the keys of every slot before it answers: allow for big slot sets.
+        return await self._call("StartMigration", request, timeout=max(self.timeout, 60.0))
+
+    async def status(
+        self, migration_id: str = "", *, include_slots: bool = False
+    ) -> list[control_pb2.MigrationStatus]:
+        reply = await self._call(
+            "GetMigrationStatus",
+            control_pb2.GetMigrationStatusRequest(
+                migration_id=migration_id, include_slots=include_slots
+            ),
+        )
+        return list(reply.migrations)
+
+    async def abort(self, migration_id: str) -> control_pb2.MigrationStatus:
+        return await self._call(
+            "AbortMigration", control_pb2.MigrationRef(migration_id=migration_id)
+        )
+
+    async def resume(self, migration_id: str) -> control_pb2.MigrationStatus:
+        return await self._call(
+            "ResumeMigration", control_pb2.MigrationRef(migration_id=migration_id)
+        )
+
+    async def finalize(
+        self, migration_id: str, grace: float
+    ) -> control_pb2.FinalizeMigrationResponse:
+        return await self._call(
+            "FinalizeMigration",
+            control_pb2.FinalizeMigrationRequest(migration_id=migration_id, grace_seconds=grace),
+            timeout=max(self.timeout, grace + 120.0),
+        )

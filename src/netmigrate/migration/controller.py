@@ -1,0 +1,483 @@
+"""The migration controller: plan, run, status, abort, resume, finalize, reconcile.
+
+See the package docstring (:mod:`netmigrate.migration`) for the API summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from netmigrate._generated.agent.v1 import control_pb2
+from netmigrate.migration.agents import AgentClient
+from netmigrate.migration.model import (
+    AgentEndpoint,
+    FinalizeResult,
+    KeyspaceRef,
+    MigrationError,
+    MigrationOptions,
+    MigrationResult,
+    Plan,
+    Progress,
+    ReconcileResult,
+    SlotResult,
+    migration_id_for,
+    normalize_slots,
+    to_ranges,
+)
+from netmigrate.migration.switch import (
+    check_switch,
+    effective,
+    read_slots,
+    switch_session,
+    write_slots,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+
+_PHASES = {v: k.lower() for k, v in control_pb2.SlotPhase.items()}
+_RUNNING = frozenset({"RUNNING", "ABORTING"})
+#: How long the wait loop tolerates an unreachable source agent (it may be restarting).
+_UNREACHABLE_GRACE = 60.0
+
+
+def _ranges(pb: Iterable[control_pb2.SlotRange]) -> list[tuple[int, int]]:
+    return [(r.start, r.end) for r in pb]
+
+
+def _slot_results(status: control_pb2.MigrationStatus) -> list[SlotResult]:
+    return [
+        SlotResult(
+            slot=s.slot,
+            outcome=_PHASES.get(s.phase, "unknown"),
+            keys_copied=s.keys_copied,
+            keys_total=s.keys_total,
+            started=s.started,
+            frozen=s.frozen,
+            finished=s.finished,
+            attempts=s.attempts,
+            error=s.error,
+        )
+        for s in status.slots
+    ]
+
+
+def result_from_status(
+    status: control_pb2.MigrationStatus, *, changed: bool, message: str
+) -> MigrationResult:
+    return MigrationResult(
+        migration_id=status.migration_id,
+        state=status.state,
+        changed=changed,
+        message=message,
+        source_id=status.source_id,
+        target_id=status.target_id,
+        slots_total=status.slots_total,
+        slots_done=status.slots_done,
+        slots_skipped=status.slots_skipped,
+        slots_failed=status.slots_failed,
+        slots_pending=status.slots_pending,
+        keys_copied=status.keys_copied,
+        started=status.started,
+        finished=status.finished,
+        slots=_slot_results(status),
+    )
+
+
+class _RateMeter:
+    """Keys per second over the last few seconds, for progress and ETA."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self.samples: list[tuple[float, int]] = []
+
+    def add(self, t: float, keys: int) -> float:
+        self.samples.append((t, keys))
+        while len(self.samples) > 2 and self.samples[0][0] < t - self.window:
+            self.samples.pop(0)
+        (t0, k0), (t1, k1) = self.samples[0], self.samples[-1]
+        return (k1 - k0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def progress_of(status: control_pb2.MigrationStatus, started: float, meter: _RateMeter) -> Progress:
+    now = time.monotonic()
+    rate = meter.add(now, status.keys_copied)
+    remaining = status.keys_remaining_estimate
+    eta = None
+    if rate > 0:
+        eta = remaining / rate
+    elif status.slots_pending == 0 and status.slots_in_flight == 0:
+        eta = 0.0
+    return Progress(
+        migration_id=status.migration_id,
+        state=status.state,
+        slots_total=status.slots_total,
+        slots_done=status.slots_done,
+        slots_skipped=status.slots_skipped,
+        slots_failed=status.slots_failed,
+        slots_in_flight=status.slots_in_flight,
+        slots_pending=status.slots_pending,
+        keys_copied=status.keys_copied,
+        keys_remaining=remaining,
+        elapsed=now - started,
+        keys_per_second=rate,
+        eta=eta,
+    )
+
+
+async def _prepare(src: AgentClient, dst: AgentClient, keyspace: KeyspaceRef, switch: Any) -> None:
+    """Both agents reachable and who they claim; the switch ready to steer between them."""
+    await asyncio.gather(src.identify(keyspace.keyspace_id), dst.identify(keyspace.keyspace_id))
+    if switch is not None:
+        async with switch_session(switch) as session:
+            await check_switch(
+                session,
+                keyspace,
+                [src.endpoint.server_id, dst.endpoint.server_id],
+                source=src.endpoint.server_id,
+            )
+
+
+async def plan(
+    source: AgentEndpoint,
+    target: AgentEndpoint,
+    slots: Iterable[int],
+    *,
+    keyspace: KeyspaceRef,
+    switch: Any = None,
+    migration_id: str | None = None,
+) -> Plan:
+    """Check mode: what :func:`run` would do. Nothing is changed anywhere."""
+    wanted = normalize_slots(slots)
+    mid = migration_id or migration_id_for(
+        keyspace.keyspace_id, source.server_id, target.server_id, wanted
+    )
+    async with AgentClient(source) as src, AgentClient(target) as dst:
+        await _prepare(src, dst, keyspace, switch)
+        existing = await _existing(src, mid)
+        if existing is not None and existing.state in ("DONE", "FINALIZED"):
+            message = f"migration {mid} is {existing.state.lower()}: nothing to do"
+            return Plan(mid, [], [], [], 0, 0, False, message)
+        status = await src.start(
+            mid, wanted, target, service=keyspace.service, batch=1, rate=0, parallel=1, dry_run=True
+        )
+    refused = _ranges(status.refused)
+    refused_set = {s for lo, hi in refused for s in range(lo, hi + 1)}
+    by_phase: dict[str, list[int]] = {}
+    for s in status.slots:
+        by_phase.setdefault(_PHASES.get(s.phase, "unknown"), []).append(s.slot)
+    move = [s for s in by_phase.get("pending", []) if s not in refused_set]
+    skipped_slots = by_phase.get("skipped", [])
+    message = f"{len(move)} slots ({status.keys_remaining_estimate} keys) would move"
+    if refused:
+        message += f"; {len(refused_set)} slots are refused (owned by neither agent)"
+    return Plan(
+        migration_id=mid,
+        move=to_ranges(move),
+        skipped=to_ranges(skipped_slots),
+        refused=refused,
+        slots_to_move=len(move),
+        keys=status.keys_remaining_estimate,
+        changed=bool(move) and not refused,
+        message=message,
+    )
+
+
+async def _existing(src: AgentClient, mid: str) -> control_pb2.MigrationStatus | None:
+    try:
+        found = await src.status(mid)
+    except MigrationError as e:
+        if e.code == "NOT_FOUND":
+            return None
+        raise
+    return found[0] if found else None
+
+
+async def wait(
+    source: AgentEndpoint,
+    migration_id: str,
+    *,
+    progress: ProgressCallback | None = None,
+    poll: float = 0.2,
+    timeout: float | None = None,
+) -> control_pb2.MigrationStatus:
+    """Poll the source agent until the migration is no longer RUNNING / ABORTING.
+
+    An unreachable source (restarting, say) is waited for up to a minute: the agent continues
+    its migrations when it comes back.
+    """
+    started = time.monotonic()
+    meter = _RateMeter()
+    unreachable_since: float | None = None
+    async with AgentClient(source) as src:
+        while True:
+            try:
+                (status,) = await src.status(migration_id)
+                unreachable_since = None
+            except MigrationError as e:
+                if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                    raise
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > _UNREACHABLE_GRACE:
+                    raise
+                await asyncio.sleep(poll)
+                continue
+            if progress is not None:
+                progress(progress_of(status, started, meter))
+            if status.state not in _RUNNING:
+                (full,) = await src.status(migration_id, include_slots=True)
+                return full
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise MigrationError(
+                    f"migration {migration_id} still {status.state} after {timeout:g} s "
+                    "(it goes on; use status / abort)",
+                    code="DEADLINE_EXCEEDED",
+                    result=result_from_status(status, changed=True, message="timed out"),
+                )
+            await asyncio.sleep(poll)
+
+
+async def run(
+    source: AgentEndpoint,
+    target: AgentEndpoint,
+    slots: Iterable[int],
+    *,
+    keyspace: KeyspaceRef,
+    switch: Any = None,
+    options: MigrationOptions | None = None,
+    progress: ProgressCallback | None = None,
+    migration_id: str | None = None,
+    finalize: bool = True,
+    timeout: float | None = None,
+) -> MigrationResult:
+    """Migrate ``slots`` from ``source`` to ``target`` and (by default) finalize.
+
+    Idempotent: the migration id is derived from the request unless given; running a finished
+    migration again returns ``changed=False``; a failed or aborted one is resumed.
+    """
+    opts = options or MigrationOptions()
+    wanted = normalize_slots(slots)
+    mid = migration_id or migration_id_for(
+        keyspace.keyspace_id, source.server_id, target.server_id, wanted
+    )
+    async with AgentClient(source) as src, AgentClient(target) as dst:
+        existing = await _existing(src, mid)
+        if existing is not None and existing.state == "FINALIZED":
+            (full,) = await src.status(mid, include_slots=True)
+            return result_from_status(
+                full, changed=False, message=f"migration {mid} is finished already: nothing to do"
+            )
+        await _prepare(src, dst, keyspace, switch)
+        if existing is None:
+            status = await src.start(
+                mid,
+                wanted,
+                target,
+                service=keyspace.service,
+                batch=opts.batch,
+                rate=opts.rate,
+                parallel=opts.parallel,
+            )
+            changed = status.changed
+        elif existing.state in ("FAILED", "ABORTED"):
+            await src.resume(mid)
+            changed = True
+        else:
+            changed = existing.state in _RUNNING
+    final = await wait(source, mid, progress=progress, poll=opts.poll, timeout=timeout)
+    if final.state != "DONE" and final.state != "FINALIZED":
+        result = result_from_status(
+            final, changed=changed, message=f"migration {mid} ended {final.state}: {final.error}"
+        )
+        if final.state == "ABORTED":
+            return result
+        raise MigrationError(result.message, code=final.state, result=result)
+    result = result_from_status(final, changed=changed, message=f"migration {mid} done")
+    if finalize and final.state == "DONE":
+        result.finalize = await _finalize(source, target, mid, keyspace, switch, opts.grace)
+        result.changed = result.changed or result.finalize.changed
+        async with AgentClient(source) as src:
+            (full,) = await src.status(mid, include_slots=True)
+        done = result_from_status(full, changed=result.changed, message=result.message)
+        done.finalize = result.finalize
+        result = done
+    if not result.changed:
+        result.message = f"migration {mid} is finished already: nothing to do"
+    return result
+
+
+async def _finalize(
+    source: AgentEndpoint,
+    target: AgentEndpoint,
+    mid: str,
+    keyspace: KeyspaceRef,
+    switch: Any,
+    grace: float,
+) -> FinalizeResult:
+    out = FinalizeResult()
+    async with AgentClient(source) as src:
+        (status,) = await src.status(mid, include_slots=True)
+        moved = [s.slot for s in status.slots if _PHASES.get(s.phase) == "done"]
+        if not moved:
+            return out
+        if switch is not None:
+            async with switch_session(switch) as session:
+                facts = await check_switch(session, keyspace, [target.server_id])
+                have = await read_slots(session, keyspace, moved)
+            wrong = {
+                s: e
+                for s, e in have.items()
+                if effective(e, facts.default_owner) != (target.server_id, 0)
+            }
+            if wrong:
+                first = min(wrong)
+                raise MigrationError(
+                    f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
+                    f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
+                    "run reconcile first: the moved keys are kept at the source",
+                    code="FAILED_PRECONDITION",
+                )
+            out.switch_verified = True
+        reply = await src.finalize(mid, grace)
+    out.changed = reply.changed
+    out.keys_deleted = reply.keys_deleted
+    out.slots_finalized = reply.slots_finalized
+    return out
+
+
+async def finalize(
+    source: AgentEndpoint,
+    target: AgentEndpoint,
+    migration_id: str,
+    *,
+    keyspace: KeyspaceRef,
+    switch: Any = None,
+    grace: float = 1.0,
+) -> FinalizeResult:
+    """Verify the switch (when given) and delete the moved keys at the source. Idempotent."""
+    return await _finalize(source, target, migration_id, keyspace, switch, grace)
+
+
+async def status(
+    source: AgentEndpoint, migration_id: str | None = None, *, include_slots: bool = False
+) -> list[MigrationResult]:
+    async with AgentClient(source) as src:
+        found = await src.status(migration_id or "", include_slots=include_slots)
+    return [result_from_status(s, changed=False, message=s.state.lower()) for s in found]
+
+
+async def abort(
+    source: AgentEndpoint,
+    migration_id: str,
+    *,
+    wait_done: bool = True,
+    progress: ProgressCallback | None = None,
+    poll: float = 0.2,
+) -> MigrationResult:
+    """Start no further slot; with ``wait_done`` wait until the slots in flight finished."""
+    async with AgentClient(source) as src:
+        first = await src.abort(migration_id)
+    if not wait_done:
+        return result_from_status(first, changed=first.changed, message="aborting")
+    final = await wait(source, migration_id, progress=progress, poll=poll)
+    return result_from_status(
+        final, changed=first.changed, message=f"migration {migration_id} is {final.state.lower()}"
+    )
+
+
+async def resume(
+    source: AgentEndpoint,
+    migration_id: str,
+    *,
+    target: AgentEndpoint | None = None,
+    keyspace: KeyspaceRef | None = None,
+    switch: Any = None,
+    wait_done: bool = True,
+    progress: ProgressCallback | None = None,
+    finalize: bool = False,
+    options: MigrationOptions | None = None,
+) -> MigrationResult:
+    """Continue a migration from the agents' persisted progress. ``finalize`` needs
+    ``target`` and ``keyspace``."""
+    opts = options or MigrationOptions()
+    async with AgentClient(source) as src:
+        first = await src.resume(migration_id)
+    if not wait_done:
+        return result_from_status(first, changed=first.changed, message="resumed")
+    final = await wait(source, migration_id, progress=progress, poll=opts.poll)
+    result = result_from_status(
+        final, changed=first.changed, message=f"migration {migration_id} is {final.state.lower()}"
+    )
+    if finalize and final.state == "DONE":
+        if target is None or keyspace is None:
+            raise ValueError("finalize needs target and keyspace")
+        result.finalize = await _finalize(
+            source, target, migration_id, keyspace, switch, opts.grace
+        )
+    return result
+
+
+async def reconcile(
+    switch: Any,
+    keyspace: KeyspaceRef,
+    agents: Sequence[AgentEndpoint],
+    *,
+    check: bool = False,
+) -> ReconcileResult:
+    """Rebuild the switch's slot map of ``keyspace`` from the agents' persisted state.
+
+    A slot owned by one agent gets ``owner=that agent, target=0``; a slot in flight (its source
+    owns it and its target has it migrating in) gets ``owner=source, target=target``. Slots
+    nobody owns are left as they are, slots two agents claim are reported and left untouched.
+    With ``check`` nothing is written.
+    """
+    if switch is None:
+        raise ValueError("reconcile needs a switch")
+    owners: dict[int, list[int]] = {}
+    incoming: dict[int, int] = {}
+    for ep in agents:
+        async with AgentClient(ep) as agent:
+            reply = await agent.identify(keyspace.keyspace_id)
+        for r in reply.owned:
+            for s in range(r.start, r.end + 1):
+                owners.setdefault(s, []).append(ep.server_id)
+        for m in reply.migrations:
+            if m.role == "in":
+                incoming[m.slot] = ep.server_id
+    conflicts: dict[int, str] = {}
+    wanted: dict[int, tuple[int, int]] = {}
+    for slot, ids in owners.items():
+        if len(ids) > 1:
+            conflicts[slot] = f"owned by servers {sorted(ids)}"
+            continue
+        wanted[slot] = (ids[0], incoming.get(slot, 0))
+    for slot, target in incoming.items():
+        if slot not in owners:
+            conflicts[slot] = f"server {target} has it migrating in, but no agent owns it"
+    async with switch_session(switch) as session:
+        facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
+        have = await read_slots(session, keyspace, sorted(wanted))
+        changes = {s: w for s, w in wanted.items() if effective(have[s], facts.default_owner) != w}
+        if changes and not check:
+            await write_slots(session, keyspace, changes)
+    diff = {
+        s: {"before": list(have[s]), "after": list(w)} for s, w in sorted(changes.items())[:100]
+    }
+    verb = "would change" if check else "changed"
+    message = f"{verb} {len(changes)} of {len(wanted)} slots"
+    if conflicts:
+        message += f"; {len(conflicts)} slots in conflict left untouched"
+    return ReconcileResult(
+        changed=bool(changes),
+        slots_checked=len(wanted),
+        diff=diff,
+        slots_written=0 if check else len(changes),
+        conflicts=dict(sorted(conflicts.items())[:100]),
+        message=message,
+    )

@@ -1,0 +1,144 @@
+"""What the controller asks the switch: is it ready for a migration, and what its slot map says.
+
+Everything goes through :mod:`netmigrate.p4rt`: table entries and clone sessions are read over
+P4Runtime, the slot map through packet-out SLOT_READ / SLOT_SET (never RegisterEntry, which
+BMv2 does not serve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from netmigrate.migration.model import KeyspaceRef, MigrationError, SwitchEndpoint
+
+
+@dataclass(frozen=True)
+class SwitchFacts:
+    #: The keyspace table entry's default owner (slot_map owner byte 0 means this server).
+    default_owner: int
+    #: The keyspace id the switch reports in its digests.
+    switch_keyspace_id: int
+
+
+@contextlib.asynccontextmanager
+async def switch_session(switch: Any) -> AsyncIterator[Any]:
+    """A P4RTSession for ``switch``: a :class:`SwitchEndpoint` (opened and closed here), an
+    open session (used as it is), or None (yields None)."""
+    if switch is None or not isinstance(switch, SwitchEndpoint):
+        yield switch
+        return
+    from netmigrate.p4rt import P4RTSession, P4RuntimeError
+
+    session = P4RTSession(
+        switch.address,
+        device_id=switch.device_id,
+        election_id=switch.election_id,
+        role=switch.role,
+        p4info=switch.p4info,
+        tls=switch.tls,
+    )
+    try:
+        await session.open()
+    except P4RuntimeError as e:
+        raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _p4(keyspace: KeyspaceRef) -> Any:
+    from netmigrate.p4rt import Keyspace
+
+    return Keyspace(keyspace.keyspace_id, keyspace.address, keyspace.port)
+
+
+async def check_switch(
+    session: Any, keyspace: KeyspaceRef, servers: Iterable[int], source: int | None = None
+) -> SwitchFacts:
+    """Verify the switch can steer the keyspace between ``servers``; raise MigrationError
+    naming everything that is missing. ``source``: also needs a sender_check entry (it sends
+    SLOT_START / SLOT_COMPLETE)."""
+    from netmigrate.p4rt import P4RuntimeError, describe, read_clone_sessions, read_table_entries
+
+    tables = ["keyspace", "server_port", "server_rewrite", "sender_check"]
+    try:
+        entries = [describe(session, te) for te in await read_table_entries(session, tables)]
+        clones = await read_clone_sessions(session)
+    except P4RuntimeError as e:
+        raise MigrationError(f"reading the switch's tables failed: {e}", code=e.code) from None
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        by_table.setdefault(_short(e["table"]), []).append(e)
+    problems: list[str] = []
+    service_ip = int(ipaddress.IPv4Address(keyspace.address))
+    facts = None
+    for e in by_table.get("keyspace", []):
+        match = {_short(k): v for k, v in e["match"].items()}
+        if match.get("dstAddr") == service_ip and match.get("dstPort") == keyspace.port:
+            params = e.get("params", {})
+            facts = SwitchFacts(params.get("default_owner", 0), params.get("keyspace_id", 0))
+    if facts is None:
+        problems.append(f"no keyspace entry for {keyspace.service}")
+
+    def has(table: str, field: str, value: int) -> bool:
+        return any(
+            {_short(k): v for k, v in e["match"].items()}.get(field) == value
+            for e in by_table.get(table, [])
+        )
+
+    for server in servers:
+        if not has("server_port", "dest_server", server):
+            problems.append(f"no server_port entry for server {server}")
+        if not has("server_rewrite", "egress_server", server):
+            problems.append(f"no server_rewrite entry for server {server}")
+        if server not in clones:
+            problems.append(f"no clone session {server} (double reads to server {server})")
+    if source is not None and not has("sender_check", "source_id", source):
+        problems.append(f"no sender_check entry for server {source} (its SLOT_START is dropped)")
+    if problems:
+        raise MigrationError(
+            "the switch is not ready: " + "; ".join(problems), code="FAILED_PRECONDITION"
+        )
+    assert facts is not None
+    return facts
+
+
+async def read_slots(
+    session: Any, keyspace: KeyspaceRef, slots: Iterable[int] | None = None
+) -> dict[int, tuple[int, int]]:
+    """``{slot: (owner, target)}`` as the switch has them (owner 0: the default owner)."""
+    from netmigrate.p4rt import P4RuntimeError, SlotMapIO
+
+    try:
+        got = await SlotMapIO(session, _p4(keyspace)).read(slots)
+    except P4RuntimeError as e:
+        raise MigrationError(f"reading the slot map failed: {e}", code=e.code) from None
+    return {s: (e.owner, e.target) for s, e in got.items()}
+
+
+async def write_slots(
+    session: Any, keyspace: KeyspaceRef, entries: dict[int, tuple[int, int]]
+) -> None:
+    from netmigrate.p4rt import P4RuntimeError, SlotEntry, SlotMapIO
+
+    try:
+        await SlotMapIO(session, _p4(keyspace)).write(
+            {s: SlotEntry(o, t) for s, (o, t) in entries.items()}
+        )
+    except P4RuntimeError as e:
+        raise MigrationError(f"writing the slot map failed: {e}", code=e.code) from None
+
+
+def effective(entry: tuple[int, int], default_owner: int) -> tuple[int, int]:
+    """The entry with owner byte 0 replaced by the keyspace's default owner."""
+    owner, target = entry
+    return (owner or default_owner, target)

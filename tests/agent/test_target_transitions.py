@@ -1,0 +1,85 @@
+"""The target side of SLOT_START / SLOT_COMPLETE over real UDP, with a hand-driven "source":
+acknowledgements, refusals, the bounded hold queue, completion and its persistence."""
+
+from __future__ import annotations
+
+import asyncio
+
+from netmigrate.agent.migration_store import MigrationStore
+from netmigrate.agent.reserved import dirty_key, marker_key, slot_tag
+from netmigrate.agent.slots import SlotState
+from netmigrate.protocol.codec import Control, ErrorReply, Header, MGet, Set, decode, encode
+from netmigrate.protocol.constants import REPLY_BIT, Flag, Op, Status
+
+KEYSPACE = 50000
+SLOT = 123
+KEY = b"{" + slot_tag(SLOT) + b"}:k"
+
+
+def transition(
+    op: Op, *, source: int = 1, target: int = 2, slot: int = SLOT, rid: int = 9
+) -> bytes:
+    header = Header(
+        op=int(op), request_id=rid, keyspace=KEYSPACE, slot=slot, source_id=source, target_id=target
+    )
+    return encode(header, Control())
+
+
+async def test_start_hold_complete(raw_agent, cluster_redis) -> None:
+    agent, rpc = await raw_agent(
+        server_id=2, initial_slots=frozenset(), hold_limit=2, hold_timeout=0.3
+    )
+    peer, addr = rpc.peer, rpc.address
+
+    # Refusals: wrong target id; a slot the target owns; COMPLETE without START.
+    peer.send(transition(Op.SLOT_START, target=3), addr)
+    assert decode((await peer.recv())[0]).header.status == Status.BAD_REQUEST
+    peer.send(transition(Op.SLOT_COMPLETE), addr)
+    reply = decode((await peer.recv())[0])
+    assert reply.header.status == Status.ERROR and "does not migrate in" in reply.body.message
+
+    # START: acknowledged once persisted; a resent START is acknowledged again.
+    for rid in (10, 11):
+        peer.send(transition(Op.SLOT_START, rid=rid), addr)
+        ack = decode((await peer.recv())[0])
+        assert ack.header.op == Op.SLOT_START | REPLY_BIT and ack.header.status == Status.OK
+        assert ack.header.request_id == rid
+    assert agent.table.state(SLOT) == SlotState.MIGRATING_IN
+    r = cluster_redis.client()
+    assert r.get(marker_key(SLOT)) == b"1"
+    records = await MigrationStore(agent._admin, 0, 2, agent.table).load_slots()
+    assert records[SLOT].role == "in" and records[SLOT].peer == 1
+    # Another source for the same slot is refused.
+    peer.send(transition(Op.SLOT_START, source=3), addr)
+    assert decode((await peer.recv())[0]).header.status == Status.ERROR
+
+    # A double-read MGET before any write here: MISS at once (the source's answer is current).
+    mget = rpc.send(Op.MGET, MGet((KEY, KEY + b"2")), flags=Flag.DOUBLE_READ | Flag.TO_TARGET)
+    miss = decode((await peer.recv())[0])
+    assert (miss.header.request_id, miss.header.status) == (mget, Status.MISS)
+
+    # No request ids from the source yet: writes are held (2 at most), then BUSY.
+    for rid in (20, 21, 22):
+        rpc.send(Op.SET, Set(KEY, b"v"), request_id=rid, flags=Flag.TO_TARGET)
+    first = decode((await peer.recv())[0])
+    assert (first.header.request_id, first.header.status) == (22, Status.BUSY)  # queue full
+    late = [decode((await peer.recv(2.0))[0]) for _ in range(2)]
+    assert {(m.header.request_id, m.header.status) for m in late} == {
+        (20, Status.BUSY),
+        (21, Status.BUSY),
+    }
+    assert isinstance(late[0].body, ErrorReply) and "request ids" in late[0].body.message
+    assert not r.exists(KEY)  # nothing was applied
+
+    # COMPLETE: owned, persisted, bookkeeping gone; the write is served as the owner now.
+    peer.send(transition(Op.SLOT_COMPLETE, rid=30), addr)
+    done = decode((await peer.recv())[0])
+    assert done.header.status == Status.OK and done.header.request_id == 30
+    assert agent.table.state(SLOT) == SlotState.OWNED
+    await asyncio.sleep(0.1)  # the record's removal follows the acknowledgement
+    assert await MigrationStore(agent._admin, 0, 2, agent.table).load_slots() == {}
+    assert not r.exists(marker_key(SLOT)) and not r.exists(dirty_key(SLOT))
+    peer.send(transition(Op.SLOT_COMPLETE, rid=31), addr)  # resent: confirmed again
+    assert decode((await peer.recv())[0]).header.status == Status.OK
+    assert (await rpc(Op.SET, Set(KEY, b"mine"))).header.status == Status.OK
+    assert r.get(KEY) == b"mine"

@@ -1,0 +1,91 @@
+"""`netmigrate migrate` as a real subprocess against real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from migration_helpers import keys_in
+
+from netmigrate.agent.slots import SlotState
+from netmigrate.migration.cli import ProgressBar
+from netmigrate.migration.model import Progress
+
+
+async def migrate(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "netmigrate.cli",
+        "migrate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_check_run_rerun_and_status(pair) -> None:
+    p = await pair()
+    ra = p.redis_a.client()
+    for k in keys_in(20, 8) + keys_in(21, 8):
+        ra.set(k, b"v")
+    common = [
+        "--keyspace",
+        f"{p.keyspace.address}:{p.keyspace.port}",
+        "--keyspace-id",
+        str(p.keyspace.keyspace_id),
+        "--source",
+        f"1={p.source_ep.control}",
+        "--target",
+        f"2={p.target_ep.control}",
+        "--slots",
+        "20-21",
+    ]
+    code, out, err = await migrate(*common, "--check")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["slots_to_move"] == 2 and plan["keys"] == 16 and plan["changed"]
+    assert p.source.table.state(20) == SlotState.OWNED
+
+    code, out, err = await migrate(*common, "--parallel", "2", "--batch", "3", "--grace", "0")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["state"] == "FINALIZED" and result["changed"] and result["keys_copied"] == 16
+    assert [s["slot"] for s in result["slots"]] == [20, 21]
+    assert result["finalize"]["keys_deleted"] == 16
+    assert "2/2 slots" in err  # the progress line (stderr is not a terminal here)
+    assert p.target.table.state(21) == SlotState.OWNED
+
+    code, out, err = await migrate(*common)
+    assert code == 0 and not json.loads(out)["changed"]
+
+    code, out, err = await migrate(
+        "--keyspace", "127.0.0.1:1", "--source", f"1={p.source_ep.control}", "--status"
+    )
+    assert code == 0
+    (listed,) = json.loads(out)
+    assert listed["migration_id"] == result["migration_id"] and listed["state"] == "FINALIZED"
+
+
+async def test_bad_arguments_exit_2_and_change_nothing(pair) -> None:
+    p = await pair()
+    base = ["--keyspace", "127.0.0.1:50000", "--source", f"1={p.source_ep.control}"]
+    for extra, message in (
+        (["--target", f"2={p.target_ep.control}", "--slots", "0-99999"], "within 0-16383"),
+        (["--slots", "1"], "--target is required"),
+        (["--target", "two=1.2.3.4:5", "--slots", "1"], "--target"),
+        (["--target", f"2={p.target_ep.control}", "--slots", "1", "--parallel", "0"], "parallel"),
+    ):
+        code, out, err = await migrate(*base, *extra)
+        assert code == 2, (extra, err)
+        assert message in err and out == ""
+    assert p.source.table.state(1) == SlotState.OWNED
+
+
+def test_progress_line() -> None:
+    p = Progress("m", "RUNNING", 10, 4, 2, 0, 2, 2, 500, 1500, 3.0, 250.0, 6.0)
+    line = ProgressBar.line(p, width=8)
+    assert line.startswith("[####....] 4/8 slots 2 in flight 500 keys 250 keys/s ETA 00:06")

@@ -1,0 +1,134 @@
+"""The controller against the real lab switch process (P4Runtime, packet-out slot map):
+readiness checks, reconcile of the slot map from the agents (slots moved and in flight), and
+finalize refusing to delete keys while the switch disagrees with the agents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from migration_helpers import KEYSPACE, SOURCE, TARGET, keys_in, until
+
+from netmigrate import migration
+from netmigrate.migration import KeyspaceRef, MigrationError, MigrationOptions, SwitchEndpoint
+from netmigrate.p4rt import (
+    P4RTSession,
+    PipelineConfig,
+    ensure_clone_sessions,
+    ensure_table_entries,
+    install_pipeline,
+)
+from netmigrate.protocol.constants import SERVICE_PORT_BASE
+from netmigrate.resources import p4info_path
+from netmigrate.switch.testing import (
+    DEVICE_CONFIG,
+    SERVICE_IP,
+    SwitchProcess,
+    lab_servers,
+    netmigrate_entries,
+    run_switch,
+)
+
+SWITCH_KEYSPACE = KeyspaceRef(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE)
+
+
+@pytest.fixture
+def switch() -> Iterator[SwitchProcess]:
+    with run_switch() as sw:
+        yield sw
+
+
+async def configure(address: str, *, entries: bool = True) -> None:
+    async with P4RTSession(address, device_id=1, election_id=5) as s:
+        await install_pipeline(s, PipelineConfig.load(p4info_path(), DEVICE_CONFIG))
+        if entries:
+            table, clones = netmigrate_entries(lab_servers([SOURCE, TARGET]), default_owner=SOURCE)
+            await ensure_table_entries(s, table)
+            await ensure_clone_sessions(s, clones)
+
+
+async def test_an_unprepared_switch_is_refused_with_what_is_missing(switch, pair) -> None:
+    await configure(switch.address, entries=False)
+    p = await pair()
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    with pytest.raises(MigrationError) as info:
+        await migration.run(
+            p.source_ep, p.target_ep, [1], keyspace=SWITCH_KEYSPACE, switch=endpoint
+        )
+    text = str(info.value)
+    assert "no keyspace entry for 10.9.0.100:50000" in text
+    assert "no server_port entry for server 2" in text and "no clone session 2" in text
+    assert "no sender_check entry for server 1" in text
+    assert await migration.status(p.source_ep) == []  # nothing was started
+
+
+async def test_reconcile_rebuilds_the_slot_map_and_gates_finalize(switch, pair) -> None:
+    await configure(switch.address)
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    # The source owns 16 slots only: reconcile reads the switch's entry of every owned slot
+    # through packet-in/out (~3000 slots/s), so the whole keyspace would take seconds.
+    p = await pair(initial_slots=frozenset(range(16)))
+    ra = p.redis_a.client()
+    for k in keys_in(5, 10) + keys_in(6, 10) + keys_in(8, 300):
+        ra.set(k, b"v")
+    # Slots 5 and 6 move (agent level: the switch never saw their transitions).
+    done = await migration.run(
+        p.source_ep,
+        p.target_ep,
+        [5, 6],
+        keyspace=p.keyspace,
+        finalize=False,
+        options=MigrationOptions(grace=0),
+    )
+    assert done.state == "DONE"
+    # Slot 8 is kept in flight by a slow copy.
+    slow = asyncio.create_task(
+        migration.run(
+            p.source_ep,
+            p.target_ep,
+            [8],
+            keyspace=p.keyspace,
+            finalize=False,
+            options=MigrationOptions(batch=5, rate=100, grace=0, poll=0.05),
+        )
+    )
+    await until(lambda: 8 in p.target.target._slots)
+
+    # Finalize verifies the switch first: it still sends slots 5 and 6 to the source.
+    with pytest.raises(MigrationError, match="switch disagrees"):
+        await migration.finalize(
+            p.source_ep,
+            p.target_ep,
+            done.migration_id,
+            keyspace=SWITCH_KEYSPACE,
+            switch=endpoint,
+            grace=0,
+        )
+    assert ra.exists(keys_in(5, 1)[0])  # keys kept
+
+    agents = [p.source_ep, p.target_ep]
+    check = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents, check=True)
+    assert check.changed and check.slots_written == 0
+    assert check.diff == {
+        5: {"before": [0, 0], "after": [TARGET, 0]},
+        6: {"before": [0, 0], "after": [TARGET, 0]},
+        8: {"before": [0, 0], "after": [SOURCE, TARGET]},
+    }
+    assert check.slots_checked == 16 and not check.conflicts
+    fixed = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+    assert fixed.changed and fixed.slots_written == 3
+    again = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+    assert not again.changed and again.slots_written == 0
+
+    final = await migration.finalize(
+        p.source_ep,
+        p.target_ep,
+        done.migration_id,
+        keyspace=SWITCH_KEYSPACE,
+        switch=endpoint,
+        grace=0,
+    )
+    assert final.switch_verified and final.keys_deleted == 20 and final.slots_finalized == 2
+    assert not ra.exists(keys_in(5, 1)[0])
+    assert (await slow).state == "DONE"
