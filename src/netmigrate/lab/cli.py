@@ -112,7 +112,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "up":
             return _up(args, topology, run_dir)
         if args.action == "down":
-            result = stack_down(_stack_config(args, topology, run_dir))
+            names = topology.host_names
+            result = stack_down(
+                StackConfig(
+                    prefix=topology.prefix,
+                    client_host=names[0],
+                    redis_hosts=tuple(names[1:]),
+                    run_dir=run_dir,
+                )
+            )
             _emit(
                 args,
                 {"changed": result.changed, "actions": result.actions},
