@@ -18,7 +18,7 @@ from netmigrate.cli import main
 
 def _netmigrate_landed() -> bool:
     try:
-        return importlib.util.find_spec("netmigrate.migration.bench") is not None
+        return importlib.util.find_spec("netmigrate.migration.bench_system") is not None
     except ModuleNotFoundError:
         return False
 

@@ -18,7 +18,7 @@ completes, and ``observer.finished()`` when clients no longer depend on the old 
 Adding a system: implement :class:`System` and register a factory under a name with
 :func:`register_system`, or add a lazy ``"module:attribute"`` entry to :data:`_LAZY_SYSTEMS`.
 The NetMigrate system itself is such a lazy entry: it is provided by the migration component
-(``netmigrate.migration.bench``), which needs the lab switch, agents and migration control;
+(``netmigrate.migration.bench_system``), which needs the lab switch, agents and migration control;
 until that module exists ``--system netmigrate`` fails with a clear message.
 """
 
@@ -132,13 +132,13 @@ _LAZY_SYSTEMS: dict[str, str] = {
     "redis-cluster": "netmigrate.bench.peers.redis_cluster:RedisClusterSystem",
     "redis-cluster-tuned": "netmigrate.bench.peers.redis_cluster:TunedRedisClusterSystem",
     "stop-and-copy": "netmigrate.bench.peers.stop_and_copy:StopAndCopySystem",
-    "netmigrate": "netmigrate.migration.bench:NetMigrateSystem",
+    "netmigrate": "netmigrate.migration.bench_system:NetMigrateSystem",
 }
 
 _UNAVAILABLE_HINTS: dict[str, str] = {
     "netmigrate": (
         "the NetMigrate system needs the lab (netmigrate.lab), the agents and the migration "
-        "component (netmigrate.migration), which provide `netmigrate.migration.bench:"
+        "component (netmigrate.migration), which provide `netmigrate.migration.bench_system:"
         "NetMigrateSystem`; they have not landed in this checkout yet. Run the peers with "
         "--system redis-cluster,redis-cluster-tuned,stop-and-copy"
     ),
