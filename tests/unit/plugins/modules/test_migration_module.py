@@ -78,9 +78,8 @@ def test_check_mode_plans_and_starts_nothing(run_p4_module, calls: Calls) -> Non
     result = run_p4_module(migration, {**BASE, "_ansible_check_mode": True})
     assert result["changed"] is True
     assert result["msg"] == "10 slots would move"
-    assert [name for name, _, _ in calls.names] == ["plan"]
-    _, args, _ = calls.names[0]
-    assert args[2] == list(range(10))
+    assert [call[0] for call in calls.names] == ["plan"]
+    assert calls.names[0][1][2] == list(range(10))
 
 
 def test_finished_migration_reports_no_change(run_p4_module, calls: Calls) -> None:
@@ -88,7 +87,7 @@ def test_finished_migration_reports_no_change(run_p4_module, calls: Calls) -> No
     assert result["changed"] is False
     assert result["slots"] == [{"slot": 0, "outcome": "MOVED"}]
     assert "changed" not in result["migration"]
-    _, _, kwargs = calls.names[0]
+    kwargs = calls.names[0][2]
     assert kwargs["options"].batch == 64 and kwargs["options"].parallel == 2
 
 
