@@ -87,6 +87,8 @@ async def test_check_mode_changes_nothing_and_refuses_unowned_slots(pair) -> Non
     assert await migration.status(p.source_ep) == []
 
     await migration.run(p.source_ep, p.target_ep, [10], keyspace=p.keyspace)
+    same = await migration.plan(p.source_ep, p.target_ep, [10], keyspace=p.keyspace)
+    assert not same.changed and "finalized" in same.message  # the same migration, finished
     # Slot 10 is the target's now: a new plan skips it; a slot neither owns is refused.
     p.source.table.set_state([12], SlotState.NOT_OWNED)
     planned = await migration.plan(p.source_ep, p.target_ep, [10, 11, 12], keyspace=p.keyspace)

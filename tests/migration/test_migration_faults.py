@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from migration_helpers import SOURCE, TARGET, agent_config, keys_in, until
 
 from netmigrate import migration
@@ -51,7 +52,9 @@ async def test_source_killed_mid_copy_resumes_from_persisted_progress(redises, a
         source_ep = AgentEndpoint(SOURCE, source.endpoint_control)
         target_ep = AgentEndpoint(TARGET, f"127.0.0.1:{target.control_port}")
         keyspace = KeyspaceRef(KEYSPACE, *target.address)
-        opts = MigrationOptions(batch=10, parallel=2, rate=600, grace=0, poll=0.05)
+        opts = MigrationOptions(
+            batch=10, parallel=2, rate=600, grace=0, poll=0.05, source_unreachable=60
+        )
         run = asyncio.create_task(
             migration.run(source_ep, target_ep, slots, keyspace=keyspace, options=opts)
         )
@@ -184,3 +187,26 @@ async def test_abort_leaves_every_slot_wholly_on_one_side_and_resume_finishes(pa
     assert resumed.state == "DONE" and resumed.slots_done == len(slots)
     assert resumed.finalize is not None and resumed.finalize.keys_deleted == len(data)
     assert all(p.target.table.state(s) == SlotState.OWNED for s in slots)
+
+
+async def test_lost_transitions_fail_the_slot_and_resume_finishes_it(pair, monkeypatch) -> None:
+    from netmigrate.agent import source as source_module
+
+    monkeypatch.setattr(source_module, "TRANSITION_ATTEMPTS", 2)
+    monkeypatch.setattr(source_module, "TRANSITION_TIMEOUT", 0.05)
+    p = await pair(relay=True)
+    p.source.source.slot_retry_seconds = 0.3
+    data = preload(p.redis_a.client(), [600], 10)
+    p.relay.drop_ops.add(Op.SLOT_START)  # the switch loses every SLOT_START
+    with pytest.raises(migration.MigrationError) as info:
+        await migration.run(p.source_ep, p.target_ep, [600], keyspace=p.keyspace)
+    failed = info.value.result
+    assert info.value.code == "FAILED" and failed.slots_failed == 1
+    assert "no acknowledgement of SLOT_START" in failed.slots[0].error
+    # The slot is in flight at the source (persisted), never reached the target.
+    assert p.source.table.state(600) == SlotState.MIGRATING_OUT
+    assert p.target.table.state(600) == SlotState.NOT_OWNED
+    p.relay.drop_ops.clear()
+    result = await migration.run(p.source_ep, p.target_ep, [600], keyspace=p.keyspace)
+    assert result.state == "FINALIZED" and result.changed
+    assert all(p.redis_b.client().get(k) == v for k, v in data.items())

@@ -123,6 +123,7 @@ class Agent:
                 server_id=cfg.server_id,
                 service=cfg.service,
                 control_address=cfg.advertise_control or "",
+                redis_target=cfg.redis,
             )
             self._datapath.source = self.source
             self._datapath.target = self.target

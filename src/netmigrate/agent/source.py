@@ -21,17 +21,19 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2
-from netmigrate.agent.config import ConfigError, parse_host_port
+from netmigrate.agent.config import ConfigError, RedisTarget, parse_host_port
 from netmigrate.agent.dedup import DedupWindow
 from netmigrate.agent.migration_store import MigrationRecord, MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import is_reserved
+from netmigrate.agent.resp import RespConnection
+from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.restore import ttl_from_pttl
 from netmigrate.agent.slots import OWNER_STATES, SlotState, SlotTable, to_ranges
 from netmigrate.protocol.codec import Control, ErrorReply, Header, HeaderFields, encode
@@ -166,6 +168,7 @@ class SourceSide:
         server_id: int,
         service: tuple[str, int] | None,
         control_address: str,
+        redis_target: RedisTarget | None = None,
         slot_retry_seconds: float = SLOT_RETRY_SECONDS,
     ) -> None:
         self._dp = datapath
@@ -180,6 +183,8 @@ class SourceSide:
         #: How peers reach this agent's control service (when the controller does not say).
         self.control_address = control_address
         self.slot_retry_seconds = slot_retry_seconds
+        self._redis_target = redis_target
+        self._copy_redis: RespConnection | None = None
         self._migrations: dict[str, Migration] = {}
         #: Persisted source records of slots in flight or moved (slot -> record).
         self._records: dict[int, SlotRecord] = {}
@@ -258,6 +263,9 @@ class SourceSide:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._copy_redis is not None:
+            self._copy_redis.close()
+            self._copy_redis = None
 
     def records(self) -> list[SlotRecord]:
         return [self._records[s] for s in sorted(self._records)]
@@ -613,12 +621,7 @@ class SourceSide:
             rec = SlotRecord(
                 slot, "out", mrec.target_id, "starting", mrec.migration_id, time.time()
             )
-
-            def enter() -> None:
-                self._records[slot] = rec  # type: ignore[assignment]
-                self._table.set_state([slot], SlotState.MIGRATING_OUT)
-
-            await self._store.persist(slots={slot: rec}, then=enter)
+            await self._save(rec, state=SlotState.MIGRATING_OUT)
         run.started = rec.started
         if rec.phase in ("starting", "copying"):
             run.phase = "starting"
@@ -627,18 +630,19 @@ class SourceSide:
             if barrier is None or not await barrier:
                 raise StepFailed("the Redis connection dropped at the freeze; starting again")
             if rec.phase == "starting":
-                rec.phase, rec.frozen = "copying", time.time()
-                await self._store.persist(slots={slot: rec})
+                rec = await self._save(replace(rec, phase="copying", frozen=time.time()))
             run.phase, run.frozen = "copying", rec.frozen
             await self._send_ids(mrec, slot)
             await self._copy(m, slot, run)
-            rec.phase, rec.keys_copied, rec.keys_total = (
-                "completing",
-                run.keys_copied,
-                run.keys_total,
+            rec = await self._save(
+                replace(
+                    rec,
+                    phase="completing",
+                    keys_copied=run.keys_copied,
+                    keys_total=run.keys_total,
+                    attempts=run.attempts,
+                )
             )
-            rec.attempts = run.attempts
-            await self._store.persist(slots={slot: rec})
         if rec.phase == "completing":
             run.phase = "completing"
             try:
@@ -648,14 +652,24 @@ class SourceSide:
                 # path; the target itself knows whether it owns the slot now.
                 if not await self._target_owns(mrec, slot):
                     raise
-            rec.phase, rec.finished = "done", time.time()
-
-            def moved() -> None:
-                self._table.set_state([slot], SlotState.MOVED)
-
-            await self._store.persist(slots={slot: rec}, owned={slot: False}, then=moved)
+            rec = await self._save(
+                replace(rec, phase="done", finished=time.time()), state=SlotState.MOVED
+            )
             self._barriers.pop(slot, None)
             run.phase, run.finished = "done", rec.finished
+
+    async def _save(self, rec: SlotRecord, state: SlotState | None = None) -> SlotRecord:
+        """Persist ``rec``; only once that succeeded it becomes the slot's record (and the
+        slot enters ``state``), so a failed write leaves memory and Redis agreeing."""
+
+        def apply() -> None:
+            self._records[rec.slot] = rec
+            if state is not None:
+                self._table.set_state([rec.slot], state)
+
+        owned = None if state is None else {rec.slot: state in OWNER_STATES}
+        await self._store.persist(slots={rec.slot: rec}, owned=owned, then=apply)
+        return rec
 
     async def _transition(self, mrec: MigrationRecord, slot: int, op: Op) -> None:
         """Send SLOT_START / SLOT_COMPLETE through the switch until the target acknowledges."""
@@ -744,16 +758,44 @@ class SourceSide:
         listed = iter(await pipe.execute())
         return [[k for k in next(listed) if not is_reserved(k)] if n else [] for n in counts]
 
+    async def _dump_connection(self) -> RespConnection:
+        """A raw RESP connection of its own for DUMP / PTTL (hiredis, no per-command objects:
+        the copy's per-key cost at the source), opened on first use and after a drop."""
+        conn = self._copy_redis
+        if conn is None or not conn.is_open:
+            if self._redis_target is None:
+                raise StepFailed("no Redis target to copy from")
+            conn = self._copy_redis = await RespConnection.open(
+                self._redis_target, name="netmigrate-agent-copy"
+            )
+        return conn
+
     async def dump(self, keys: Iterable[bytes]) -> list[control_pb2.KeyDump]:
         keys = list(keys)
-        pipe = self._admin.pipeline(transaction=False)
-        for k in keys:
-            pipe.dump(k)
-            pipe.pttl(k)
-        replies = await pipe.execute()
+        if not keys:
+            return []
+        conn = await self._dump_connection()
+        replies: list[Any] = [None] * (2 * len(keys))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        left = [len(replies)]
+
+        def on_reply(reply: Any, i: int) -> None:
+            replies[i] = reply
+            left[0] -= 1
+            if not left[0] and not done.done():
+                done.set_result(None)
+
+        conn.send(
+            b"".join(resp_command(b"DUMP", k) + resp_command(b"PTTL", k) for k in keys),
+            [(on_reply, i) for i in range(len(replies))],
+        )
+        await done
         out = []
         for i, k in enumerate(keys):
             payload, pttl = replies[2 * i], replies[2 * i + 1]
+            for reply in (payload, pttl):
+                if isinstance(reply, Exception):
+                    raise StepFailed(f"DUMP / PTTL failed: {reply}")
             if payload is None or pttl == -2:
                 out.append(control_pb2.KeyDump(key=k, present=False))
             else:
@@ -822,7 +864,10 @@ class SourceSide:
             if is_reserved(k):
                 raise MigrationRequestError(grpc.StatusCode.INVALID_ARGUMENT, "reserved key")
         self.counters["source_pulls_served"] += 1
-        return await self.dump(req.keys)
+        try:
+            return await self.dump(req.keys)
+        except (StepFailed, OSError) as e:
+            raise MigrationRequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
 
     # -- finalize ------------------------------------------------------------------------
 
@@ -855,11 +900,7 @@ class SourceSide:
             for keys in await self._keys_of(chunk):
                 for j in range(0, len(keys), 1000):
                     deleted += int(await self._admin.unlink(*keys[j : j + 1000]))
-            records = {}
-            for slot in chunk:
-                rec = self._records[slot]
-                rec.phase = "finalized"
-                records[slot] = rec
+            records = {slot: replace(self._records[slot], phase="finalized") for slot in chunk}
 
             def gone(chunk: list[int] = chunk) -> None:
                 self._table.set_state(chunk, SlotState.NOT_OWNED)

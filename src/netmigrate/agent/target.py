@@ -26,7 +26,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -581,6 +580,3 @@ class TargetSide:
     def states(self) -> list[tuple[int, int]]:
         """(slot, source id) of every slot migrating in."""
         return [(s, inc.source_id) for s, inc in sorted(self._slots.items())]
-
-
-Callback = Callable[[Any, Any], None]

@@ -9,6 +9,7 @@ Endpoints::
 
     from netmigrate.migration import AgentEndpoint, KeyspaceRef, MigrationOptions, SwitchEndpoint
 
+    # MigrationOptions(batch=256, rate=0, parallel=4, grace=1.0, poll=0.2, source_unreachable=10)
     source = AgentEndpoint(server_id=1, control="10.0.0.1:7000")
     target = AgentEndpoint(server_id=2, control="10.0.0.2:7000")   # data="10.0.0.2:50001" optional
     keyspace = KeyspaceRef(keyspace_id=50000, address="10.0.0.100", port=50000)
@@ -31,7 +32,8 @@ The API (all coroutines)::
         both agents, wait ``options.grace`` seconds and delete the moved keys at the source.
         Returns per-slot results and timings. Raises MigrationError when a step fails.
     status(source, migration_id=None, *, include_slots=False) -> list[MigrationResult]
-    wait(source, migration_id, *, progress=None, poll=0.2, timeout=None) -> MigrationStatus (pb)
+    wait(source, migration_id, *, progress=None, poll=0.2, timeout=None, unreachable=10.0)
+        -> MigrationStatus (protobuf); an unreachable source is waited for ``unreachable`` s
     abort(source, migration_id, *, wait_done=True, progress=None) -> MigrationResult
         No new slot starts; slots in flight finish, so every slot ends wholly at one side.
     resume(source, migration_id, *, wait_done=True, progress=None, finalize=False,

@@ -42,8 +42,6 @@ ProgressCallback = Callable[[Progress], None]
 
 _PHASES = {v: k.lower() for k, v in control_pb2.SlotPhase.items()}
 _RUNNING = frozenset({"RUNNING", "ABORTING"})
-#: How long the wait loop tolerates an unreachable source agent (it may be restarting).
-_UNREACHABLE_GRACE = 60.0
 
 
 def _ranges(pb: Iterable[control_pb2.SlotRange]) -> list[tuple[int, int]]:
@@ -160,9 +158,8 @@ async def plan(
     async with AgentClient(source) as src, AgentClient(target) as dst:
         await _prepare(src, dst, keyspace, switch)
         existing = await _existing(src, mid)
-        if existing is not None and existing.state in ("DONE", "FINALIZED"):
-            message = f"migration {mid} is {existing.state.lower()}: nothing to do"
-            return Plan(mid, [], [], [], 0, 0, False, message)
+        if existing is not None:
+            return await _plan_existing(src, existing)
         status = await src.start(
             mid, wanted, target, service=keyspace.service, batch=1, rate=0, parallel=1, dry_run=True
         )
@@ -188,6 +185,34 @@ async def plan(
     )
 
 
+async def _plan_existing(src: AgentClient, existing: control_pb2.MigrationStatus) -> Plan:
+    """What running an existing migration again would do: finish it, or finalize it."""
+    mid = existing.migration_id
+    (full,) = await src.status(mid, include_slots=True)
+    by_phase: dict[str, list[int]] = {}
+    for s in full.slots:
+        by_phase.setdefault(_PHASES.get(s.phase, "unknown"), []).append(s.slot)
+    finished = {"done", "finalized", "skipped"}
+    remaining = sorted(s for ph, slots in by_phase.items() if ph not in finished for s in slots)
+    skipped = by_phase.get("skipped", [])
+    if full.state == "FINALIZED":
+        message = f"migration {mid} is finalized: nothing to do"
+    elif remaining:
+        message = f"migration {mid} is {full.state.lower()}: {len(remaining)} slots would move"
+    else:
+        message = f"migration {mid} is done: its moved keys would be finalized"
+    return Plan(
+        migration_id=mid,
+        move=to_ranges(remaining),
+        skipped=to_ranges(skipped),
+        refused=[],
+        slots_to_move=len(remaining),
+        keys=full.keys_remaining_estimate,
+        changed=full.state != "FINALIZED",
+        message=message,
+    )
+
+
 async def _existing(src: AgentClient, mid: str) -> control_pb2.MigrationStatus | None:
     try:
         found = await src.status(mid)
@@ -205,11 +230,12 @@ async def wait(
     progress: ProgressCallback | None = None,
     poll: float = 0.2,
     timeout: float | None = None,
+    unreachable: float = 10.0,
 ) -> control_pb2.MigrationStatus:
     """Poll the source agent until the migration is no longer RUNNING / ABORTING.
 
-    An unreachable source (restarting, say) is waited for up to a minute: the agent continues
-    its migrations when it comes back.
+    An unreachable source (restarting, say: it continues its migrations when it comes back)
+    is waited for up to ``unreachable`` seconds, then MigrationError (code UNAVAILABLE).
     """
     started = time.monotonic()
     meter = _RateMeter()
@@ -224,7 +250,7 @@ async def wait(
                     raise
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
-                if now - unreachable_since > _UNREACHABLE_GRACE:
+                if now - unreachable_since > unreachable:
                     raise
                 await asyncio.sleep(poll)
                 continue
@@ -290,7 +316,14 @@ async def run(
             changed = True
         else:
             changed = existing.state in _RUNNING
-    final = await wait(source, mid, progress=progress, poll=opts.poll, timeout=timeout)
+    final = await wait(
+        source,
+        mid,
+        progress=progress,
+        poll=opts.poll,
+        timeout=timeout,
+        unreachable=opts.source_unreachable,
+    )
     if final.state != "DONE" and final.state != "FINALIZED":
         result = result_from_status(
             final, changed=changed, message=f"migration {mid} ended {final.state}: {final.error}"
@@ -410,7 +443,13 @@ async def resume(
         first = await src.resume(migration_id)
     if not wait_done:
         return result_from_status(first, changed=first.changed, message="resumed")
-    final = await wait(source, migration_id, progress=progress, poll=opts.poll)
+    final = await wait(
+        source,
+        migration_id,
+        progress=progress,
+        poll=opts.poll,
+        unreachable=opts.source_unreachable,
+    )
     result = result_from_status(
         final, changed=first.changed, message=f"migration {migration_id} is {final.state.lower()}"
     )

@@ -87,6 +87,9 @@ class MigrationOptions:
     grace: float = 1.0
     #: Seconds between status polls (and progress callbacks).
     poll: float = 0.2
+    #: How long waiting tolerates an unreachable source agent (restarting: it continues its
+    #: migrations by itself) before it gives up with MigrationError (the migration goes on).
+    source_unreachable: float = 10.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 65535:
@@ -99,6 +102,8 @@ class MigrationOptions:
             raise ValueError("grace must be 0..3600 seconds")
         if self.poll <= 0:
             raise ValueError("poll must be > 0")
+        if self.source_unreachable < 0:
+            raise ValueError("source_unreachable must be >= 0")
 
 
 @dataclass

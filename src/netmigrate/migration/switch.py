@@ -7,6 +7,7 @@ BMv2 does not serve).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Iterable
@@ -24,31 +25,62 @@ class SwitchFacts:
     switch_keyspace_id: int
 
 
+#: Sessions to one switch with one election id exclude each other (P4Runtime refuses a second
+#: live controller with the same id): one at a time per event loop, switch and election id.
+_SESSION_LOCKS: dict[tuple[int, str, int, int, str], asyncio.Lock] = {}
+#: How long to keep retrying when another process holds the same election id.
+SESSION_RETRY_SECONDS = 30.0
+
+
 @contextlib.asynccontextmanager
 async def switch_session(switch: Any) -> AsyncIterator[Any]:
     """A P4RTSession for ``switch``: a :class:`SwitchEndpoint` (opened and closed here), an
-    open session (used as it is), or None (yields None)."""
+    open session (used as it is), or None (yields None).
+
+    Controller sessions are short (a few reads and slot map writes). Two of them in one
+    process (two migrations at once) take turns; a session of another process with the same
+    election id is waited for, up to :data:`SESSION_RETRY_SECONDS`.
+    """
     if switch is None or not isinstance(switch, SwitchEndpoint):
         yield switch
         return
-    from netmigrate.p4rt import P4RTSession, P4RuntimeError
+    from netmigrate.p4rt import NotPrimaryError, P4RTSession, P4RuntimeError
 
-    session = P4RTSession(
+    key = (
+        id(asyncio.get_running_loop()),
         switch.address,
-        device_id=switch.device_id,
-        election_id=switch.election_id,
-        role=switch.role,
-        p4info=switch.p4info,
-        tls=switch.tls,
+        switch.device_id,
+        switch.election_id,
+        switch.role,
     )
-    try:
-        await session.open()
-    except P4RuntimeError as e:
-        raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
-    try:
-        yield session
-    finally:
-        await session.close()
+    lock = _SESSION_LOCKS.setdefault(key, asyncio.Lock())
+    async with lock:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SESSION_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            session = P4RTSession(
+                switch.address,
+                device_id=switch.device_id,
+                election_id=switch.election_id,
+                role=switch.role,
+                p4info=switch.p4info,
+                tls=switch.tls,
+            )
+            try:
+                await session.open()
+                break
+            except NotPrimaryError as e:
+                if loop.time() > deadline:
+                    raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
+            except P4RuntimeError as e:
+                raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        try:
+            yield session
+        finally:
+            await session.close()
 
 
 def _short(name: str) -> str:
