@@ -44,6 +44,9 @@ from .conftest import agent, assert_clean, keyspace, redis_of, switch
 
 PRELOAD = 20_000
 LOAD = ("--preload", str(PRELOAD), "--concurrency", "8")
+# Each scenario's migration has its own 240 s timeout; pytest's default 300 s is too tight.
+pytestmark = pytest.mark.timeout(600)
+
 OPTIONS = MigrationOptions(parallel=32, batch=256, grace=0.3)
 
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from netmigrate.lab.stack import Stack, StackConfig, stack_up
 from netmigrate.migration import MigrationOptions, run
 from netmigrate.protocol.constants import SLOT_COUNT
@@ -48,6 +50,8 @@ def test_load_without_migration_is_clean(stack: Stack, load_factory) -> None:
     assert doc["final_present"] <= doc["keys_touched"]
 
 
+# The migration itself may take up to 420 s on a loaded 2-core machine (its own timeout).
+@pytest.mark.timeout(900)
 def test_full_migration_100k_keys_under_load(stack: Stack, load_factory, tmp_path: Path) -> None:
     lp = load_factory(
         "--preload", str(PRELOAD), "--preload-direct", "--concurrency", "16", name="full"
