@@ -322,6 +322,10 @@ import time
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netmigrate.core.plugins.module_utils._agent_control import (
+    CONTROL_TLS_SPEC,
+    agent_endpoint,
+)
 from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
     fail_imports,
     optional_import,
@@ -357,16 +361,7 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
             election_id=dict(type="int", default=10),
         ),
     ),
-    control_tls=dict(
-        type="dict",
-        options=dict(
-            ca=dict(type="path", required=True),
-            cert=dict(type="path"),
-            key=dict(type="path", no_log=False),
-            server_name=dict(type="str", default=""),
-        ),
-        required_together=[("cert", "key")],
-    ),
+    control_tls=CONTROL_TLS_SPEC,
     batch=dict(type="int", default=256),
     rate=dict(type="int", default=0),
     parallel=dict(type="int", default=4),
@@ -428,20 +423,6 @@ class ProgressRecorder:
         os.replace(tmp, self.path)
 
 
-def _endpoint(mig: t.Any, params: dict[str, t.Any], tls: dict[str, t.Any] | None) -> t.Any:
-    control_tls = None
-    if tls:
-        control_tls = mig.ControlTls(
-            ca=tls["ca"], cert=tls.get("cert"), key=tls.get("key"), server_name=tls["server_name"]
-        )
-    return mig.AgentEndpoint(
-        server_id=params["server_id"],
-        control=params["control"],
-        data=params["data"],
-        tls=control_tls,
-    )
-
-
 def _slots(module: AnsibleModule, text: str) -> list[int]:
     config = optional_import("netmigrate.agent.config")
     try:
@@ -474,8 +455,8 @@ def main() -> None:
     p = module.params
 
     try:
-        source = _endpoint(mig, p["source"], p["control_tls"])
-        target = _endpoint(mig, p["target"], p["control_tls"]) if p["target"] else None
+        source = agent_endpoint(mig, p["source"], p["control_tls"])
+        target = agent_endpoint(mig, p["target"], p["control_tls"]) if p["target"] else None
         options = mig.MigrationOptions(
             batch=p["batch"], rate=p["rate"], parallel=p["parallel"], grace=p["grace"]
         )

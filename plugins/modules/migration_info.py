@@ -110,6 +110,10 @@ import asyncio
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netmigrate.core.plugins.module_utils._agent_control import (
+    CONTROL_TLS_SPEC,
+    agent_endpoint,
+)
 from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
     fail_imports,
     optional_import,
@@ -126,16 +130,7 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
     ),
     migration_id=dict(type="str"),
     include_slots=dict(type="bool", default=False),
-    control_tls=dict(
-        type="dict",
-        options=dict(
-            ca=dict(type="path", required=True),
-            cert=dict(type="path"),
-            key=dict(type="path", no_log=False),
-            server_name=dict(type="str", default=""),
-        ),
-        required_together=[("cert", "key")],
-    ),
+    control_tls=CONTROL_TLS_SPEC,
 )
 
 
@@ -144,17 +139,8 @@ def main() -> None:
     fail_imports(module, "grpc", "netmigrate.migration")
     mig = optional_import("netmigrate.migration")
     p = module.params
-    tls = p["control_tls"]
     try:
-        source = mig.AgentEndpoint(
-            server_id=p["source"]["server_id"],
-            control=p["source"]["control"],
-            tls=mig.ControlTls(
-                ca=tls["ca"], cert=tls["cert"], key=tls["key"], server_name=tls["server_name"]
-            )
-            if tls
-            else None,
-        )
+        source = agent_endpoint(mig, p["source"], p["control_tls"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     try:
