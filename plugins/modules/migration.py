@@ -15,7 +15,8 @@ description:
     while clients keep reading and writing through the switch. The agents do the work; this
     module is a thin wrapper of the C(netmigrate.migration) library that starts the migration
     on the source agent, waits for it and finalizes it (checks the switch's slot map against
-    both agents and deletes the moved keys at the source after a grace period).
+    both agents and deletes the moved keys at the source after a grace period). Moved slots a
+    restarted switch lost are written back before that check (see O(repair_switch)).
   - Idempotent. A migration is named by an id derived from keyspace, source, target and slots
     (or given with O(migration_id)). Running a finished migration again is C(ok), not
     C(changed). A failed or aborted migration is resumed from the agents' persisted progress;
@@ -193,6 +194,15 @@ options:
       - Finalize after the copy (verify the switch, delete the moved keys at the source).
     type: bool
     default: true
+  repair_switch:
+    description:
+      - At finalize, write moved slots that the switch lost (it restarted during the
+        migration) back into its slot map from the agents' state, as
+        M(netmigrate.core.slot_map) with O(netmigrate.core.slot_map#module:state=present) and
+        O(netmigrate.core.slot_map#module:agents) would, before verifying it.
+      - With V(false) such a switch fails the task and the moved keys stay at the source.
+    type: bool
+    default: true
   timeout:
     description:
       - Give up waiting after this many seconds (the migration keeps running at the agents;
@@ -286,7 +296,9 @@ migration:
       description: Seconds from start to end of the copy.
       type: float
     finalize:
-      description: Keys deleted at the source, slots finalized, whether the switch was verified.
+      description: >-
+        Keys deleted at the source, slots finalized, whether the switch was verified, and how
+        many moved slots were written back into a switch that had lost them.
       type: dict
   sample:
     migration_id: ks50000-1to2-5c1e
@@ -367,6 +379,7 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
     parallel=dict(type="int", default=4),
     grace=dict(type="float", default=1.0),
     finalize=dict(type="bool", default=True),
+    repair_switch=dict(type="bool", default=True),
     timeout=dict(type="float"),
     progress_interval=dict(type="float", default=1.0),
     progress_file=dict(type="path"),
@@ -458,7 +471,11 @@ def main() -> None:
         source = agent_endpoint(mig, p["source"], p["control_tls"])
         target = agent_endpoint(mig, p["target"], p["control_tls"]) if p["target"] else None
         options = mig.MigrationOptions(
-            batch=p["batch"], rate=p["rate"], parallel=p["parallel"], grace=p["grace"]
+            batch=p["batch"],
+            rate=p["rate"],
+            parallel=p["parallel"],
+            grace=p["grace"],
+            repair_switch=p["repair_switch"],
         )
     except ValueError as exc:
         module.fail_json(msg=str(exc))

@@ -111,9 +111,9 @@ async def test_reconcile_rebuilds_the_slot_map_and_gates_finalize(switch, pair) 
     check = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents, check=True)
     assert check.changed and check.slots_written == 0
     assert check.diff == {
-        5: {"before": [0, 0], "after": [TARGET, 0]},
-        6: {"before": [0, 0], "after": [TARGET, 0]},
-        8: {"before": [0, 0], "after": [SOURCE, TARGET]},
+        5: {"before": [SOURCE, 0], "after": [TARGET, 0]},
+        6: {"before": [SOURCE, 0], "after": [TARGET, 0]},
+        8: {"before": [SOURCE, 0], "after": [SOURCE, TARGET]},
     }
     assert check.slots_checked == 16 and not check.conflicts
     fixed = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
@@ -136,3 +136,23 @@ async def test_reconcile_rebuilds_the_slot_map_and_gates_finalize(switch, pair) 
     assert final.switch_verified and final.keys_deleted == 20 and final.slots_finalized == 2
     assert not ra.exists(keys_in(5, 1)[0])
     assert (await slow).state == "DONE"
+
+
+async def test_finalize_with_repair_writes_back_slots_a_switch_lost(switch, pair) -> None:
+    await configure(switch.address)
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    p = await pair(initial_slots=frozenset(range(16)))
+    ra = p.redis_a.client()
+    for k in keys_in(3, 7):
+        ra.set(k, b"v")
+    done = await migration.run(
+        p.source_ep, p.target_ep, [3], keyspace=p.keyspace, finalize=False,
+        options=MigrationOptions(grace=0),
+    )  # fmt: skip
+    final = await migration.finalize(
+        p.source_ep, p.target_ep, done.migration_id, keyspace=SWITCH_KEYSPACE,
+        switch=endpoint, grace=0, repair=True,
+    )  # fmt: skip
+    assert final.slots_reconciled == 1 and final.switch_verified and final.keys_deleted == 7
+    check = await migration.reconcile(endpoint, SWITCH_KEYSPACE, [p.source_ep, p.target_ep])
+    assert not check.changed, check.diff

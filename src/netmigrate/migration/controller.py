@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from netmigrate._generated.agent.v1 import control_pb2
@@ -240,7 +241,10 @@ async def wait(
     started = time.monotonic()
     meter = _RateMeter()
     unreachable_since: float | None = None
-    async with AgentClient(source) as src:
+    # Each poll waits up to a few seconds for a reconnecting channel (a restarted source).
+    async with AgentClient(
+        source, timeout=min(unreachable, 5.0) or 1.0, wait_for_ready=True
+    ) as src:
         while True:
             try:
                 (status,) = await src.status(migration_id)
@@ -333,7 +337,9 @@ async def run(
         raise MigrationError(result.message, code=final.state, result=result)
     result = result_from_status(final, changed=changed, message=f"migration {mid} done")
     if finalize and final.state == "DONE":
-        result.finalize = await _finalize(source, target, mid, keyspace, switch, opts.grace)
+        result.finalize = await _finalize(
+            source, target, mid, keyspace, switch, opts.grace, repair=opts.repair_switch
+        )
         result.changed = result.changed or result.finalize.changed
         async with AgentClient(source) as src:
             (full,) = await src.status(mid, include_slots=True)
@@ -345,6 +351,18 @@ async def run(
     return result
 
 
+async def _switch_disagrees(
+    switch: Any, keyspace: KeyspaceRef, target: AgentEndpoint, moved: list[int]
+) -> dict[int, tuple[int, int]]:
+    """Moved slots the switch does not send to ``target`` (slot -> its entry)."""
+    async with switch_session(switch) as session:
+        facts = await check_switch(session, keyspace, [target.server_id])
+        have = await read_slots(session, keyspace, moved)
+    return {
+        s: e for s, e in have.items() if effective(e, facts.default_owner) != (target.server_id, 0)
+    }
+
+
 async def _finalize(
     source: AgentEndpoint,
     target: AgentEndpoint,
@@ -352,33 +370,36 @@ async def _finalize(
     keyspace: KeyspaceRef,
     switch: Any,
     grace: float,
+    *,
+    repair: bool = False,
 ) -> FinalizeResult:
     out = FinalizeResult()
     async with AgentClient(source) as src:
         (status,) = await src.status(mid, include_slots=True)
-        moved = [s.slot for s in status.slots if _PHASES.get(s.phase) == "done"]
-        if not moved:
-            return out
-        if switch is not None:
-            async with switch_session(switch) as session:
-                facts = await check_switch(session, keyspace, [target.server_id])
-                have = await read_slots(session, keyspace, moved)
-            wrong = {
-                s: e
-                for s, e in have.items()
-                if effective(e, facts.default_owner) != (target.server_id, 0)
-            }
-            if wrong:
-                first = min(wrong)
-                raise MigrationError(
-                    f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
-                    f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
-                    "run reconcile first: the moved keys are kept at the source",
-                    code="FAILED_PRECONDITION",
-                )
-            out.switch_verified = True
+    moved = [s.slot for s in status.slots if _PHASES.get(s.phase) == "done"]
+    if not moved:
+        return out
+    if switch is not None:
+        wrong = await _switch_disagrees(switch, keyspace, target, moved)
+        if wrong and repair:
+            # A switch restarted during the migration lost the slots moved before; the agents
+            # know where they are. Only slots of these two agents are touched.
+            log.warning("the switch lost %d moved slots; reconciling them", len(wrong))
+            fixed = await reconcile(switch, keyspace, [source, target])
+            out.slots_reconciled = fixed.slots_written
+            wrong = await _switch_disagrees(switch, keyspace, target, moved)
+        if wrong:
+            first = min(wrong)
+            raise MigrationError(
+                f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
+                f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
+                "run reconcile first: the moved keys are kept at the source",
+                code="FAILED_PRECONDITION",
+            )
+        out.switch_verified = True
+    async with AgentClient(source) as src:
         reply = await src.finalize(mid, grace)
-    out.changed = reply.changed
+    out.changed = reply.changed or bool(out.slots_reconciled)
     out.keys_deleted = reply.keys_deleted
     out.slots_finalized = reply.slots_finalized
     return out
@@ -392,9 +413,13 @@ async def finalize(
     keyspace: KeyspaceRef,
     switch: Any = None,
     grace: float = 1.0,
+    repair: bool = False,
 ) -> FinalizeResult:
-    """Verify the switch (when given) and delete the moved keys at the source. Idempotent."""
-    return await _finalize(source, target, migration_id, keyspace, switch, grace)
+    """Verify the switch (when given) and delete the moved keys at the source. Idempotent.
+
+    With ``repair``, moved slots the switch lost are written back first (as reconcile does);
+    without it such a switch stops finalize with MigrationError and the keys are kept."""
+    return await _finalize(source, target, migration_id, keyspace, switch, grace, repair=repair)
 
 
 async def status(
@@ -457,9 +482,86 @@ async def resume(
         if target is None or keyspace is None:
             raise ValueError("finalize needs target and keyspace")
         result.finalize = await _finalize(
-            source, target, migration_id, keyspace, switch, opts.grace
+            source, target, migration_id, keyspace, switch, opts.grace, repair=opts.repair_switch
         )
     return result
+
+
+_IN_FLIGHT = frozenset({"starting", "copying", "completing"})
+
+
+@dataclass(frozen=True)
+class _AgentView:
+    """What the agents said about one slot: who owns it and where it is moving."""
+
+    owner: int
+    #: The server it is moving to (0: none).
+    peer: int = 0
+    #: The source's phase of that move ("" when only the target reported it).
+    phase: str = ""
+    #: True when the target has persisted the slot as migrating in.
+    target_in: bool = False
+
+
+def wanted_entry(view: _AgentView, have: tuple[int, int]) -> tuple[int, int]:
+    """The slot map entry a slot needs, from the agents' view (read first) and the switch's
+    entry (read after it, default owner resolved).
+
+    Slots move forward only (docs/decisions.md D12): ``(A, 0) -> (A, B) -> (B, 0)``, and the
+    switch moves first (it flips a slot when START / COMPLETE passes, before the target
+    persists anything). So a switch that is at or ahead of the agents on the same move is right
+    and kept: writing the agents' older view over it would undo a transition the source will
+    never send again.
+    """
+    owner, peer = view.owner, view.peer
+    if not peer:
+        return (owner, 0)
+    if have in ((owner, peer), (peer, 0)):
+        return have
+    if have == (owner, 0) and view.phase == "starting" and not view.target_in:
+        return have  # START has not passed the switch yet; the source resends it
+    return (owner, peer)
+
+
+def _agent_views(
+    replies: Sequence[tuple[int, control_pb2.GetSlotsResponse]],
+) -> tuple[dict[int, _AgentView], dict[int, str]]:
+    owners: dict[int, list[int]] = {}
+    out: dict[int, tuple[int, str]] = {}
+    incoming: dict[int, int] = {}
+    for server_id, reply in replies:
+        for r in reply.owned:
+            for s in range(r.start, r.end + 1):
+                owners.setdefault(s, []).append(server_id)
+        for m in reply.migrations:
+            if m.role == "in":
+                incoming[m.slot] = server_id
+            elif m.role == "out" and m.phase in _IN_FLIGHT:
+                out[m.slot] = (m.peer_id, m.phase)
+    conflicts: dict[int, str] = {}
+    views: dict[int, _AgentView] = {}
+    for slot, ids in owners.items():
+        if len(ids) > 1:
+            conflicts[slot] = f"owned by servers {sorted(ids)}"
+            continue
+        peer, phase = out.get(slot, (incoming.get(slot, 0), ""))
+        if peer == ids[0]:
+            peer = 0
+        views[slot] = _AgentView(ids[0], peer, phase, incoming.get(slot) == peer != 0)
+    for slot, target in incoming.items():
+        if slot not in owners:
+            conflicts[slot] = f"server {target} has it migrating in, but no agent owns it"
+    return views, conflicts
+
+
+async def _identify_all(
+    agents: Sequence[AgentEndpoint], keyspace: KeyspaceRef
+) -> list[tuple[int, control_pb2.GetSlotsResponse]]:
+    out = []
+    for ep in agents:
+        async with AgentClient(ep) as agent:
+            out.append((ep.server_id, await agent.identify(keyspace.keyspace_id)))
+    return out
 
 
 async def reconcile(
@@ -472,49 +574,40 @@ async def reconcile(
     """Rebuild the switch's slot map of ``keyspace`` from the agents' persisted state.
 
     A slot owned by one agent gets ``owner=that agent, target=0``; a slot in flight (its source
-    owns it and its target has it migrating in) gets ``owner=source, target=target``. Slots
-    nobody owns are left as they are, slots two agents claim are reported and left untouched.
-    With ``check`` nothing is written.
+    owns it and moves it to a target) gets ``owner=source, target=target`` unless the switch is
+    ahead on that move already (:func:`wanted_entry`). Slots nobody owns are left as they are,
+    slots two agents claim are reported and left untouched. Migrations may keep running: the
+    agents are read before the switch and once more before writing, and a slot whose wanted
+    entry changed in between is left for the next reconcile. With ``check`` nothing is written.
     """
     if switch is None:
         raise ValueError("reconcile needs a switch")
-    owners: dict[int, list[int]] = {}
-    incoming: dict[int, int] = {}
-    for ep in agents:
-        async with AgentClient(ep) as agent:
-            reply = await agent.identify(keyspace.keyspace_id)
-        for r in reply.owned:
-            for s in range(r.start, r.end + 1):
-                owners.setdefault(s, []).append(ep.server_id)
-        for m in reply.migrations:
-            if m.role == "in":
-                incoming[m.slot] = ep.server_id
-    conflicts: dict[int, str] = {}
-    wanted: dict[int, tuple[int, int]] = {}
-    for slot, ids in owners.items():
-        if len(ids) > 1:
-            conflicts[slot] = f"owned by servers {sorted(ids)}"
-            continue
-        wanted[slot] = (ids[0], incoming.get(slot, 0))
-    for slot, target in incoming.items():
-        if slot not in owners:
-            conflicts[slot] = f"server {target} has it migrating in, but no agent owns it"
+    views, conflicts = _agent_views(await _identify_all(agents, keyspace))
     async with switch_session(switch) as session:
         facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
-        have = await read_slots(session, keyspace, sorted(wanted))
-        changes = {s: w for s, w in wanted.items() if effective(have[s], facts.default_owner) != w}
+        raw = await read_slots(session, keyspace, sorted(views))
+        have = {s: effective(e, facts.default_owner) for s, e in raw.items()}
+        changes = {s: w for s, v in views.items() if (w := wanted_entry(v, have[s])) != have[s]}
         if changes and not check:
-            await write_slots(session, keyspace, changes)
+            # A transition between the first read and now would make the write stale.
+            again, _ = _agent_views(await _identify_all(agents, keyspace))
+            changes = {
+                s: w
+                for s, w in changes.items()
+                if s in again and wanted_entry(again[s], have[s]) == w
+            }
+            if changes:
+                await write_slots(session, keyspace, changes)
     diff = {
         s: {"before": list(have[s]), "after": list(w)} for s, w in sorted(changes.items())[:100]
     }
     verb = "would change" if check else "changed"
-    message = f"{verb} {len(changes)} of {len(wanted)} slots"
+    message = f"{verb} {len(changes)} of {len(views)} slots"
     if conflicts:
         message += f"; {len(conflicts)} slots in conflict left untouched"
     return ReconcileResult(
         changed=bool(changes),
-        slots_checked=len(wanted),
+        slots_checked=len(views),
         diff=diff,
         slots_written=0 if check else len(changes),
         conflicts=dict(sorted(conflicts.items())[:100]),

@@ -90,6 +90,9 @@ class MigrationOptions:
     #: How long waiting tolerates an unreachable source agent (restarting: it continues its
     #: migrations by itself) before it gives up with MigrationError (the migration goes on).
     source_unreachable: float = 10.0
+    #: Before finalize, rewrite moved slots a restarted switch lost (from the agents' state,
+    #: as :func:`~netmigrate.migration.reconcile` does) instead of stopping with an error.
+    repair_switch: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 65535:
@@ -150,6 +153,8 @@ class FinalizeResult:
     slots_finalized: int = 0
     #: True when the switch's slot map was read and matched the agents for every moved slot.
     switch_verified: bool = False
+    #: Moved slots the switch had lost (a restart) and finalize wrote back before verifying.
+    slots_reconciled: int = 0
 
 
 @dataclass
