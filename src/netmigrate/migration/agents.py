@@ -13,15 +13,25 @@ from netmigrate.migration.model import AgentEndpoint, MigrationError, to_ranges
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
+    # gRPC's default reconnect backoff grows to minutes: an agent restarted during a
+    # migration would stay "UNAVAILABLE" to a long-lived channel long after it is back.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
 class AgentClient:
     """``async with AgentClient(endpoint) as agent: await agent.slots()``."""
 
-    def __init__(self, endpoint: AgentEndpoint, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: AgentEndpoint, *, timeout: float = 10.0, wait_for_ready: bool = False
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        #: Calls wait (up to their timeout) for a channel that is reconnecting instead of
+        #: failing at once with UNAVAILABLE: for pollers of an agent that may be restarting.
+        self.wait_for_ready = wait_for_ready
         self._channel: grpc.aio.Channel | None = None
         self._stub: control_pb2_grpc.AgentControlStub | None = None
 
@@ -60,7 +70,9 @@ class AgentClient:
         self.open()
         method = getattr(self._stub, name)
         try:
-            return await method(request, timeout=timeout or self.timeout)
+            return await method(
+                request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready
+            )
         except grpc.aio.AioRpcError as e:
             raise MigrationError(
                 f"server {self.endpoint.server_id} ({self.endpoint.control}): {name}: "
