@@ -33,6 +33,7 @@ author:
   - NetMigrate developers (@netmigrate)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - netmigrate.core._agent_control
 attributes:
   check_mode:
     support: full
@@ -146,29 +147,6 @@ options:
           - Election id; must win over other controllers.
         type: int
         default: 10
-  control_tls:
-    description:
-      - TLS towards the agents' control services. Without it the channel is plain text.
-    type: dict
-    suboptions:
-      ca:
-        description:
-          - CA certificates that verify the agents.
-        type: path
-        required: true
-      cert:
-        description:
-          - Client certificate, when the agents require one.
-        type: path
-      key:
-        description:
-          - Key of O(control_tls.cert).
-        type: path
-      server_name:
-        description:
-          - Name expected in the agents' certificates, when it differs from the address.
-        type: str
-        default: ""
   batch:
     description:
       - Keys per copy batch.

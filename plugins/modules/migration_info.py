@@ -18,6 +18,7 @@ author:
   - NetMigrate developers (@netmigrate)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - netmigrate.core._agent_control
 attributes:
   check_mode:
     support: full
@@ -52,29 +53,6 @@ options:
       - Also return per-slot results (large for big migrations).
     type: bool
     default: false
-  control_tls:
-    description:
-      - TLS towards the agent's control service.
-    type: dict
-    suboptions:
-      ca:
-        description:
-          - CA certificates that verify the agent.
-        type: path
-        required: true
-      cert:
-        description:
-          - Client certificate, when the agent requires one.
-        type: path
-      key:
-        description:
-          - Key of O(control_tls.cert).
-        type: path
-      server_name:
-        description:
-          - Name expected in the agent's certificate.
-        type: str
-        default: ""
 requirements:
   - The netmigrate Python package (with grpcio) on the host that runs the module.
 seealso:
