@@ -16,14 +16,12 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from netmigrate.agent import slot_store
+from netmigrate.agent import dedup, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget
 from netmigrate.agent.datapath import DataPath
-from netmigrate.agent.dedup import DedupWindow
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
-from netmigrate.agent.resp import RespConnection
 from netmigrate.agent.slots import SlotTable, format_ranges
 from netmigrate.agent.source import SourceSide
 from netmigrate.agent.stats import AgentStats
@@ -56,7 +54,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.stats = AgentStats()
-        self.dedup = DedupWindow(
+        self.dedup = dedup.DedupWindow(
             max_entries=config.dedup_entries,
             max_per_client=config.dedup_per_client,
             max_bytes=config.dedup_bytes,
@@ -97,7 +95,12 @@ class Agent:
                 max_datagram=cfg.max_datagram,
                 max_batch=cfg.max_batch,
             )
-            self._datapath.redis = await RespConnection.open(cfg.redis)
+            await self._datapath.connect(cfg.redis)
+            # Before the socket opens: a retry of a write applied before a crash must find
+            # its request id remembered (D16).
+            restored = self._datapath.restore(await dedup.load_records(self._admin))
+            if restored:
+                log.info("restored %d recent request ids from Redis", restored)
             store = MigrationStore(self._admin, cfg.keyspace, cfg.server_id, self.table)
             records = await store.load_slots()
             self._peers = Peers(cfg.peer_tls)
@@ -175,7 +178,7 @@ class Agent:
                     return
                 log.warning("lost the connection to Redis; answering BUSY while reconnecting")
             try:
-                datapath.redis = await RespConnection.open(self.config.redis)
+                await datapath.connect(self.config.redis)
             except (TimeoutError, OSError, PermissionError) as e:
                 log.warning("reconnecting to Redis failed: %s", e)
                 await asyncio.sleep(delay)

@@ -2,6 +2,8 @@
 
 Every op is exactly one Redis command, so it is applied entirely or not at all (MSET is one
 atomic MSET). Commands are spelled as raw RESP because the data path builds one per request.
+The data path runs a write's command inside the script that also records its request id
+(``dedup.WRITE_SCRIPT``); the answers below are what the script returns, too.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class OpSpec:
     command: Callable[[Any], bytes]
     #: Redis' (non-error) answer -> (status, reply body).
     reply: Callable[[Any], tuple[int, Body]]
+    #: The recording script answers with the key read back (a decimal string) instead of the
+    #: command's integer: Lua numbers are doubles and would round INCRBY's results above 2^53.
+    readback: bool = False
 
 
 def _one_key(b: Any) -> tuple[bytes, ...]:
@@ -97,7 +102,9 @@ OPS: dict[int, OpSpec] = {
     Op.GET: OpSpec(False, True, _one_key, _get, _value_reply),
     Op.SET: OpSpec(False, False, _one_key, _set, lambda r: (_OK, SetReply(r is not None))),
     Op.DEL: OpSpec(False, False, _one_key, _del, lambda r: (_OK, CountReply(r))),
-    Op.INCRBY: OpSpec(False, False, _one_key, _incrby, lambda r: (_OK, IntReply(r))),
+    Op.INCRBY: OpSpec(
+        False, False, _one_key, _incrby, lambda r: (_OK, IntReply(int(r))), readback=True
+    ),
     Op.MGET: OpSpec(True, True, lambda b: b.keys, _mget, lambda r: (_OK, MGetReply(tuple(r)))),
     Op.MSET: OpSpec(
         True, False, lambda b: tuple(k for k, _ in b.items), _mset, lambda r: (_OK, Empty())
@@ -106,5 +113,6 @@ OPS: dict[int, OpSpec] = {
 assert {op for op, spec in OPS.items() if spec.read_only} == READ_OPS
 
 #: Redis error prefixes after which the command was certainly not applied and a later retry
-#: can succeed (cluster not ready yet, dataset loading, script running ...): answered BUSY.
-TRANSIENT_ERRORS = ("CLUSTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")
+#: can succeed (cluster not ready yet, dataset loading, script running, the recording script
+#: flushed from Redis' cache and being loaded again ...): answered BUSY.
+TRANSIENT_ERRORS = ("CLUSTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOSCRIPT")

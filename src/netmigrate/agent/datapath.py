@@ -6,6 +6,8 @@ Redis answers on the same connection in order, so per-key order is arrival order
 can be answered without Redis (malformed, wrong slot, cached retry) are answered at once.
 
 Nothing is half-applied: every check runs before the request's single command is queued.
+A write's command runs inside the script that also records its request id and answer in Redis
+(``dedup.WRITE_SCRIPT``, D16), so at-most-once holds across a restart of the agent too.
 
 Migration hooks (docs/migration.md): SLOT_START / SLOT_COMPLETE requests go to the target side,
 their replies (the target's acknowledgements) to the source side, both *in arrival order* with
@@ -22,10 +24,21 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS, OpSpec
-from netmigrate.agent.dedup import Address, DedupEntry, DedupWindow
+from netmigrate.agent.config import RedisTarget
+from netmigrate.agent.dedup import (
+    RECORD_TTL_MS,
+    SCRIPT_LOAD,
+    WRITE_SCRIPT,
+    WRITE_SCRIPT_SHA,
+    Address,
+    DedupEntry,
+    DedupWindow,
+    RecordError,
+    WriteRecorder,
+    decode_record,
+)
 from netmigrate.agent.reserved import RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, ReplyError, RespConnection
-from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.slots import Admission, SlotTable
 from netmigrate.agent.stats import AgentStats
 from netmigrate.protocol.codec import (
@@ -44,6 +57,8 @@ from netmigrate.protocol.constants import (
     F_OP,
     F_REQUEST_ID,
     F_SLOT,
+    F_STATUS,
+    HEADER,
     HEADER_LEN,
     REPLY_BIT,
     TRANSITION_OPS,
@@ -77,8 +92,8 @@ _TRANSITION_OPS = frozenset(int(op) for op in TRANSITION_OPS)
 _TRANSITION_REPLIES = frozenset(int(op) | REPLY_BIT for op in TRANSITION_OPS)
 
 
-def _ignore(reply: Any, ctx: Any) -> None:
-    """Callback of the MULTI / QUEUED replies of a transaction: EXEC's reply tells all."""
+class ScriptLoadError(ConnectionError):
+    """Redis would not load the recording script (e.g. an ACL without scripting)."""
 
 
 class DataPath:
@@ -92,6 +107,7 @@ class DataPath:
         stats: AgentStats,
         max_datagram: int,
         max_batch: int,
+        record_ttl_ms: int = RECORD_TTL_MS,
     ) -> None:
         self.keyspace = keyspace
         self.server_id = server_id
@@ -101,6 +117,8 @@ class DataPath:
         self.max_datagram = max_datagram
         self.max_batch = max_batch
         self.redis: RespConnection | None = None
+        self._recorder = WriteRecorder(record_ttl_ms)
+        self._reloading_script = False
         #: Migration sides; None until the agent wires them in.
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
@@ -125,6 +143,33 @@ class DataPath:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._on_readable)
         return sock.getsockname()[:2]
+
+    async def connect(self, target: RedisTarget) -> None:
+        """Open the data connection (with the recording script loaded) and use it."""
+        conn = await RespConnection.open(target)
+        try:
+            sha = await conn.call(b"SCRIPT", b"LOAD", WRITE_SCRIPT)
+        except BaseException:
+            conn.close()
+            raise
+        if sha != WRITE_SCRIPT_SHA:
+            conn.close()
+            raise ScriptLoadError(f"Redis refused to load the agent's write script: {sha}")
+        self.redis = conn
+
+    def restore(self, records: Iterable[bytes]) -> int:
+        """Put records of earlier writes (oldest first) into the window; how many went in."""
+        n = 0
+        for record in records:
+            try:
+                decoded = decode_record(record)
+                reply = decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
+            except (RecordError, ValueError, TypeError) as e:
+                log.warning("ignoring a request id record: %s", e)
+                continue
+            fields = HEADER.unpack_from(reply)
+            n += self.dedup.install(fields[F_REQUEST_ID], fields[F_SLOT], reply)
+        return n
 
     def close(self) -> None:
         if self._sock is not None:
@@ -225,12 +270,14 @@ class DataPath:
             return
         slot = fields[F_SLOT]
         if spec.multi_key:
-            problem = _check_multi_keys(spec.keys(body), slot)
+            keys = spec.keys(body)
+            problem = _check_multi_keys(keys, slot)
             if problem is not None:
                 self._refuse(fields, addr, *problem)
                 return
         else:
             key = body.key  # type: ignore[union-attr]
+            keys = (key,)
             if key.startswith(RESERVED_PREFIXES):
                 self._refuse(fields, addr, _BAD_REQUEST, _RESERVED_MESSAGE)
                 return
@@ -251,6 +298,10 @@ class DataPath:
             self._refuse(fields, addr, _BUSY, "the agent is reconnecting to Redis")
             return
         command = spec.command(body)
+        if not spec.read_only:
+            command = self._recorder.command(
+                command, keys, data[:HEADER_LEN], request_id, spec.readback
+            )
         entry = self.dedup.begin(request_id, slot, addr)
         commands.append(command)
         callbacks.append((self._on_redis_reply, (fields, spec, entry)))
@@ -277,20 +328,17 @@ class DataPath:
         dirty: bytes | None = None,
         keys: tuple[bytes, ...] = (),
     ) -> None:
-        """Queue the request's command; with ``dirty``, inside MULTI/EXEC together with
-        ``SADD dirty keys`` (a migration target's write and its dirty mark are one step)."""
-        if dirty is None:
-            commands.append(command)
-            callbacks.append((self._on_redis_reply, (fields, spec, entry)))
-            return
-        commands.append(b"*1\r\n$5\r\nMULTI\r\n")
+        """Queue the request's command. A write runs in the recording script; with ``dirty``
+        the script also adds ``keys`` (the write's keys) to that set, so a migration target's
+        write, its dirty mark and its request id record are one step."""
+        if not spec.read_only:
+            if dirty is not None and not keys:
+                raise ValueError("a dirty mark needs the written keys")
+            command = self._recorder.command(
+                command, keys, HEADER.pack(*fields), fields[F_REQUEST_ID], spec.readback, dirty
+            )
         commands.append(command)
-        commands.append(resp_command(b"SADD", dirty, *keys))
-        commands.append(b"*1\r\n$4\r\nEXEC\r\n")
-        callbacks.append((_ignore, None))
-        callbacks.append((_ignore, None))
-        callbacks.append((_ignore, None))
-        callbacks.append((self._on_exec_reply, (fields, spec, entry)))
+        callbacks.append((self._on_redis_reply, (fields, spec, entry)))
 
     def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:
         """Answer a begun request that was not applied (every waiting copy), and forget it."""
@@ -309,13 +357,6 @@ class DataPath:
 
     def flush(self, commands: list[bytes], callbacks: list[Any]) -> None:
         self._flush(commands, callbacks)
-
-    def _on_exec_reply(self, reply: Any, ctx: tuple[HeaderFields, OpSpec, DedupEntry]) -> None:
-        if isinstance(reply, list):
-            reply = reply[0]
-        elif reply is None:  # no WATCH is used, so EXEC cannot abort this way
-            reply = ReplyError("EXEC aborted")
-        self._on_redis_reply(reply, ctx)
 
     def _duplicate(self, entry: DedupEntry, addr: Address) -> None:
         """A request id seen before: answer from the window, never apply it again."""
@@ -338,6 +379,12 @@ class DataPath:
         applied = True
         if isinstance(reply, Exception):
             status, body_bytes, applied = self._redis_failure(reply, spec.read_only)
+            datagram = pack_reply_header(fields, status) + body_bytes
+        elif type(reply) is list and not spec.read_only:
+            # The recording script found the request id recorded (the agent restarted, or
+            # the window forgot it): the recorded answer, never a second application.
+            self.stats.dedup_hits += 1
+            datagram, status = self._replay(reply[0], fields)
         else:
             status, body = spec.reply(reply)
             body_bytes = encode_body(body)
@@ -349,7 +396,7 @@ class DataPath:
                         f"of {self.max_datagram}"
                     )
                 )
-        datagram = pack_reply_header(fields, status) + body_bytes
+            datagram = pack_reply_header(fields, status) + body_bytes
         self.stats.replies[status] += 1
         if applied:
             self.dedup.complete(entry, datagram)
@@ -360,12 +407,36 @@ class DataPath:
             for addr in entry.copies:
                 self._send(datagram, addr)
 
+    def _recorded_reply(self, fields: HeaderFields, answer: Any) -> bytes:
+        """The reply datagram a recorded write was answered with (the same bytes)."""
+        spec = OPS.get(fields[F_OP])
+        if spec is None or spec.read_only:
+            raise RecordError(f"record of op 0x{fields[F_OP]:02x}, which is not a write")
+        status, body = spec.reply(answer)
+        return pack_reply_header(fields, status) + encode_body(body)
+
+    def _replay(self, record: bytes, fields: HeaderFields) -> tuple[bytes, int]:
+        """(datagram, status) answering a request whose id Redis has a record of."""
+        try:
+            decoded = decode_record(record)
+            reply = decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
+            return reply, HEADER.unpack_from(reply)[F_STATUS]
+        except (RecordError, ValueError, TypeError) as e:
+            # Not a record this agent wrote. Whether the write was applied is unknown, so the
+            # answer is ERROR and it is remembered like one (D9).
+            log.error("request %#x: unreadable request id record: %s", fields[F_REQUEST_ID], e)
+            status = int(Status.ERROR)
+            body = ErrorReply("the request id is recorded, but its answer is unreadable")
+            return encode_reply(fields, status, body), status
+
     def _redis_failure(self, reply: Exception, read_only: bool) -> tuple[int, bytes, bool]:
         """(status, body bytes, applied?) for an error instead of a reply."""
         self.stats.redis_errors += 1
         if isinstance(reply, ReplyError):
             message = str(reply)
             if message.startswith(TRANSIENT_ERRORS):
+                if message.startswith("NOSCRIPT"):
+                    self._reload_script()
                 return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {message}")), False
             return int(Status.ERROR), encode_body(ErrorReply(message)), True
         if isinstance(reply, ConnectionLost):
@@ -377,6 +448,20 @@ class DataPath:
             return int(Status.ERROR), encode_body(ErrorReply(text)), True
         log.error("unexpected reply object from Redis: %r", reply)
         return int(Status.ERROR), encode_body(ErrorReply("internal error")), True
+
+    def _reload_script(self) -> None:
+        """Someone flushed Redis' script cache: load the script again (once at a time)."""
+        redis = self.redis
+        if self._reloading_script or redis is None or not redis.is_open:
+            return
+        self._reloading_script = True
+        log.warning("Redis lost the agent's write script (SCRIPT FLUSH?); loading it again")
+        redis.send(SCRIPT_LOAD, ((self._script_reloaded, None),))
+
+    def _script_reloaded(self, reply: Any, ctx: Any) -> None:
+        self._reloading_script = False
+        if reply != WRITE_SCRIPT_SHA:
+            log.error("loading the agent's write script again failed: %r", reply)
 
     # -- answers without Redis -----------------------------------------------------------
 

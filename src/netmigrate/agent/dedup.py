@@ -14,13 +14,25 @@ A migration source hands the target the entries of a slot (:meth:`DedupWindow.en
 Finding them by scanning the whole window per slot would cost O(window) per slot, so the
 slots of a running migration are *watched*: an index slot -> request ids is kept for them
 only (one dict lookup per request otherwise).
+
+The window lives in memory; what survives a crash of the agent is the second half of this
+module (D16): every write runs as one Lua script (:data:`WRITE_SCRIPT`) that applies it *and*
+records its request id with Redis' answer under ``{__netmigrate__}:rid:<id>`` for
+:data:`RECORD_TTL_MS`. Atomic, so a write is never applied without its record; the script
+answers a request id it finds recorded from the record instead of applying it again, and the
+records are read back into the window when the agent starts (:func:`load_records`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from netmigrate.agent.reserved import REQUEST_ID_PREFIX, RESERVED_SLOT, request_id_key
+from netmigrate.protocol.codec import HeaderFields
+from netmigrate.protocol.constants import HEADER, HEADER_LEN
 
 Address = Any  # what socket.recvfrom returns
 
@@ -156,3 +168,209 @@ class DedupWindow:
             self._drop(queue.popleft())
             if not queue:
                 del self._clients[client]
+
+
+# -- records in Redis: at-most-once across agent restarts (D16) ---------------------------
+
+#: How long Redis keeps a write's record. It must outlast every retry a client may still send:
+#: the clients give up after (1 + retries) x timeout plus short backoffs, at most about 3 s
+#: with the project's defaults (loadgen: 9 x 0.25 s, ``netmigrate client``: 5 x 0.5 s), so 10 s
+#: leaves room for slower settings and an agent restart, and bounds the records' memory to
+#: 10 s of writes (about 150 bytes each).
+RECORD_TTL_MS = 10_000
+
+#: Record kinds (first byte of a record). ``n`` / ``s`` / ``i`` / ``b``: the request header
+#: (HEADER_LEN bytes) follows, then Redis' answer: nil, a status, an integer in decimal, a bulk
+#: string. ``d``: a whole reply datagram follows (an id installed from a migration source).
+_KIND_NIL, _KIND_STATUS, _KIND_INT, _KIND_BULK, _KIND_DATAGRAM = b"nsibd"
+
+#: KEYS: the written keys (declared for the cluster check; may be empty). ARGV: record key,
+#: TTL ms, request header, "1" to answer INCRBY with the key read back (Lua numbers are
+#: doubles: an integer reply above 2^53 would lose digits on its way through the script), the
+#: migration target's dirty set or "" (its write and its dirty mark are then one step, D10),
+#: then the write command itself. Answers ``{record}`` when the id is already recorded, else
+#: what the command answered. A Redis error applied nothing, so it records nothing.
+#: ``allow-cross-slot-keys``: the record lives in the reserved slot, the write in its own
+#: (legal for keys this node serves; a MULTI/EXEC across slots is refused with CROSSSLOT).
+WRITE_SCRIPT = b"""#!lua flags=allow-cross-slot-keys
+local old = redis.call('GET', ARGV[1])
+if old then return {old} end
+local n = #ARGV
+local r
+if n <= 4005 then
+  r = redis.pcall(unpack(ARGV, 6))
+else
+  -- Only MSET is this long. unpack() is bounded by Lua's C stack, and chunks of one script
+  -- are still one atomic step.
+  for i = 7, n, 4000 do
+    r = redis.pcall(ARGV[6], unpack(ARGV, i, math.min(i + 3999, n)))
+    if type(r) == 'table' and r.err then return r end
+  end
+end
+if type(r) == 'table' and r.err then return r end
+local rec
+if ARGV[4] == '1' then
+  r = redis.call('GET', ARGV[7])
+  rec = 'i' .. ARGV[3] .. r
+elseif type(r) == 'number' then
+  rec = 'i' .. ARGV[3] .. string.format('%d', r)
+elseif r == false then
+  rec = 'n' .. ARGV[3]
+elseif type(r) == 'table' then
+  rec = 's' .. ARGV[3] .. r.ok
+else
+  rec = 'b' .. ARGV[3] .. r
+end
+if ARGV[5] ~= '' then
+  for i = 1, #KEYS, 4000 do
+    redis.call('SADD', ARGV[5], unpack(KEYS, i, math.min(i + 3999, #KEYS)))
+  end
+end
+redis.call('SET', ARGV[1], rec, 'PX', ARGV[2])
+return r
+"""
+WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT).hexdigest().encode()
+#: ``SCRIPT LOAD`` of :data:`WRITE_SCRIPT` (sent on every new data-path connection).
+SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$%d\r\n%b\r\n" % (
+    len(WRITE_SCRIPT),
+    WRITE_SCRIPT,
+)
+
+_EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n" + WRITE_SCRIPT_SHA + b"\r\n"
+_KEY_LEN = len(request_id_key(0))
+_RECORD_KEY = b"$%d\r\n%b" % (_KEY_LEN, REQUEST_ID_PREFIX)
+_HEADER_BULK = b"$%d\r\n" % HEADER_LEN
+_YES = b"$1\r\n1\r\n"
+_NO = b"$1\r\n0\r\n"
+_NO_DIRTY = b"$0\r\n\r\n"
+
+
+class WriteRecorder:
+    """Turns a write's RESP command into the :data:`WRITE_SCRIPT` call that applies and
+    records it. Raw bytes, because the data path builds one per write."""
+
+    __slots__ = ("_ttl",)
+
+    def __init__(self, ttl_ms: int = RECORD_TTL_MS) -> None:
+        if ttl_ms < 1:
+            raise ValueError("the record TTL must be positive")
+        ttl = b"%d" % ttl_ms
+        self._ttl = b"$%d\r\n%b\r\n" % (len(ttl), ttl)
+
+    def command(
+        self,
+        command: bytes,
+        keys: tuple[bytes, ...],
+        header: bytes,
+        request_id: int,
+        readback: bool,
+        dirty: bytes | None = None,
+    ) -> bytes:
+        """``EVALSHA`` of ``command`` (one RESP array) for the request ``header`` describes."""
+        end = command.index(b"\r\n")
+        argc = int(command[1:end])
+        if dirty is None and len(keys) == 1:  # the hot path: one formatting step
+            key = keys[0]
+            return b"*%d\r\n%b$1\r\n1\r\n$%d\r\n%b\r\n%b%016x\r\n%b%b%b\r\n%b%b%b" % (
+                argc + 9,
+                _EVALSHA,
+                len(key),
+                key,
+                _RECORD_KEY,
+                request_id,
+                self._ttl,
+                _HEADER_BULK,
+                header,
+                _YES if readback else _NO,
+                _NO_DIRTY,
+                command[end + 2 :],
+            )
+        parts = [
+            b"*%d\r\n" % (argc + len(keys) + 8),
+            _EVALSHA,
+            b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys)),
+        ]
+        for k in keys:
+            parts.append(b"$%d\r\n%b\r\n" % (len(k), k))
+        parts.append(b"%b%016x\r\n" % (_RECORD_KEY, request_id))
+        parts.append(self._ttl)
+        parts.append(b"%b%b\r\n" % (_HEADER_BULK, header))
+        parts.append(_YES if readback else _NO)
+        parts.append(_NO_DIRTY if dirty is None else b"$%d\r\n%b\r\n" % (len(dirty), dirty))
+        parts.append(command[end + 2 :])
+        return b"".join(parts)
+
+
+class RecordError(ValueError):
+    """A stored record that this agent did not write (or a newer format)."""
+
+
+def decode_record(record: bytes) -> tuple[HeaderFields, Any] | bytes:
+    """A record -> (request header fields, Redis' answer), or the reply datagram (kind ``d``)."""
+    if not record:
+        raise RecordError("empty record")
+    kind = record[0]
+    if kind == _KIND_DATAGRAM:
+        if len(record) < 1 + HEADER_LEN:
+            raise RecordError("datagram record shorter than a header")
+        return record[1:]
+    if len(record) < 1 + HEADER_LEN:
+        raise RecordError("record shorter than a header")
+    fields: HeaderFields = HEADER.unpack_from(record, 1)
+    payload = record[1 + HEADER_LEN :]
+    if kind == _KIND_NIL and not payload:
+        return fields, None
+    if kind in (_KIND_STATUS, _KIND_BULK):
+        return fields, payload
+    if kind == _KIND_INT:
+        try:
+            return fields, int(payload)
+        except ValueError:
+            raise RecordError(f"integer record holds {payload[:40]!r}") from None
+    raise RecordError(f"unknown record kind {record[:1]!r}")
+
+
+def datagram_record(reply: bytes) -> bytes:
+    """The record of a reply datagram as it is (an id another agent applied)."""
+    return bytes((_KIND_DATAGRAM,)) + reply
+
+
+async def record_replies(
+    admin: Any, replies: Iterable[tuple[int, bytes]], ttl_ms: int = RECORD_TTL_MS
+) -> int:
+    """Record (request id, reply datagram) pairs applied elsewhere, e.g. the ids a migration
+    source hands over, so that they survive a restart here too; existing records are kept.
+    ``admin`` is a ``redis.asyncio`` client. Returns how many were recorded."""
+    pipe = admin.pipeline(transaction=False)
+    n = 0
+    for request_id, reply in replies:
+        pipe.set(request_id_key(request_id), datagram_record(reply), px=ttl_ms, nx=True)
+        n += 1
+    if not n:
+        return 0
+    return sum(1 for ok in await pipe.execute() if ok)
+
+
+async def load_records(admin: Any, batch: int = 2000) -> list[bytes]:
+    """Every live record in Redis, oldest first (the order the window must learn them in).
+
+    ``admin`` is a ``redis.asyncio`` client. The records are in the reserved slot, so the
+    cluster's slot index lists them without a scan of the whole key space."""
+    count = int(await admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", RESERVED_SLOT))
+    if not count:
+        return []
+    keys = await admin.execute_command("CLUSTER", "GETKEYSINSLOT", RESERVED_SLOT, count)
+    keys = [k for k in keys if k.startswith(REQUEST_ID_PREFIX)]
+    aged: list[tuple[int, bytes]] = []
+    for i in range(0, len(keys), batch):
+        chunk = keys[i : i + batch]
+        pipe = admin.pipeline(transaction=False)
+        pipe.mget(chunk)
+        for k in chunk:
+            pipe.pttl(k)
+        values, *ttls = await pipe.execute()
+        # Same TTL for every record: the sooner it expires, the older it is. A record that
+        # expired between the two calls (None, or a TTL < 0) is simply gone.
+        aged.extend((t, v) for v, t in zip(values, ttls, strict=True) if v is not None and t > 0)
+    aged.sort(key=lambda tv: tv[0])
+    return [v for _, v in aged]

@@ -34,6 +34,13 @@ AGENT_STATE_KEY = RESERVED_PREFIX + b"agent"
 SLOT_RECORDS_KEY = RESERVED_PREFIX + b"slots"
 #: Hash: migration id -> JSON record of a migration this agent is the source of.
 MIGRATIONS_KEY = RESERVED_PREFIX + b"migrations"
+#: Strings ``<prefix><request id as 16 hex digits>``: the record of a write this agent applied,
+#: written by the same script as the write and expired by Redis (see ``dedup``, D16).
+REQUEST_ID_PREFIX = RESERVED_PREFIX + b"rid:"
+
+
+def request_id_key(request_id: int) -> bytes:
+    return REQUEST_ID_PREFIX + b"%016x" % request_id
 
 
 def is_reserved(key: bytes) -> bool:
