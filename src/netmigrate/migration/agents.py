@@ -15,8 +15,9 @@ _OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     # gRPC's default reconnect backoff grows to minutes: an agent restarted during a
     # migration would stay "UNAVAILABLE" to a long-lived channel long after it is back.
+    # (Not grpc.min_reconnect_backoff_ms: gRPC core also takes it as the connect timeout, and
+    # 100 ms fails fresh channels of a busy event loop before the HTTP/2 handshake is done.)
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
