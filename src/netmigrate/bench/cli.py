@@ -1,7 +1,9 @@
-"""``netmigrate bench``: run the peers side by side and write JSON, table and plots.
+"""``netmigrate bench``: run NetMigrate and its peers side by side; write JSON, table and plots.
 
 Subcommands::
 
+    netmigrate bench run --system netmigrate,redis-cluster-tuned --workload B,A \\
+        --netmigrate-parallel 64 --netmigrate-batch 512 --out reports/bench-nm
     netmigrate bench run --system redis-cluster,redis-cluster-tuned,stop-and-copy --workload B,A \\
         --records 200000 --value-size 100 --concurrency 16 --duration 30 \\
         --migrate-fraction 0.5 --out reports/bench
@@ -57,6 +59,42 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+#: NetMigrate migration knobs: (flag, option key, type, help). Their defaults live in
+#: netmigrate.migration.bench_system (importing it here would slow down ``--help``); the
+#: help texts name them and a test keeps the two in step.
+NETMIGRATE_OPTIONS = (
+    ("--netmigrate-parallel", "netmigrate_parallel", _positive_int,
+     "NetMigrate: slots in flight at once (default 64)"),
+    ("--netmigrate-batch", "netmigrate_batch", _positive_int,
+     "NetMigrate: keys per copy batch (default 512)"),
+    ("--netmigrate-rate", "netmigrate_rate", _non_negative_int,
+     "NetMigrate: copy rate limit in keys/s, 0 = unlimited (default 0)"),
+    ("--netmigrate-grace", "netmigrate_grace", _non_negative_float,
+     "NetMigrate: seconds between a slot's move and the deletion of its keys at the source; "
+     "part of the migration's duration (default 1.0)"),
+)  # fmt: skip
+
+
 def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     p.add_argument(
         "--system",
@@ -91,6 +129,8 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None
                    "default), 0 for redis-cluster-tuned")  # fmt: skip
     p.add_argument("--copy-batch", type=_positive_int, default=500,
                    help="stop-and-copy keys per MIGRATE")  # fmt: skip
+    for flag, key, kind, text in NETMIGRATE_OPTIONS:
+        p.add_argument(flag, dest=key, type=kind, default=None, help=text)
     p.add_argument("--overhead-seconds", type=float, default=5.0,
                    help="harness overhead probe length; 0 skips it")  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the final read-back sweep")
@@ -154,6 +194,7 @@ def _config(args: argparse.Namespace, workload: str) -> Any:
             "reshard_pipeline": args.reshard_pipeline,
             "copy_batch": args.copy_batch,
             "cluster_reinitialize_steps": args.cluster_reinit_steps,
+            **{key: getattr(args, key) for _, key, _, _ in NETMIGRATE_OPTIONS},
         },
     )
 
@@ -197,8 +238,11 @@ async def _run(args: argparse.Namespace) -> int:
         for cfg in configs.values():
             cfg.validate()
         # Instantiate every system first: an unavailable one fails before anything starts.
+        first = next(iter(configs.values()))
         for name in systems:
-            create_system(name).validate_slots(next(iter(configs.values())).slots())
+            candidate = create_system(name)
+            candidate.validate_slots(first.slots())
+            candidate.validate_options(first.options)
     except SystemUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -15,14 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from netmigrate.protocol.constants import Status
+
 #: Event kinds the peers report (the report keeps any other kind a system invents, too).
 MOVED = "MOVED"
 ASK = "ASK"
 TRYAGAIN = "TRYAGAIN"
 #: Stop-and-copy: a write that waited because its slot was frozen for the copy.
 WRITE_HELD = "WRITE_HELD"
+#: NetMigrate: a request answered WRONG_OWNER (its slot moved on) and sent again.
+WRONG_OWNER = Status.WRONG_OWNER.name
 #: Redirection kinds (the table's "redirections" column sums these).
-REDIRECT_KINDS = frozenset({MOVED, ASK, TRYAGAIN})
+REDIRECT_KINDS = frozenset({MOVED, ASK, TRYAGAIN, WRONG_OWNER})
 
 
 class ClientEvents(Protocol):
