@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     run_p = sub.add_parser("run", help="benchmark systems and write report.json, table, plots")
     _run_arguments(run_p, {
-        "systems": "redis-cluster,redis-cluster-tuned,stop-and-copy", "workloads": "B",
+        "systems": "netmigrate,redis-cluster-tuned", "workloads": "B",
         "records": 100_000,
         "duration": 30.0, "concurrency": 16,
     })  # fmt: skip
