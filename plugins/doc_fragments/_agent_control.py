@@ -1,7 +1,7 @@
 # Copyright (c) NetMigrate developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Documentation of the agents' control-service TLS option (plugins/module_utils/_agent_control.py)."""
+"""Documentation of the agents' control-service TLS option (module_utils/_agent_control.py)."""
 
 from __future__ import annotations
 
