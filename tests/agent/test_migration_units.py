@@ -143,3 +143,23 @@ async def test_rate_limiter_paces_keys() -> None:
         await limiter.take(100)  # 600 keys at 400/s, the first 400 from the full bucket
     assert time.monotonic() - start >= 0.49  # a lower bound: a busy machine only adds to it
     await asyncio.wait_for(RateLimiter(0).take(10**9), 5)  # unlimited never waits for tokens
+
+
+def test_slot_record_json_is_what_json_writes_and_evolve_checks() -> None:
+    import json
+    from dataclasses import fields
+
+    for r in (
+        SlotRecord(3, "out", 2, "copying", 'm "quoted" \u00e9\n', 1.5, 2.25, 0, 10, 20, 1),
+        SlotRecord(16383, "in", 7, "cleanup", "", 0, 0.0, 1.7e9),
+    ):
+        # Every field, as json.dumps would write it (a field added later must be added too).
+        assert json.loads(r.to_json()) == {f.name: getattr(r, f.name) for f in fields(SlotRecord)}
+        assert SlotRecord.from_json(r.to_json()) == r
+    r = SlotRecord(3, "out", 2, "copying", "m")
+    done = r.evolve(phase="done", finished=5.0)
+    assert (done.phase, done.finished, r.phase, r.finished) == ("done", 5.0, "copying", 0.0)
+    with pytest.raises(ValueError, match="phase"):
+        r.evolve(phase="cleanup")  # not a phase of role "out"
+    with pytest.raises(TypeError, match="nope"):
+        r.evolve(nope=1)

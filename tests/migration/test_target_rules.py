@@ -105,6 +105,24 @@ async def test_writes_win_deletes_stay_pulls_happen_once_and_reads_are_authorita
     assert deleted[0] == Status.NOT_FOUND  # a tombstone is an authoritative answer
     mget = await to_b(Op.MGET, MGet((late[3], late[4], late[1])), flags=DR_TARGET)
     assert mget == (Status.OK, MGetReply((old[late[3]], old[late[4]], None)))
+    # A double read of a key written here while a request waits on that key (an MGET that
+    # pulls its other key): the target is authoritative for it all the same. A MISS would
+    # make the client take the source's frozen, older value.
+    to_b.peer.send(
+        encode_request(Op.MGET, 2001, KEYSPACE, SLOT, MGet((late[0], late[5])), DR_TARGET),
+        to_b.address,
+    )
+    chains = p.target.target._chains  # observed: the MGET waits on its pull
+    await until(lambda: late[0] in chains, timeout=3, interval=0)
+    to_b.peer.send(
+        encode_request(Op.GET, 2002, KEYSPACE, SLOT, Get(late[0]), DR_TARGET), to_b.address
+    )
+    both = {}
+    for _ in range(2):
+        msg = decode((await to_b.peer.recv(3.0))[0])
+        both[msg.header.request_id] = (msg.header.status, msg.body)
+    assert both[2002] == (Status.OK, ValueReply(b"new"))
+    assert both[2001] == (Status.OK, MGetReply((b"new", old[late[5]])))
     # The retry of the write the source applied is answered from the source's ids, not applied.
     retry = W | Flag.RETRY
     again = await to_b(Op.INCRBY, IncrBy(retried, 1), flags=retry, request_id=(7 << 32) | 1)

@@ -8,7 +8,7 @@ pulls by the source side). Errors become gRPC statuses with a message that says 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -158,11 +158,11 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
     ) -> control_pb2.TransferRequestIdsResponse:
         target = await self._target(context)
         try:
-            installed = await target.transfer_ids(request)
+            installed, slots = await target.transfer_ids(request)
         except NotMigratingIn as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
             raise
-        return control_pb2.TransferRequestIdsResponse(installed=installed)
+        return control_pb2.TransferRequestIdsResponse(installed=installed, slots=slots)
 
     async def Copy(
         self,
@@ -171,14 +171,17 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
     ) -> AsyncIterator[control_pb2.CopyAck]:
         target = await self._target(context)
         async for batch in request_iterator:
-            dumps = [Dump(k.key, k.dump if k.present else None, k.pttl) for k in batch.keys]
+            if batch.parts:  # keys of several slots (a wave)
+                parts = [(p.slot, _dumps(p.keys)) for p in batch.parts]
+            else:
+                parts = [(batch.slot, _dumps(batch.keys))]
             try:
-                restored, skipped = await target.restore_batch(batch.slot, batch.source_id, dumps)
+                restored, skipped = await target.restore_parts(batch.source_id, parts)
             except NotMigratingIn as e:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
                 raise
             except Exception as e:  # Redis refused the batch: the source retries the slot
-                log.warning("copy of slot %d: %s", batch.slot, e)
+                log.warning("copy of slots %s: %s", [slot for slot, _ in parts], e)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"restoring the batch failed: {e}")
                 raise
             yield control_pb2.CopyAck(
@@ -207,6 +210,10 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
         if self._agent.target is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is starting")
         return self._agent.target
+
+
+def _dumps(keys: Iterable[control_pb2.KeyDump]) -> list[Dump]:
+    return [Dump(k.key, k.dump if k.present else None, k.pttl) for k in keys]
 
 
 def _read(path: object) -> bytes:

@@ -9,9 +9,15 @@ Next to the ownership bitmap of :mod:`~netmigrate.agent.slot_store` (hash
   (JSON), the migrations this agent is the source of.
 
 All three live in the reserved slot, so every change is one MULTI/EXEC: the ownership bit and
-the slot's record can never disagree after a crash. Writes are serialised by a lock, and the
-bitmap is computed inside it from the in-memory table plus the change being persisted, so two
-slots completing at once cannot overwrite each other's bit with a stale bitmap.
+the slot's record can never disagree after a crash.
+
+**Group commit.** Changes are written by one writer at a time. Every change asked for while a
+write is in flight (or in the same turn of the event loop) joins the next write: one
+MULTI/EXEC for all of them, with the bitmap computed once from the in-memory table plus every
+pending ownership override. Slots of a migration change state in bursts (a wave of slots, a
+target acknowledging many starts), and this makes a burst cost one round trip instead of one
+per slot. Each change's ``then`` runs in order once the write succeeded; when it fails, every
+change of it fails with the error and nothing in memory changes.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.reserved import AGENT_STATE_KEY, MIGRATIONS_KEY, SLOT_RECORDS_KEY
+from netmigrate.agent.resp import RespConnection, command_of
 from netmigrate.agent.slots import SlotTable
 
 #: Source phases, in order; "done": the target owns the slot, keys not finalized yet;
@@ -53,16 +61,47 @@ class SlotRecord:
             raise ValueError(f"slot {self.slot}: phase {self.phase!r} for role {self.role!r}")
 
     def to_json(self) -> bytes:
-        # Written several times per slot: a plain dict of the fields, not dataclasses.asdict.
-        data = {name: getattr(self, name) for name in _SLOT_FIELDS}
-        return json.dumps(data, separators=(",", ":")).encode()
+        # Written several times per slot: formatted directly (what json.dumps would write for
+        # these fields, a few times faster); strings escaped by json's own encoder.
+        return _SLOT_JSON % (
+            self.slot,
+            _json_str(self.role).encode(),
+            self.peer,
+            _json_str(self.phase).encode(),
+            _json_str(self.migration_id).encode(),
+            repr(self.started).encode(),
+            repr(self.frozen).encode(),
+            repr(self.finished).encode(),
+            self.keys_copied,
+            self.keys_total,
+            self.attempts,
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> SlotRecord:
         return cls(**json.loads(raw))
 
+    def evolve(self, **changes: Any) -> SlotRecord:
+        """A copy with ``changes`` (``dataclasses.replace`` without its per-call cost: a slot's
+        record changes several times per migration)."""
+        unknown = changes.keys() - _SLOT_FIELD_SET
+        if unknown:
+            raise TypeError(f"SlotRecord has no fields {sorted(unknown)}")
+        new = object.__new__(SlotRecord)
+        new.__dict__.update(self.__dict__, **changes)
+        new.__post_init__()
+        return new
+
 
 _SLOT_FIELDS = tuple(f.name for f in fields(SlotRecord))
+_SLOT_FIELD_SET = frozenset(_SLOT_FIELDS)
+_SLOT_JSON = (
+    b'{"slot":%d,"role":%b,"peer":%d,"phase":%b,"migration_id":%b,"started":%b,"frozen":%b,'
+    b'"finished":%b,"keys_copied":%d,"keys_total":%d,"attempts":%d}'
+)
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -109,13 +148,39 @@ class MigrationRecord:
         ) == (other.target_id, other.target_control, other.slots)
 
 
+@dataclass(eq=False)
+class _Change:
+    """One caller's part of a group commit."""
+
+    slots: dict[int, SlotRecord | None] | None
+    owned: dict[int, bool] | None
+    migration: MigrationRecord | None
+    then: Callable[[], None] | None
+    done: asyncio.Future[None]
+
+
 class MigrationStore:
-    def __init__(self, client: Any, keyspace: int, server_id: int, table: SlotTable) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keyspace: int,
+        server_id: int,
+        table: SlotTable,
+        redis_target: RedisTarget | None = None,
+    ) -> None:
         self._client = client
         self._keyspace = keyspace
         self._server_id = server_id
         self._table = table
-        self._lock = asyncio.Lock()
+        #: With a target, writes go over a raw RESP connection of the store's own (a write
+        #: carries a record per slot of a wave: redis-py's per-argument cost shows), else
+        #: through ``client``'s pipeline. Loads always use ``client``.
+        self.redis_target = redis_target
+        self._conn: RespConnection | None = None
+        self._pending: list[_Change] = []
+        self._writer: asyncio.Task[None] | None = None
+        #: MULTI/EXEC round trips so far (each carries one or more changes).
+        self.writes = 0
 
     async def load_slots(self) -> dict[int, SlotRecord]:
         raw: dict[bytes, bytes] = await self._client.hgetall(SLOT_RECORDS_KEY)
@@ -136,20 +201,120 @@ class MigrationStore:
         """One atomic write: slot records (None deletes), ownership bits, a migration record.
 
         ``owned`` overrides the in-memory table for the bits of those slots: the caller
-        persists the state it is *about* to enter, and enters it in ``then``, which runs under
-        the same lock once the write succeeded (so the next bitmap written includes it).
+        persists the state it is *about* to enter, and enters it in ``then``, which runs once
+        the write succeeded and before any later write computes its bitmap (so that bitmap
+        includes it). Concurrent calls share one write (module docstring); a caller that is
+        cancelled while its change is queued or in flight does not withdraw it: ``then`` still
+        runs when the write succeeds, so memory follows what Redis holds.
         """
-        async with self._lock:
-            pipe = self._client.pipeline(transaction=True)
-            if owned:
-                pipe.hset(AGENT_STATE_KEY, b"owned", self._table.owned_bitmap(owned))
-            for slot, record in (slots or {}).items():
-                if record is None:
-                    pipe.hdel(SLOT_RECORDS_KEY, str(slot))
-                else:
-                    pipe.hset(SLOT_RECORDS_KEY, str(slot), record.to_json())
-            if migration is not None:
-                pipe.hset(MIGRATIONS_KEY, migration.migration_id, migration.to_json())
+        change = _Change(slots, owned, migration, then, asyncio.get_running_loop().create_future())
+        self._pending.append(change)
+        if self._writer is None or self._writer.done():
+            # Started as a task: it runs after the current turn of the event loop, so every
+            # change asked for in this turn joins the first write.
+            self._writer = asyncio.create_task(self._write_pending(), name="migration-store")
+        await change.done
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                batch += self._pending
+                self._pending = []
+                for c in batch:
+                    c.done.cancel()
+                raise
+            except Exception as e:
+                for c in batch:
+                    if not c.done.done():
+                        c.done.set_exception(e)
+                continue
+            for c in batch:
+                try:
+                    if c.then is not None:
+                        c.then()
+                except Exception as e:  # that caller's error; the others' writes stand
+                    if not c.done.done():
+                        c.done.set_exception(e)
+                    continue
+                if not c.done.done():
+                    c.done.set_result(None)
+
+    async def _write(self, batch: list[_Change]) -> None:
+        owned: dict[int, bool] = {}
+        records: dict[int, SlotRecord | None] = {}
+        migrations: dict[str, MigrationRecord] = {}
+        for c in batch:  # in order: a later change of the same slot wins
+            if c.owned:
+                owned.update(c.owned)
+            if c.slots:
+                records.update(c.slots)
+            if c.migration is not None:
+                migrations[c.migration.migration_id] = c.migration
+        if self.redis_target is not None:
+            await self._write_raw(owned, records, migrations)
+            return
+        pipe = self._client.pipeline(transaction=True)
+        if owned:
+            pipe.hset(AGENT_STATE_KEY, b"owned", self._table.owned_bitmap(owned))
+        put = {str(slot): rec.to_json() for slot, rec in records.items() if rec is not None}
+        gone = [str(slot) for slot, rec in records.items() if rec is None]
+        if put:
+            pipe.hset(SLOT_RECORDS_KEY, mapping=put)
+        if gone:
+            pipe.hdel(SLOT_RECORDS_KEY, *gone)
+        if migrations:
+            pipe.hset(MIGRATIONS_KEY, mapping={mid: m.to_json() for mid, m in migrations.items()})
+        if len(pipe):
+            self.writes += 1
             await pipe.execute()
-            if then is not None:
-                then()
+
+    async def _write_raw(
+        self,
+        owned: dict[int, bool],
+        records: dict[int, SlotRecord | None],
+        migrations: dict[str, MigrationRecord],
+    ) -> None:
+        commands: list[bytes] = []
+        if owned:
+            bitmap = self._table.owned_bitmap(owned)
+            commands.append(command_of([b"HSET", AGENT_STATE_KEY, b"owned", bitmap]))
+        put = [b"HSET", SLOT_RECORDS_KEY]
+        gone = [b"HDEL", SLOT_RECORDS_KEY]
+        for slot, rec in records.items():
+            if rec is None:
+                gone.append(b"%d" % slot)
+            else:
+                put += (b"%d" % slot, rec.to_json())
+        for args in (put, gone):
+            if len(args) > 2:
+                commands.append(command_of(args))
+        if migrations:
+            args = [b"HSET", MIGRATIONS_KEY]
+            for mid, m in migrations.items():
+                args += (mid.encode(), m.to_json())
+            commands.append(command_of(args))
+        if not commands:
+            return
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            assert self.redis_target is not None
+            conn = self._conn = await RespConnection.open(
+                self.redis_target, name="netmigrate-agent-store"
+            )
+        self.writes += 1
+        replies = await conn.calls(_MULTI + b"".join(commands) + _EXEC, len(commands) + 2)
+        # A command Redis refused when queued aborts the whole transaction (EXECABORT); one
+        # that failed while executing is an error inside EXEC's answer.
+        executed = replies[-1] if isinstance(replies[-1], list) else []
+        for reply in (*replies, *executed):
+            if isinstance(reply, Exception):
+                raise reply
+
+    def close(self) -> None:
+        """Close the raw connection (a later write opens it again)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

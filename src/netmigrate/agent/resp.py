@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -37,6 +37,12 @@ def command(*args: bytes | str | int) -> bytes:
         raw = arg if isinstance(arg, bytes) else str(arg).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+def command_of(args: Sequence[bytes]) -> bytes:
+    """:func:`command` for arguments that are bytes already (hot paths: one format per
+    argument, no conversions)."""
+    return b"*%d\r\n%b" % (len(args), b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args]))
 
 
 class RespConnection(asyncio.Protocol):
@@ -108,6 +114,25 @@ class RespConnection(asyncio.Protocol):
         if isinstance(reply, ConnectionLost):
             raise reply
         return reply
+
+    async def calls(self, payload: bytes, n: int) -> list[Any]:
+        """Send ``n`` commands (``payload``) and wait for all their replies, in order (errors
+        are returned as values: ``ReplyError``, or ``ConnectionLost``)."""
+        replies: list[Any] = [None] * n
+        if not n:
+            return replies
+        left = [n]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_reply(reply: Any, i: int) -> None:
+            replies[i] = reply
+            left[0] -= 1
+            if not left[0] and not done.done():
+                done.set_result(None)
+
+        self.send(payload, [(on_reply, i) for i in range(n)])
+        await done
+        return replies
 
     def close(self) -> None:
         self.is_open = False

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netmigrate.agent.reserved import dirty_key, marker_key
-from netmigrate.agent.resp import command
+from netmigrate.agent.resp import command_of
 
 #: KEYS: marker, dirty set, key1..keyN; ARGV: ttl1, payload1, ..., ttlN, payloadN.
 #: Returns {restored, skipped}, or {-1, 0} when the slot is not migrating in.
@@ -63,4 +63,4 @@ def script_args(slot: int, dumps: Sequence[Dump]) -> list[bytes]:
 
 def eval_command(slot: int, dumps: Sequence[Dump]) -> bytes:
     """The RESP command (for the data-path connection)."""
-    return command(b"EVAL", RESTORE_SCRIPT, *script_args(slot, dumps))
+    return command_of([b"EVAL", RESTORE_SCRIPT, *script_args(slot, dumps)])

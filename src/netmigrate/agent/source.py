@@ -9,6 +9,11 @@ persist "completing" -> SLOT_COMPLETE through the switch (resent until acknowled
 NOT_OWNED ("done": the keys stay until finalize). Every step is idempotent, so any failure (or a
 restart) continues from the persisted phase: "starting" and "copying" redo START, ids and copy;
 "completing" resends COMPLETE.
+
+Slots move in **waves** (up to ``parallel_slots`` slots and WAVE_KEYS keys): each step runs
+once for the whole wave (one persisted change, the STARTs back to back, one id transfer, one
+copy stream), so the per-slot cost is a fraction of a round trip. A slot that fails in a wave,
+or was in flight when the migration (re)started, goes on alone from its persisted phase.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import itertools
 import logging
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -60,8 +65,13 @@ DEFAULT_BATCH = 256
 MAX_BATCH = 65535
 DEFAULT_PARALLEL = 1
 MAX_PARALLEL = 256
-#: Copy batches in flight per slot (the stream's pipelining).
+#: Copy batches in flight per stream (the stream's pipelining).
 COPY_WINDOW = 4
+#: Keys a wave of slots may hold (counted before the freeze): the freeze of a slot lasts
+#: until its whole wave is copied, so waves stay small; a slot with more keys goes alone.
+WAVE_KEYS = 4096
+#: Slots whose keys are counted per round trip when forming waves.
+_COUNT_CHUNK = 1024
 #: SLOT_START / SLOT_COMPLETE: first resend after this long, doubling up to the maximum.
 TRANSITION_TIMEOUT = 0.2
 TRANSITION_MAX_TIMEOUT = 1.0
@@ -71,6 +81,8 @@ SLOT_RETRY_SECONDS = 30.0
 RPC_TIMEOUT = 10.0
 _WRITE_OPS = frozenset(int(op) for op in WRITE_OPS)
 _PING = b"*1\r\n$4\r\nPING\r\n"
+#: DUMP key + PTTL key, formatted with (len, key, len, key).
+_DUMP_PTTL = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
 
 PHASE_NAMES = {
     "pending": control_pb2.PENDING,
@@ -84,6 +96,8 @@ PHASE_NAMES = {
 }
 _FINISHED_PHASES = frozenset({"done", "skipped", "finalized"})
 _ACTIVE_STATES = frozenset({"RUNNING", "ABORTING"})
+#: Phases of the slots a status lists without include_slots.
+_SHOWN_PHASES = frozenset({"starting", "copying", "completing", "failed"})
 
 
 class MigrationRequestError(Exception):
@@ -130,7 +144,9 @@ class Migration:
 
 
 class RateLimiter:
-    """Token bucket over keys: at most ``rate`` keys per second (0: unlimited)."""
+    """Token bucket: at most ``rate`` tokens per second (0: unlimited). A migration takes one
+    token per key it copies and one per slot it starts, so ``rate_keys_per_second`` also
+    paces a migration of empty slots."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -184,6 +200,9 @@ class SourceSide:
         self.control_address = control_address
         self.slot_retry_seconds = slot_retry_seconds
         self._redis_target = redis_target
+        if redis_target is not None and store.redis_target is None:
+            # The store (shared with the target side) writes over a raw connection too.
+            store.redis_target = redis_target
         self._copy_redis: RespConnection | None = None
         self._migrations: dict[str, Migration] = {}
         #: Persisted source records of slots in flight or moved (slot -> record).
@@ -266,6 +285,7 @@ class SourceSide:
         if self._copy_redis is not None:
             self._copy_redis.close()
             self._copy_redis = None
+        self._store.close()
 
     def records(self) -> list[SlotRecord]:
         return [self._records[s] for s in sorted(self._records)]
@@ -551,29 +571,46 @@ class SourceSide:
     async def _run(self, m: Migration) -> None:
         rec = m.record
         todo = [s for s, run in sorted(m.slots.items()) if run.phase not in _FINISHED_PHASES]
+        # Slots in flight (after a restart, a failure or an abort) continue one at a time
+        # from their persisted phase; the others move in waves.
         in_flight = [s for s in todo if s in self._records]
-        order = in_flight + [s for s in todo if s not in self._records]
-        self._dedup.watch(order)
-        sem = asyncio.Semaphore(rec.parallel_slots)
+        fresh = [s for s in todo if s not in self._records]
+        self._dedup.watch(todo)
+        permits = asyncio.Semaphore(rec.parallel_slots)
         tasks: list[asyncio.Task[None]] = []
+
+        def launch(coro: Any, slots: int) -> None:
+            def release(_: asyncio.Task[None]) -> None:
+                for _ in range(slots):
+                    permits.release()
+
+            task = asyncio.create_task(coro)
+            task.add_done_callback(release)
+            tasks.append(task)
+
         try:
-            for slot in order:
-                if m.abort and slot not in self._records:
-                    continue
-                await sem.acquire()
-                if m.abort and slot not in self._records:
-                    sem.release()
-                    continue
-                task = asyncio.create_task(self._slot(m, slot))
-                task.add_done_callback(lambda _: sem.release())
-                tasks.append(task)
+            for slot in in_flight:
+                await permits.acquire()
+                launch(self._slot(m, slot), 1)
+            for i in range(0, len(fresh), _COUNT_CHUNK):
+                if m.abort:
+                    break
+                chunk = fresh[i : i + _COUNT_CHUNK]
+                for wave in _waves(chunk, await self._counts(chunk), rec.parallel_slots):
+                    for _ in wave:
+                        await permits.acquire()
+                    if m.abort:  # a wave already started finishes; no new one starts
+                        for _ in wave:
+                            permits.release()
+                        break
+                    launch(self._wave(m, wave), len(wave))
             await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             for t in tasks:
                 t.cancel()
             raise
         finally:
-            self._dedup.unwatch(order)
+            self._dedup.unwatch(todo)
         phases = [run.phase for run in m.slots.values()]
         if "failed" in phases:
             rec.state = "FAILED"
@@ -585,6 +622,112 @@ class SourceSide:
         rec.finished = time.time()
         await self._store.persist(migration=rec)
         log.info("migration %s: %s", rec.migration_id, rec.state)
+
+    async def _counts(self, slots: list[int]) -> list[int]:
+        """Keys per slot now (before the freeze: an estimate to size the waves by)."""
+        try:
+            replies = await self._redis_calls(
+                [resp_command(b"CLUSTER", b"COUNTKEYSINSLOT", s) for s in slots]
+            )
+        except (StepFailed, OSError) as e:
+            log.warning("counting keys failed (%s): every slot goes alone", e)
+            return [WAVE_KEYS] * len(slots)
+        return [int(n) for n in replies]
+
+    async def _wave(self, m: Migration, slots: list[int]) -> None:
+        """Move several slots together, each step once for all of them: one persisted change
+        per phase, the STARTs and COMPLETEs back to back, one request-id transfer, one copy
+        stream. A slot whose step fails leaves the wave at once and goes on alone (``_slot``)
+        from its persisted phase, as does the rest of the wave when a shared step fails:
+        every step is idempotent."""
+        mrec = m.record
+        alone: list[asyncio.Task[None]] = []
+
+        def leave(live: list[int], failed: dict[int, str]) -> list[int]:
+            """The slots that stay in the wave; the failed ones go on alone right away (a
+            slot the target entered holds its clients' writes until the ids arrive)."""
+            if not failed:
+                return live
+            log.warning(
+                "%d slots of the wave %d..%d go on alone: %s",
+                len(failed),
+                slots[0],
+                slots[-1],
+                next(iter(failed.values())),
+            )
+            for s, why in sorted(failed.items()):
+                m.slots[s].attempts += 1
+                m.slots[s].error = why
+                alone.append(asyncio.create_task(self._slot(m, s)))
+            return [s for s in live if s not in failed]
+
+        live = list(slots)
+        try:
+            assert m.limiter is not None
+            await m.limiter.take(len(slots))  # one token per slot: empty slots are paced too
+            now = time.time()
+            for s in live:
+                m.slots[s].phase, m.slots[s].started, m.slots[s].error = "starting", now, ""
+            await self._save_many(
+                [
+                    SlotRecord(s, "out", mrec.target_id, "starting", mrec.migration_id, now)
+                    for s in live
+                ],
+                SlotState.MIGRATING_OUT,
+            )
+            live = leave(live, await self._transitions(mrec, live, Op.SLOT_START))
+            frozen = await asyncio.gather(*(self._frozen(s) for s in live))
+            lost = "the Redis connection dropped at the freeze"
+            live = leave(live, {s: lost for s, ok in zip(live, frozen, strict=True) if not ok})
+            now = time.time()
+            await self._save_many(
+                [self._records[s].evolve(phase="copying", frozen=now) for s in live]
+            )
+            for s in live:
+                m.slots[s].phase, m.slots[s].frozen = "copying", now
+            await self._send_ids_many(mrec, live)
+            await self._copy_wave(m, live)
+            await self._save_many(
+                [
+                    self._records[s].evolve(
+                        phase="completing",
+                        keys_copied=m.slots[s].keys_copied,
+                        keys_total=m.slots[s].keys_total,
+                        attempts=m.slots[s].attempts,
+                    )
+                    for s in live
+                ]
+            )
+            for s in live:
+                m.slots[s].phase = "completing"
+            live = leave(live, await self._transitions(mrec, live, Op.SLOT_COMPLETE))
+            now = time.time()
+            await self._save_many(
+                [self._records[s].evolve(phase="done", finished=now) for s in live],
+                SlotState.MOVED,
+            )
+            for s in live:
+                self._barriers.pop(s, None)
+                m.slots[s].phase, m.slots[s].finished = "done", now
+        except asyncio.CancelledError:
+            for t in alone:
+                t.cancel()
+            raise
+        except Exception as e:
+            if not isinstance(e, StepFailed | grpc.aio.AioRpcError | ConnectionError):
+                log.exception("wave of slots %d..%d: unexpected error", slots[0], slots[-1])
+            leave(live, dict.fromkeys(live, _describe(e)))
+        try:
+            await asyncio.gather(*alone)
+        except asyncio.CancelledError:
+            for t in alone:
+                t.cancel()
+            raise
+
+    async def _frozen(self, slot: int) -> bool:
+        """True once every request before the slot's freeze was applied."""
+        barrier = self._barriers.get(slot)
+        return barrier is not None and await barrier
 
     async def _slot(self, m: Migration, slot: int) -> None:
         run = m.slots[slot]
@@ -626,17 +769,15 @@ class SourceSide:
         if rec.phase in ("starting", "copying"):
             run.phase = "starting"
             await self._transition(mrec, slot, Op.SLOT_START)
-            barrier = self._barriers.get(slot)
-            if barrier is None or not await barrier:
+            if not await self._frozen(slot):
                 raise StepFailed("the Redis connection dropped at the freeze; starting again")
             if rec.phase == "starting":
-                rec = await self._save(replace(rec, phase="copying", frozen=time.time()))
+                rec = await self._save(rec.evolve(phase="copying", frozen=time.time()))
             run.phase, run.frozen = "copying", rec.frozen
             await self._send_ids(mrec, slot)
             await self._copy(m, slot, run)
             rec = await self._save(
-                replace(
-                    rec,
+                rec.evolve(
                     phase="completing",
                     keys_copied=run.keys_copied,
                     keys_total=run.keys_total,
@@ -653,65 +794,97 @@ class SourceSide:
                 if not await self._target_owns(mrec, slot):
                     raise
             rec = await self._save(
-                replace(rec, phase="done", finished=time.time()), state=SlotState.MOVED
+                rec.evolve(phase="done", finished=time.time()), state=SlotState.MOVED
             )
             self._barriers.pop(slot, None)
             run.phase, run.finished = "done", rec.finished
 
     async def _save(self, rec: SlotRecord, state: SlotState | None = None) -> SlotRecord:
-        """Persist ``rec``; only once that succeeded it becomes the slot's record (and the
-        slot enters ``state``), so a failed write leaves memory and Redis agreeing."""
+        await self._save_many([rec], state)
+        return rec
+
+    async def _save_many(self, recs: list[SlotRecord], state: SlotState | None = None) -> None:
+        """Persist ``recs`` (one write); only once that succeeded they become the slots'
+        records (and the slots enter ``state``), so a failed write leaves memory and Redis
+        agreeing."""
+        if not recs:
+            return
 
         def apply() -> None:
-            self._records[rec.slot] = rec
+            for rec in recs:
+                self._records[rec.slot] = rec
             if state is not None:
-                self._table.set_state([rec.slot], state)
+                self._table.set_state([rec.slot for rec in recs], state)
 
-        owned = None if state is None else {rec.slot: state in OWNER_STATES}
-        await self._store.persist(slots={rec.slot: rec}, owned=owned, then=apply)
-        return rec
+        owned = None
+        if state is not None:
+            owned = dict.fromkeys((rec.slot for rec in recs), state in OWNER_STATES)
+        await self._store.persist(slots={rec.slot: rec for rec in recs}, owned=owned, then=apply)
 
     async def _transition(self, mrec: MigrationRecord, slot: int, op: Op) -> None:
         """Send SLOT_START / SLOT_COMPLETE through the switch until the target acknowledges."""
+        failed = await self._transitions(mrec, [slot], op)
+        if failed:
+            raise StepFailed(failed[slot])
+
+    async def _transitions(self, mrec: MigrationRecord, slots: list[int], op: Op) -> dict[int, str]:
+        """SLOT_START / SLOT_COMPLETE of every slot, back to back, resent (those not
+        acknowledged yet) until the target acknowledges; the slots that failed, with why."""
+        if not slots:
+            return {}
         host, port = parse_host_port(mrec.service, "service")
-        request_id = self._client_id << 32 | (next(self._counter) & 0xFFFFFFFF)
-        datagram = encode(
-            Header(
-                op=int(op),
-                request_id=request_id,
-                keyspace=self._keyspace,
-                slot=slot,
-                source_id=self._server_id,
-                target_id=mrec.target_id,
-            ),
-            Control(),
-        )
-        key = (int(op), slot)
-        waiter: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
-        self._acks[key] = waiter
+        loop = asyncio.get_running_loop()
+        datagrams: dict[int, bytes] = {}
+        waiters: dict[int, asyncio.Future[tuple[int, str]]] = {}
+        for slot in slots:
+            request_id = self._client_id << 32 | (next(self._counter) & 0xFFFFFFFF)
+            datagrams[slot] = encode(
+                Header(
+                    op=int(op),
+                    request_id=request_id,
+                    keyspace=self._keyspace,
+                    slot=slot,
+                    source_id=self._server_id,
+                    target_id=mrec.target_id,
+                ),
+                Control(),
+            )
+            waiters[slot] = self._acks[(int(op), slot)] = loop.create_future()
+        failed: dict[int, str] = {}
+        waiting = list(slots)
         timeout = TRANSITION_TIMEOUT
         try:
             for _ in range(TRANSITION_ATTEMPTS):
-                self.counters["source_transitions_sent"] += 1
-                self._dp.send_to(datagram, (host, port))
-                try:
-                    status, message = await asyncio.wait_for(asyncio.shield(waiter), timeout)
-                except TimeoutError:
-                    timeout = min(timeout * 2, TRANSITION_MAX_TIMEOUT)
-                    continue
-                if status != Status.OK:
-                    raise StepFailed(
-                        f"server {mrec.target_id} refused {op.name}: "
-                        f"{Status(status).name}: {message}"
-                    )
-                return
+                for slot in waiting:
+                    self.counters["source_transitions_sent"] += 1
+                    self._dp.send_to(datagrams[slot], (host, port))
+                await asyncio.wait([waiters[s] for s in waiting], timeout=timeout)
+                still = []
+                for slot in waiting:
+                    waiter = waiters[slot]
+                    if not waiter.done():
+                        still.append(slot)
+                        continue
+                    status, message = waiter.result()
+                    if status != Status.OK:
+                        failed[slot] = (
+                            f"server {mrec.target_id} refused {op.name}: "
+                            f"{Status(status).name}: {message}"
+                        )
+                waiting = still
+                if not waiting:
+                    break
+                timeout = min(timeout * 2, TRANSITION_MAX_TIMEOUT)
         finally:
-            if self._acks.get(key) is waiter:
-                del self._acks[key]
-        raise StepFailed(
-            f"no acknowledgement of {op.name} for slot {slot} from server {mrec.target_id} "
-            f"via {mrec.service} after {TRANSITION_ATTEMPTS} attempts"
-        )
+            for slot, waiter in waiters.items():
+                if self._acks.get((int(op), slot)) is waiter:
+                    del self._acks[(int(op), slot)]
+        for slot in waiting:
+            failed[slot] = (
+                f"no acknowledgement of {op.name} for slot {slot} from server {mrec.target_id} "
+                f"via {mrec.service} after {TRANSITION_ATTEMPTS} attempts"
+            )
+        return failed
 
     async def _target_owns(self, mrec: MigrationRecord, slot: int) -> bool:
         try:
@@ -720,47 +893,71 @@ class SourceSide:
             return False
         return slot in owned
 
-    async def _send_ids(self, mrec: MigrationRecord, slot: int) -> None:
-        entries = [
+    def _id_entries(self, slot: int) -> list[control_pb2.RequestIdEntry]:
+        return [
             control_pb2.RequestIdEntry(request_id=e.request_id, reply=e.reply)
             for e in self._dedup.entries_of(slot)
             if e.reply is not None and (e.reply[1] & ~REPLY_BIT) in _WRITE_OPS
         ]
+
+    async def _send_ids(self, mrec: MigrationRecord, slot: int) -> None:
         await self._peers.stub(mrec.target_control).TransferRequestIds(
             control_pb2.TransferRequestIdsRequest(
                 slot=slot,
                 source_id=self._server_id,
-                entries=entries,
+                entries=self._id_entries(slot),
                 source_control=mrec.source_control or self.control_address,
             ),
             timeout=RPC_TIMEOUT,
         )
 
-    async def _slot_keys(self, slot: int) -> list[bytes]:
-        count = int(await self._admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
-        if not count:
-            return []
-        # The slot is frozen: no key is added, so one call with the count (plus a margin for
-        # nothing) lists them all.
-        keys = await self._admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
-        return [k for k in keys if not is_reserved(k)]
+    async def _send_ids_many(self, mrec: MigrationRecord, slots: list[int]) -> None:
+        """The request ids of every slot of a wave, in one call."""
+        if not slots:
+            return
+        per_slot = [control_pb2.SlotRequestIds(slot=s, entries=self._id_entries(s)) for s in slots]
+        reply = await self._peers.stub(mrec.target_control).TransferRequestIds(
+            control_pb2.TransferRequestIdsRequest(
+                # The first slot in the one-slot fields too (see control.proto).
+                slot=per_slot[0].slot,
+                entries=per_slot[0].entries,
+                source_id=self._server_id,
+                source_control=mrec.source_control or self.control_address,
+                slots=per_slot,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        if sorted(reply.slots) != sorted(slots):
+            raise StepFailed(
+                f"server {mrec.target_id} did not take the request ids of several slots at once "
+                "(an older agent?)"
+            )
 
-    async def _keys_of(self, slots: list[int]) -> list[list[bytes]]:
-        """The (non-reserved) keys of each slot, with two pipelined round trips."""
-        pipe = self._admin.pipeline(transaction=False)
-        for s in slots:
-            pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
-        counts = [int(n) for n in await pipe.execute()]
-        pipe = self._admin.pipeline(transaction=False)
-        for s, n in zip(slots, counts, strict=True):
-            if n:
-                pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, n)
-        listed = iter(await pipe.execute())
+    async def _list(self, slots: list[int]) -> list[list[bytes]]:
+        """The (non-reserved) keys of each slot, in two pipelined round trips on the raw
+        connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` with that count (the slots are
+        frozen: no key is added, so one call lists a slot)."""
+        counts = [
+            int(n)
+            for n in await self._redis_calls(
+                [resp_command(b"CLUSTER", b"COUNTKEYSINSLOT", s) for s in slots]
+            )
+        ]
+        listed = iter(
+            await self._redis_calls(
+                [
+                    resp_command(b"CLUSTER", b"GETKEYSINSLOT", s, n)
+                    for s, n in zip(slots, counts, strict=True)
+                    if n
+                ]
+            )
+        )
         return [[k for k in next(listed) if not is_reserved(k)] if n else [] for n in counts]
 
     async def _dump_connection(self) -> RespConnection:
-        """A raw RESP connection of its own for DUMP / PTTL (hiredis, no per-command objects:
-        the copy's per-key cost at the source), opened on first use and after a drop."""
+        """A raw RESP connection of its own for DUMP / PTTL and key listing (hiredis, no
+        per-command objects: the copy's per-key cost at the source), opened on first use and
+        after a drop."""
         conn = self._copy_redis
         if conn is None or not conn.is_open:
             if self._redis_target is None:
@@ -770,32 +967,34 @@ class SourceSide:
             )
         return conn
 
+    async def _redis_calls(self, commands: list[bytes]) -> list[Any]:
+        """Commands on the raw connection, pipelined; their replies (an error raises)."""
+        return await self._redis_send(b"".join(commands), len(commands))
+
+    async def _redis_send(self, payload: bytes, n: int) -> list[Any]:
+        """``n`` commands in ``payload`` on the raw connection; their replies."""
+        if not n:
+            return []
+        conn = await self._dump_connection()
+        replies = await conn.calls(payload, n)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StepFailed(f"Redis: {reply}")
+        return replies
+
     async def dump(self, keys: Iterable[bytes]) -> list[control_pb2.KeyDump]:
         keys = list(keys)
         if not keys:
             return []
-        conn = await self._dump_connection()
-        replies: list[Any] = [None] * (2 * len(keys))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        left = [len(replies)]
-
-        def on_reply(reply: Any, i: int) -> None:
-            replies[i] = reply
-            left[0] -= 1
-            if not left[0] and not done.done():
-                done.set_result(None)
-
-        conn.send(
-            b"".join(resp_command(b"DUMP", k) + resp_command(b"PTTL", k) for k in keys),
-            [(on_reply, i) for i in range(len(replies))],
-        )
-        await done
+        try:
+            replies = await self._redis_send(
+                b"".join([_DUMP_PTTL % (len(k), k, len(k), k) for k in keys]), 2 * len(keys)
+            )
+        except StepFailed as e:
+            raise StepFailed(f"DUMP / PTTL failed: {e}") from None
         out = []
         for i, k in enumerate(keys):
             payload, pttl = replies[2 * i], replies[2 * i + 1]
-            for reply in (payload, pttl):
-                if isinstance(reply, Exception):
-                    raise StepFailed(f"DUMP / PTTL failed: {reply}")
             if payload is None or pttl == -2:
                 out.append(control_pb2.KeyDump(key=k, present=False))
             else:
@@ -805,7 +1004,8 @@ class SourceSide:
         return out
 
     async def _copy(self, m: Migration, slot: int, run: SlotRun) -> None:
-        keys = await self._slot_keys(slot)
+        """One slot's copy (a slot on its own): batches of that slot only."""
+        (keys,) = await self._list([slot])
         run.keys_total, run.keys_copied = len(keys), 0
         if not keys:
             return
@@ -835,6 +1035,63 @@ class SourceSide:
                 )
                 self.counters["source_batches"] += 1
                 outstanding.append((seq, len(chunk)))
+                while len(outstanding) >= COPY_WINDOW:
+                    await read_ack()
+            await call.done_writing()
+            while outstanding:
+                await read_ack()
+        finally:
+            call.cancel()
+
+    async def _copy_wave(self, m: Migration, slots: list[int]) -> None:
+        """The copy of a wave: one stream, batches of ``batch_keys`` keys that may span
+        slots (``CopyBatch.parts``), up to COPY_WINDOW batches unacknowledged."""
+        if not slots:
+            return
+        listed = await self._list(slots)
+        items: list[tuple[int, bytes]] = []
+        for slot, keys in zip(slots, listed, strict=True):
+            run = m.slots[slot]
+            run.keys_total, run.keys_copied = len(keys), 0
+            items += [(slot, k) for k in keys]
+        if not items:
+            return  # empty slots: no stream
+        batch = m.record.batch_keys
+        call = self._peers.stub(m.record.target_control).Copy()
+        #: seq -> [(slot, keys of it in the batch)]
+        outstanding: deque[tuple[int, list[tuple[int, int]]]] = deque()
+
+        async def read_ack() -> None:
+            ack = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
+            if ack is grpc.aio.EOF:
+                raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..")
+            seq, counts = outstanding.popleft()
+            if ack.seq != seq:
+                raise StepFailed(f"copy of a wave: acknowledgement {ack.seq}, expected {seq}")
+            for slot, n in counts:
+                m.slots[slot].keys_copied += n
+                m.keys_copied += n
+                self.counters["source_keys_copied"] += n
+
+        try:
+            for seq, i in enumerate(range(0, len(items), batch), start=1):
+                chunk = items[i : i + batch]
+                assert m.limiter is not None
+                await m.limiter.take(len(chunk))
+                dumps = await self.dump(k for _, k in chunk)
+                parts: list[control_pb2.CopyPart] = []
+                counts: list[tuple[int, int]] = []
+                j = 0
+                for slot, group in itertools.groupby(chunk, key=lambda item: item[0]):
+                    n = sum(1 for _ in group)
+                    parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
+                    counts.append((slot, n))
+                    j += n
+                await call.write(
+                    control_pb2.CopyBatch(source_id=self._server_id, seq=seq, parts=parts)
+                )
+                self.counters["source_batches"] += 1
+                outstanding.append((seq, counts))
                 while len(outstanding) >= COPY_WINDOW:
                     await read_ack()
             await call.done_writing()
@@ -897,10 +1154,16 @@ class SourceSide:
         deleted = 0
         for i in range(0, len(done), 256):  # slots per round trip and per persisted change
             chunk = done[i : i + 256]
-            for keys in await self._keys_of(chunk):
-                for j in range(0, len(keys), 1000):
-                    deleted += int(await self._admin.unlink(*keys[j : j + 1000]))
-            records = {slot: replace(self._records[slot], phase="finalized") for slot in chunk}
+            try:
+                unlinks = [  # one per slot and 1000 keys: UNLINK is single-slot in cluster mode
+                    resp_command(b"UNLINK", *keys[j : j + 1000])
+                    for keys in await self._list(chunk)
+                    for j in range(0, len(keys), 1000)
+                ]
+                deleted += sum(int(n) for n in await self._redis_calls(unlinks))
+            except (StepFailed, OSError) as e:
+                raise MigrationRequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+            records = {slot: self._records[slot].evolve(phase="finalized") for slot in chunk}
 
             def gone(chunk: list[int] = chunk) -> None:
                 self._table.set_state(chunk, SlotState.NOT_OWNED)
@@ -923,24 +1186,29 @@ class SourceSide:
         self, m: Migration, *, changed: bool = False, include_slots: bool = False
     ) -> control_pb2.MigrationStatus:
         rec = m.record
+        # Polled while the migration runs: one pass to count, details only for what is shown.
         counts = dict.fromkeys(PHASE_NAMES, 0)
+        counts.update(Counter(run.phase for run in m.slots.values()))
+        shown = (
+            m.slots.items()
+            if include_slots
+            else [(s, run) for s, run in m.slots.items() if run.phase in _SHOWN_PHASES]
+        )
         slots = []
-        for slot, run in sorted(m.slots.items()):
-            counts[run.phase] += 1
-            if include_slots or run.phase in ("starting", "copying", "completing", "failed"):
-                slots.append(
-                    control_pb2.SlotStatus(
-                        slot=slot,
-                        phase=PHASE_NAMES[run.phase],
-                        keys_copied=run.keys_copied,
-                        keys_total=run.keys_total,
-                        started=run.started,
-                        frozen=run.frozen,
-                        finished=run.finished,
-                        attempts=run.attempts,
-                        error=run.error,
-                    )
+        for slot, run in sorted(shown, key=lambda item: item[0]):
+            slots.append(
+                control_pb2.SlotStatus(
+                    slot=slot,
+                    phase=PHASE_NAMES[run.phase],
+                    keys_copied=run.keys_copied,
+                    keys_total=run.keys_total,
+                    started=run.started,
+                    frozen=run.frozen,
+                    finished=run.finished,
+                    attempts=run.attempts,
+                    error=run.error,
                 )
+            )
         in_flight = counts["starting"] + counts["copying"] + counts["completing"]
         return control_pb2.MigrationStatus(
             migration_id=rec.migration_id,
@@ -966,6 +1234,23 @@ class SourceSide:
             parallel_slots=rec.parallel_slots,
             service=rec.service,
         )
+
+
+def _waves(slots: list[int], counts: list[int], limit: int) -> list[list[int]]:
+    """Consecutive slots grouped into waves of at most ``limit`` slots and WAVE_KEYS keys (a
+    slot with more keys goes alone)."""
+    waves: list[list[int]] = []
+    wave: list[int] = []
+    keys = 0
+    for slot, n in zip(slots, counts, strict=True):
+        if wave and (len(wave) >= limit or keys + n > WAVE_KEYS):
+            waves.append(wave)
+            wave, keys = [], 0
+        wave.append(slot)
+        keys += n
+    if wave:
+        waves.append(wave)
+    return waves
 
 
 def _on_barrier(reply: Any, barrier: asyncio.Future[bool]) -> None:

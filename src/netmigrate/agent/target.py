@@ -37,7 +37,7 @@ from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import dirty_key, is_reserved, marker_key
 from netmigrate.agent.resp import ConnectionLost, ReplyError, command
-from netmigrate.agent.restore import RESTORE_SCRIPT, Dump, eval_command, script_args
+from netmigrate.agent.restore import Dump, eval_command
 from netmigrate.agent.slots import Admission, SlotState, SlotTable
 from netmigrate.protocol.codec import Empty, HeaderFields, encode_reply
 from netmigrate.protocol.constants import (
@@ -93,7 +93,8 @@ class Incoming:
     held: deque[_Held] = field(default_factory=deque)
     #: Done once MIGRATING_IN is persisted (the START may be acknowledged then).
     persisted: asyncio.Future[bool] | None = None
-    completing: asyncio.Task[bool] | None = None
+    #: Done once the slot is owned here (True) or its completion failed (False).
+    completing: asyncio.Future[bool] | None = None
 
 
 class TargetSide:
@@ -122,6 +123,13 @@ class TargetSide:
         self._held = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        #: Slots whose START arrived and whose entry is not persisted yet: persisted together
+        #: (a wave of STARTs arrives back to back).
+        self._starting: list[Incoming] = []
+        self._starter: asyncio.Task[None] | None = None
+        #: Likewise for COMPLETEs.
+        self._completing: list[Incoming] = []
+        self._completer: asyncio.Task[None] | None = None
         #: Counters for GetStats.
         self.counters: dict[str, int] = {
             "target_double_read_miss": 0,
@@ -237,25 +245,65 @@ class TargetSide:
         inc = Incoming(slot, source, time.time())
         self._slots[slot] = inc
         self._table.set_state([slot], SlotState.MIGRATING_IN)
-        inc.persisted = asyncio.ensure_future(self._persist_start(inc))
-        self._tasks.add(inc.persisted)  # type: ignore[arg-type]
-        inc.persisted.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        inc.persisted = asyncio.get_running_loop().create_future()
+        self._starting.append(inc)
+        if self._starter is None or self._starter.done():
+            # Runs after this batch of datagrams: the STARTs of a wave are entered together.
+            self._starter = self._spawn(self._persist_starts())
         self._ack_when(inc.persisted, fields, addr)
 
-    async def _persist_start(self, inc: Incoming) -> bool:
-        slot = inc.slot
+    async def _persist_starts(self) -> None:
+        """Persist the slots that entered MIGRATING_IN, a group at a time; each one's
+        ``persisted`` says whether it may be acknowledged."""
+        batch: list[Incoming] = []
         try:
-            await self._store.persist(
-                slots={slot: SlotRecord(slot, "in", inc.source_id, "migrating", "", inc.started)}
-            )
-            pipe = self._admin.pipeline(transaction=False)
-            pipe.delete(dirty_key(slot))
-            pipe.set(marker_key(slot), str(inc.source_id))
-            pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
-            *_, stray = await pipe.execute()
+            while self._starting:
+                batch, self._starting = self._starting, []
+                try:
+                    await self._enter(batch)
+                except Exception as e:
+                    log.error(
+                        "slots %s: cannot persist MIGRATING_IN: %s", [i.slot for i in batch], e
+                    )
+                    for inc in batch:
+                        if self._slots.get(inc.slot) is inc:
+                            del self._slots[inc.slot]
+                            self._table.set_state([inc.slot], SlotState.NOT_OWNED)
+                            self._release(inc, busy="the target could not persist the migration")
+                        inc.persisted.set_result(False)  # type: ignore[union-attr]
+                    continue
+                for inc in batch:
+                    log.info("slot %d migrates in from server %d", inc.slot, inc.source_id)
+                    inc.persisted.set_result(True)  # type: ignore[union-attr]
+        except asyncio.CancelledError:  # stopping: nothing will acknowledge these
+            for inc in batch + self._starting:
+                if inc.persisted is not None and not inc.persisted.done():
+                    inc.persisted.cancel()
+            raise
+
+    async def _enter(self, batch: list[Incoming]) -> None:
+        """Persist the slots' records (one write), then reset their bookkeeping keys (one
+        round trip on the data connection)."""
+        await self._store.persist(
+            slots={
+                inc.slot: SlotRecord(inc.slot, "in", inc.source_id, "migrating", "", inc.started)
+                for inc in batch
+            }
+        )
+        commands = []
+        for inc in batch:
+            slot = inc.slot
+            commands += [
+                command(b"DEL", dirty_key(slot)),
+                command(b"SET", marker_key(slot), b"%d" % inc.source_id),
+                command(b"CLUSTER", b"COUNTKEYSINSLOT", b"%d" % slot),
+            ]
+        replies = await self._redis(commands)
+        for inc, stray in zip(batch, replies[2::3], strict=True):
             # This agent does not own the slot, so keys in it are leftovers (nobody serves
             # them); they must not survive next to the copied ones. The marker is counted.
-            if int(stray) > 1:
+            if stray > 1:
+                slot = inc.slot
                 keys = await self._admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, stray)
                 keys = [k for k in keys if not is_reserved(k)]
                 if keys:
@@ -263,15 +311,26 @@ class TargetSide:
                         "slot %d: deleting %d stray keys before migrating in", slot, len(keys)
                     )
                     await self._admin.unlink(*keys)
-        except Exception as e:
-            log.error("slot %d: cannot persist MIGRATING_IN: %s", slot, e)
-            if self._slots.get(slot) is inc:
-                del self._slots[slot]
-                self._table.set_state([slot], SlotState.NOT_OWNED)
-                self._release(inc, busy="the target could not persist the migration")
-            return False
-        log.info("slot %d migrates in from server %d", slot, inc.source_id)
-        return True
+
+    async def _redis(self, commands: list[bytes]) -> list[Any]:
+        """Run commands on the data connection (queued behind every request before them) and
+        return their replies; a Redis error or a lost connection raises."""
+        replies: list[Any] = [None] * len(commands)
+        left = [len(commands)]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_reply(reply: Any, i: int) -> None:
+            replies[i] = reply
+            left[0] -= 1
+            if not left[0] and not done.done():
+                done.set_result(None)
+
+        self._dp.flush(commands, [(on_reply, i) for i in range(len(commands))])
+        await done
+        for reply in replies:
+            if isinstance(reply, ConnectionLost | ReplyError):
+                raise reply
+        return replies
 
     def _on_complete(self, fields: HeaderFields, addr: Any, slot: int, source: int) -> None:
         state = self._table.state(slot)
@@ -285,52 +344,96 @@ class TargetSide:
             self._dp.refuse(fields, addr, int(Status.ERROR), message)
             return
         if inc.completing is None:
-            inc.completing = self._spawn(self._complete(inc))
+            inc.completing = asyncio.get_running_loop().create_future()
+            self._completing.append(inc)
+            if self._completer is None or self._completer.done():
+                self._completer = self._spawn(self._complete_all())
         self._ack_when(inc.completing, fields, addr)
 
-    async def _complete(self, inc: Incoming) -> bool:
-        slot = inc.slot
+    async def _complete_all(self) -> None:
+        """Complete the slots whose COMPLETE arrived, a group at a time."""
+        batch: list[Incoming] = []
         try:
-            assert inc.persisted is not None
-            if not await inc.persisted:
-                return False
-            record = SlotRecord(
-                slot, "in", inc.source_id, "cleanup", "", inc.started, 0, time.time()
-            )
-            cleaned: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            await self._store.persist(
-                slots={slot: record},
-                owned={slot: True},
-                then=lambda: self._become_owner(inc, cleaned),
-            )
-            reply = await cleaned
-            if isinstance(reply, Exception):
-                # The data connection dropped: nothing queued before can still run.
-                await self._admin.delete(dirty_key(slot), marker_key(slot))
-            await self._store.persist(slots={slot: None})
-        except Exception as e:
-            log.error("slot %d: completing the migration failed: %s", slot, e)
-            inc.completing = None
-            return self._table.state(slot) == SlotState.OWNED
-        log.info("slot %d is owned here now (from server %d)", slot, inc.source_id)
-        return True
+            while self._completing:
+                batch, self._completing = self._completing, []
+                await self._complete(batch)
+        except asyncio.CancelledError:  # stopping: nothing will acknowledge these
+            for inc in batch + self._completing:
+                if inc.completing is not None and not inc.completing.done():
+                    inc.completing.cancel()
+            raise
 
-    def _become_owner(self, inc: Incoming, cleaned: asyncio.Future[Any]) -> None:
+    async def _complete(self, batch: list[Incoming]) -> None:
+        """OWNED for every slot of ``batch`` (one persisted change), then their bookkeeping
+        keys deleted and their records dropped; each slot's ``completing`` says whether it
+        may be acknowledged."""
+
+        def finish(inc: Incoming, owned: bool) -> None:
+            future = inc.completing
+            if not owned:
+                inc.completing = None  # a resent COMPLETE tries again
+            if future is not None and not future.done():
+                future.set_result(owned)
+
+        ready: list[Incoming] = []
+        for inc in batch:
+            assert inc.persisted is not None
+            if await inc.persisted and self._still_in(inc):
+                ready.append(inc)
+            else:
+                finish(inc, False)
+        if not ready:
+            return
+        slots = [inc.slot for inc in ready]
+        now = time.time()
+        records: dict[int, SlotRecord | None] = {
+            inc.slot: SlotRecord(inc.slot, "in", inc.source_id, "cleanup", "", inc.started, 0, now)
+            for inc in ready
+        }
+        cleaned: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        try:
+            await self._store.persist(
+                slots=records,
+                owned=dict.fromkeys(slots, True),
+                then=lambda: self._become_owner(ready, cleaned),
+            )
+            replies = await cleaned
+            failed = [s for s, r in zip(slots, replies, strict=True) if isinstance(r, Exception)]
+            for slot in failed:  # the data connection dropped: nothing queued before can run
+                await self._admin.delete(dirty_key(slot), marker_key(slot))
+            await self._store.persist(slots=dict.fromkeys(slots))
+        except Exception as e:
+            log.error("slots %s: completing the migration failed: %s", slots, e)
+            for inc in ready:
+                finish(inc, self._table.state(inc.slot) == SlotState.OWNED)
+            return
+        for inc in ready:
+            log.info("slot %d is owned here now (from server %d)", inc.slot, inc.source_id)
+            finish(inc, True)
+
+    def _become_owner(self, incs: list[Incoming], cleaned: asyncio.Future[list[Any]]) -> None:
         """OWNED, in one step of the event loop: requests from now on are plain requests.
 
         The bookkeeping keys are deleted through the data-path connection, so any pull's
         restore queued before (a request that saw MIGRATING_IN) runs before they go.
         """
-        slot = inc.slot
-        self._table.set_state([slot], SlotState.OWNED)
-        del self._slots[slot]
+        replies: list[Any] = [None] * len(incs)
+        left = [len(incs)]
 
-        def on_reply(reply: Any, _: Any) -> None:
-            if not cleaned.done():
-                cleaned.set_result(reply)
+        def on_reply(reply: Any, i: int) -> None:
+            replies[i] = reply
+            left[0] -= 1
+            if not left[0] and not cleaned.done():
+                cleaned.set_result(replies)
 
-        self._dp.flush([command(b"DEL", dirty_key(slot), marker_key(slot))], [(on_reply, None)])
-        self._release(inc)
+        self._table.set_state([inc.slot for inc in incs], SlotState.OWNED)
+        commands = []
+        for inc in incs:
+            del self._slots[inc.slot]
+            commands.append(command(b"DEL", dirty_key(inc.slot), marker_key(inc.slot)))
+        self._dp.flush(commands, [(on_reply, i) for i in range(len(incs))])
+        for inc in incs:
+            self._release(inc)
 
     # -- the request path ----------------------------------------------------------------
 
@@ -352,7 +455,10 @@ class TargetSide:
         dp = self._dp
         if op == _GET and fields[F_FLAGS] & _DOUBLE_READ:
             key = keys[0]
-            if key in inc.authoritative and key not in chains:
+            # Authoritative even while a request waits on the key (a pull for an MGET of it
+            # and others): every acknowledged write of it is queued before this read, and a
+            # MISS would make the client take the source's frozen, older value.
+            if key in inc.authoritative:
                 entry = dp.begin(fields, addr)
                 if entry is not None:
                     dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
@@ -546,35 +652,72 @@ class TargetSide:
             raise NotMigratingIn(f"slot {slot} does not migrate in from server {source} here")
         return inc
 
-    async def transfer_ids(self, request: control_pb2.TransferRequestIdsRequest) -> int:
-        inc = self._incoming_from(request.slot, request.source_id)
-        assert inc.persisted is not None
-        if not await inc.persisted or not self._still_in(inc):
-            raise NotMigratingIn(f"slot {request.slot} is not persisted as migrating in")
+    async def transfer_ids(
+        self, request: control_pb2.TransferRequestIdsRequest
+    ) -> tuple[int, list[int]]:
+        """Install the source's request ids of one slot or of several (``request.slots``: all
+        of them or, when one does not migrate in from that source, none); (entries
+        installed, the slots of a multi-slot request)."""
+        if request.slots:
+            items = [(p.slot, p.entries) for p in request.slots]
+        else:
+            items = [(request.slot, request.entries)]
+        incs = [self._incoming_from(slot, request.source_id) for slot, _ in items]
+        for inc in incs:
+            assert inc.persisted is not None
+            if not await inc.persisted:
+                raise NotMigratingIn(f"slot {inc.slot} is not persisted as migrating in")
+        for inc in incs:  # checked after the last wait: nothing changes until the end
+            if not self._still_in(inc):
+                raise NotMigratingIn(f"slot {inc.slot} no longer migrates in")
         dedup = self._dp.dedup
-        installed = sum(dedup.install(e.request_id, request.slot, e.reply) for e in request.entries)
+        installed = 0
+        for (slot, entries), inc in zip(items, incs, strict=True):
+            installed += sum(dedup.install(e.request_id, slot, e.reply) for e in entries)
+            if request.source_control:
+                inc.source_control = request.source_control
+            if not inc.ids_received:
+                inc.ids_received = True
+                self._release(inc)
         self.counters["target_ids_installed"] += installed
-        if request.source_control:
-            inc.source_control = request.source_control
-        if not inc.ids_received:
-            inc.ids_received = True
-            self._release(inc)
-        return installed
+        return installed, [slot for slot, _ in items] if request.slots else []
 
     async def restore_batch(self, slot: int, source: int, dumps: list[Dump]) -> tuple[int, int]:
-        """Restore copied keys (skipping dirty ones); (restored, skipped)."""
-        inc = self._incoming_from(slot, source)
-        present = [d for d in dumps if d.payload is not None]
-        if not present:
+        """Restore copied keys of one slot (skipping dirty ones); (restored, skipped)."""
+        return await self.restore_parts(source, [(slot, dumps)])
+
+    async def restore_parts(
+        self, source: int, parts: list[tuple[int, list[Dump]]]
+    ) -> tuple[int, int]:
+        """Restore copied keys of one or more slots, one script per slot, all in one round trip
+        on the data connection (so a pull's restore or a client write queued before runs
+        first); (restored, skipped as dirty)."""
+        incs = [self._incoming_from(slot, source) for slot, _ in parts]
+        commands: list[bytes] = []
+        applied: list[tuple[Incoming, list[Dump]]] = []
+        for (slot, dumps), inc in zip(parts, incs, strict=True):
+            present = [d for d in dumps if d.payload is not None]
+            if present:
+                commands.append(eval_command(slot, present))
+                applied.append((inc, present))
+        if not commands:
             return 0, 0
-        reply = await self._admin.eval(RESTORE_SCRIPT, *script_args(slot, present))
-        restored, skipped = int(reply[0]), int(reply[1])
-        if restored < 0:
-            raise NotMigratingIn(f"slot {slot} has no migration marker here")
-        if self._still_in(inc):
-            inc.authoritative.update(d.key for d in present)
+        replies = await self._redis(commands)
+        restored = skipped = 0
+        gone: list[int] = []
+        for (inc, present), reply in zip(applied, replies, strict=True):
+            n, dirty = int(reply[0]), int(reply[1])
+            if n < 0:
+                gone.append(inc.slot)
+                continue
+            if self._still_in(inc):
+                inc.authoritative.update(d.key for d in present)
+            restored += n
+            skipped += dirty
         self.counters["target_keys_restored"] += restored
         self.counters["target_keys_skipped_dirty"] += skipped
+        if gone:
+            raise NotMigratingIn(f"slots {gone} have no migration marker here")
         return restored, skipped
 
     def states(self) -> list[tuple[int, int]]:
