@@ -12,7 +12,7 @@ import pytest
 
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
 from netmigrate.agent.migration_store import MigrationStore
-from netmigrate.agent.reserved import dirty_key, marker_key, slot_tag
+from netmigrate.agent.reserved import dirty_key, marker_key, request_id_key, slot_tag
 from netmigrate.agent.slots import SlotState
 from netmigrate.protocol.codec import Control, Header, Set, SetReply, decode, encode
 from netmigrate.protocol.constants import REPLY_BIT, Flag, Op, Status
@@ -109,6 +109,8 @@ async def test_a_wave_of_slots_at_the_target(raw_agent, cluster_redis) -> None:
         )
         answer = await stub.TransferRequestIds(request, timeout=5)
         assert sorted(answer.slots) == list(SLOTS) and answer.installed == 1
+        # ...and recorded in Redis, so a restart of this agent still catches the retry (D16).
+        assert r.pttl(request_id_key(retried)) > 0
         done = decode((await peer.recv())[0])
         assert (done.header.request_id, done.header.status) == (written, Status.OK)
         assert r.get(key(502, "w")) == b"new"

@@ -101,7 +101,9 @@ class Agent:
             restored = self._datapath.restore(await dedup.load_records(self._admin))
             if restored:
                 log.info("restored %d recent request ids from Redis", restored)
-            store = MigrationStore(self._admin, cfg.keyspace, cfg.server_id, self.table)
+            store = MigrationStore(
+                self._admin, cfg.keyspace, cfg.server_id, self.table, redis_target=cfg.redis
+            )
             records = await store.load_slots()
             self._peers = Peers(cfg.peer_tls)
             self.target = TargetSide(

@@ -200,9 +200,6 @@ class SourceSide:
         self.control_address = control_address
         self.slot_retry_seconds = slot_retry_seconds
         self._redis_target = redis_target
-        if redis_target is not None and store.redis_target is None:
-            # The store (shared with the target side) writes over a raw connection too.
-            store.redis_target = redis_target
         self._copy_redis: RespConnection | None = None
         self._migrations: dict[str, Migration] = {}
         #: Persisted source records of slots in flight or moved (slot -> record).

@@ -33,6 +33,7 @@ import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.commands import OpSpec
+from netmigrate.agent.dedup import record_replies
 from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import dirty_key, is_reserved, marker_key
@@ -667,6 +668,11 @@ class TargetSide:
             assert inc.persisted is not None
             if not await inc.persisted:
                 raise NotMigratingIn(f"slot {inc.slot} is not persisted as migrating in")
+        # Recorded in Redis too, so a retry of a write the source applied is still caught
+        # if this agent restarts before the client gives up (D16).
+        await record_replies(
+            self._admin, [(e.request_id, e.reply) for _, entries in items for e in entries]
+        )
         for inc in incs:  # checked after the last wait: nothing changes until the end
             if not self._still_in(inc):
                 raise NotMigratingIn(f"slot {inc.slot} no longer migrates in")
