@@ -72,6 +72,8 @@ COPY_WINDOW = 4
 WAVE_KEYS = 4096
 #: Slots whose keys are counted per round trip when forming waves.
 _COUNT_CHUNK = 1024
+#: Keys asked for beyond a slot's count when listing it (see ``SourceSide._list``).
+_LIST_MARGIN = 256
 #: SLOT_START / SLOT_COMPLETE: first resend after this long, doubling up to the maximum.
 TRANSITION_TIMEOUT = 0.2
 TRANSITION_MAX_TIMEOUT = 1.0
@@ -146,7 +148,9 @@ class Migration:
 class RateLimiter:
     """Token bucket: at most ``rate`` tokens per second (0: unlimited). A migration takes one
     token per key it copies and one per slot it starts, so ``rate_keys_per_second`` also
-    paces a migration of empty slots."""
+    paces a migration of empty slots. A wave pays for its slots and keys (up to one second's
+    worth) *before* it starts and then runs at full speed: pacing between waves, not inside
+    them, keeps each slot's freeze (when its clients pay for double reads and pulls) short."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -593,14 +597,17 @@ class SourceSide:
                 if m.abort:
                     break
                 chunk = fresh[i : i + _COUNT_CHUNK]
-                for wave in _waves(chunk, await self._counts(chunk), rec.parallel_slots):
+                counts = await self._counts(chunk)
+                keys_of = dict(zip(chunk, counts, strict=True))
+                for wave in _waves(chunk, counts, rec.parallel_slots):
                     for _ in wave:
                         await permits.acquire()
                     if m.abort:  # a wave already started finishes; no new one starts
                         for _ in wave:
                             permits.release()
                         break
-                    launch(self._wave(m, wave), len(wave))
+                    estimate = sum(min(keys_of[s], WAVE_KEYS) for s in wave)
+                    launch(self._wave(m, wave, estimate), len(wave))
             await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             for t in tasks:
@@ -631,7 +638,7 @@ class SourceSide:
             return [WAVE_KEYS] * len(slots)
         return [int(n) for n in replies]
 
-    async def _wave(self, m: Migration, slots: list[int]) -> None:
+    async def _wave(self, m: Migration, slots: list[int], estimate: int = 0) -> None:
         """Move several slots together, each step once for all of them: one persisted change
         per phase, the STARTs and COMPLETEs back to back, one request-id transfer, one copy
         stream. A slot whose step fails leaves the wave at once and goes on alone (``_slot``)
@@ -661,7 +668,15 @@ class SourceSide:
         live = list(slots)
         try:
             assert m.limiter is not None
-            await m.limiter.take(len(slots))  # one token per slot: empty slots are paced too
+            # Paid up front (one token per slot, one per key counted before the freeze, up to
+            # one second's worth): the wave then runs unthrottled, so its slots stay frozen
+            # briefly; only keys beyond what was paid wait inside the copy.
+            rate = m.limiter.rate
+            upfront = len(slots) + estimate
+            if rate > 0:
+                upfront = min(upfront, rate)
+            await m.limiter.take(upfront)
+            key_tokens = max(upfront - len(slots), 0)
             now = time.time()
             for s in live:
                 m.slots[s].phase, m.slots[s].started, m.slots[s].error = "starting", now, ""
@@ -683,7 +698,7 @@ class SourceSide:
             for s in live:
                 m.slots[s].phase, m.slots[s].frozen = "copying", now
             await self._send_ids_many(mrec, live)
-            await self._copy_wave(m, live)
+            await self._copy_wave(m, live, prepaid=key_tokens)
             await self._save_many(
                 [
                     self._records[s].evolve(
@@ -931,25 +946,35 @@ class SourceSide:
             )
 
     async def _list(self, slots: list[int]) -> list[list[bytes]]:
-        """The (non-reserved) keys of each slot, in two pipelined round trips on the raw
-        connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` with that count (the slots are
-        frozen: no key is added, so one call lists a slot)."""
+        """The (non-reserved) keys of each slot, in pipelined round trips on the raw
+        connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` asking for more than counted,
+        again (asking for twice as many) for any slot whose answer came back full.
+
+        The slots are frozen (or moved), so no client key is added to them. Reserved keys
+        are: the reserved slot is a slot of the keyspace too, and every write adds a
+        request-id record to it (D16). Listing exactly the count would then leave out as
+        many client keys as records were added since, and those keys would not be copied.
+        """
         counts = [
             int(n)
             for n in await self._redis_calls(
                 [resp_command(b"CLUSTER", b"COUNTKEYSINSLOT", s) for s in slots]
             )
         ]
-        listed = iter(
-            await self._redis_calls(
-                [
-                    resp_command(b"CLUSTER", b"GETKEYSINSLOT", s, n)
-                    for s, n in zip(slots, counts, strict=True)
-                    if n
-                ]
+        want = {s: n + _LIST_MARGIN for s, n in zip(slots, counts, strict=True) if n}
+        listed: dict[int, list[bytes]] = {}
+        while want:
+            replies = await self._redis_calls(
+                [resp_command(b"CLUSTER", b"GETKEYSINSLOT", s, n) for s, n in want.items()]
             )
-        )
-        return [[k for k in next(listed) if not is_reserved(k)] if n else [] for n in counts]
+            again: dict[int, int] = {}
+            for (s, n), keys in zip(want.items(), replies, strict=True):
+                if len(keys) >= n:
+                    again[s] = 2 * n
+                else:
+                    listed[s] = [k for k in keys if not is_reserved(k)]
+            want = again
+        return [listed.get(s, []) for s in slots]
 
     async def _dump_connection(self) -> RespConnection:
         """A raw RESP connection of its own for DUMP / PTTL and key listing (hiredis, no
@@ -1040,9 +1065,10 @@ class SourceSide:
         finally:
             call.cancel()
 
-    async def _copy_wave(self, m: Migration, slots: list[int]) -> None:
+    async def _copy_wave(self, m: Migration, slots: list[int], prepaid: int | None = None) -> None:
         """The copy of a wave: one stream, batches of ``batch_keys`` keys that may span
-        slots (``CopyBatch.parts``), up to COPY_WINDOW batches unacknowledged."""
+        slots (``CopyBatch.parts``), up to COPY_WINDOW batches unacknowledged. ``prepaid``
+        keys' worth of the rate limit was paid before the freeze; only keys beyond it wait."""
         if not slots:
             return
         listed = await self._list(slots)
@@ -1051,6 +1077,8 @@ class SourceSide:
             run = m.slots[slot]
             run.keys_total, run.keys_copied = len(keys), 0
             items += [(slot, k) for k in keys]
+        assert m.limiter is not None
+        covered = prepaid or 0
         if not items:
             return  # empty slots: no stream
         batch = m.record.batch_keys
@@ -1073,8 +1101,10 @@ class SourceSide:
         try:
             for seq, i in enumerate(range(0, len(items), batch), start=1):
                 chunk = items[i : i + batch]
-                assert m.limiter is not None
-                await m.limiter.take(len(chunk))
+                paid = min(covered, len(chunk))
+                covered -= paid
+                if len(chunk) > paid:
+                    await m.limiter.take(len(chunk) - paid)
                 dumps = await self.dump(k for _, k in chunk)
                 parts: list[control_pb2.CopyPart] = []
                 counts: list[tuple[int, int]] = []
