@@ -156,3 +156,27 @@ async def test_finalize_with_repair_writes_back_slots_a_switch_lost(switch, pair
     assert final.slots_reconciled == 1 and final.switch_verified and final.keys_deleted == 7
     check = await migration.reconcile(endpoint, SWITCH_KEYSPACE, [p.source_ep, p.target_ep])
     assert not check.changed, check.diff
+
+
+async def test_register_read_and_packet_read_of_the_slot_map_agree(switch) -> None:
+    """The controller reads the lab switch's slot map with one RegisterEntry read; BMv2 only
+    answers packet-outs. Both must give the same map (a switch restart's zeros included)."""
+    from netmigrate.migration.switch import check_switch, read_slots, switch_session
+    from netmigrate.p4rt import Keyspace, SlotEntry, SlotMapIO, read_slot_map_register
+
+    await configure(switch.address)
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    written = {7: SlotEntry(SOURCE, TARGET), 8: SlotEntry(TARGET, 0), 16383: SlotEntry(0, TARGET)}
+    slots = [0, 7, 8, 9, 16383]
+    async with switch_session(endpoint) as session:
+        ks = Keyspace(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE)
+        await SlotMapIO(session, ks).write(written)
+        facts = await check_switch(session, SWITCH_KEYSPACE, [SOURCE, TARGET])
+        by_packets = await SlotMapIO(session, ks).read(slots)
+        by_register = await read_slot_map_register(session, facts.slot_base, slots)
+        assert by_register == by_packets
+        assert by_register[7] == written[7] and by_register[9] == SlotEntry()
+        fast = await read_slots(session, SWITCH_KEYSPACE, slots, facts=facts)
+        assert fast == {s: (e.owner, e.target) for s, e in by_packets.items()}
+        with pytest.raises(ValueError):
+            await read_slot_map_register(session, facts.slot_base, [16384])

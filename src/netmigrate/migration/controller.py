@@ -357,7 +357,7 @@ async def _switch_disagrees(
     """Moved slots the switch does not send to ``target`` (slot -> its entry)."""
     async with switch_session(switch) as session:
         facts = await check_switch(session, keyspace, [target.server_id])
-        have = await read_slots(session, keyspace, moved)
+        have = await read_slots(session, keyspace, moved, facts=facts)
     return {
         s: e for s, e in have.items() if effective(e, facts.default_owner) != (target.server_id, 0)
     }
@@ -585,7 +585,7 @@ async def reconcile(
     views, conflicts = _agent_views(await _identify_all(agents, keyspace))
     async with switch_session(switch) as session:
         facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
-        raw = await read_slots(session, keyspace, sorted(views))
+        raw = await read_slots(session, keyspace, sorted(views), facts=facts)
         have = {s: effective(e, facts.default_owner) for s, e in raw.items()}
         changes = {s: w for s, v in views.items() if (w := wanted_entry(v, have[s])) != have[s]}
         if changes and not check:

@@ -45,7 +45,14 @@ from netmigrate.p4rt.pre import (
     read_clone_sessions,
 )
 from netmigrate.p4rt.session import P4RTSession, PacketIn, TlsOptions
-from netmigrate.p4rt.slotmap import Keyspace, SlotEntry, SlotMapIO, read_slot_map, restore_slot_map
+from netmigrate.p4rt.slotmap import (
+    Keyspace,
+    SlotEntry,
+    SlotMapIO,
+    read_slot_map,
+    read_slot_map_register,
+    restore_slot_map,
+)
 
 __all__ = [
     "CloneSessionSpec",
@@ -82,6 +89,7 @@ __all__ = [
     "read_clone_sessions",
     "read_counters",
     "read_slot_map",
+    "read_slot_map_register",
     "read_table_entries",
     "restore_slot_map",
 ]
