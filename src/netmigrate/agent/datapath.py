@@ -162,8 +162,7 @@ class DataPath:
         n = 0
         for record in records:
             try:
-                decoded = decode_record(record)
-                reply = decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
+                reply = self._reply_of_record(record)
             except (RecordError, ValueError, TypeError) as e:
                 log.warning("ignoring a request id record: %s", e)
                 continue
@@ -407,6 +406,11 @@ class DataPath:
             for addr in entry.copies:
                 self._send(datagram, addr)
 
+    def _reply_of_record(self, record: bytes) -> bytes:
+        """The reply datagram a request id record stands for (raises if it is unreadable)."""
+        decoded = decode_record(record)
+        return decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
+
     def _recorded_reply(self, fields: HeaderFields, answer: Any) -> bytes:
         """The reply datagram a recorded write was answered with (the same bytes)."""
         spec = OPS.get(fields[F_OP])
@@ -418,8 +422,7 @@ class DataPath:
     def _replay(self, record: bytes, fields: HeaderFields) -> tuple[bytes, int]:
         """(datagram, status) answering a request whose id Redis has a record of."""
         try:
-            decoded = decode_record(record)
-            reply = decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
+            reply = self._reply_of_record(record)
             return reply, HEADER.unpack_from(reply)[F_STATUS]
         except (RecordError, ValueError, TypeError) as e:
             # Not a record this agent wrote. Whether the write was applied is unknown, so the

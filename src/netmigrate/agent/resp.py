@@ -45,6 +45,28 @@ def command_of(args: Sequence[bytes]) -> bytes:
     return b"*%d\r\n%b" % (len(args), b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args]))
 
 
+#: A reply callback and its context, as :meth:`RespConnection.send` takes them.
+ReplyCallback = tuple[Callable[[Any, int], None], int]
+
+
+def collect_replies(n: int) -> tuple[list[ReplyCallback], asyncio.Future[list[Any]]]:
+    """Callbacks for ``n`` queued commands (as :meth:`RespConnection.send` takes them) and a
+    future of their replies, in order, set once the last one arrived (at once for none)."""
+    replies: list[Any] = [None] * n
+    left = [n]
+    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    def on_reply(reply: Any, i: int) -> None:
+        replies[i] = reply
+        left[0] -= 1
+        if not left[0] and not done.done():
+            done.set_result(replies)
+
+    if not n:
+        done.set_result(replies)
+    return [(on_reply, i) for i in range(n)], done
+
+
 class RespConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
@@ -118,21 +140,11 @@ class RespConnection(asyncio.Protocol):
     async def calls(self, payload: bytes, n: int) -> list[Any]:
         """Send ``n`` commands (``payload``) and wait for all their replies, in order (errors
         are returned as values: ``ReplyError``, or ``ConnectionLost``)."""
-        replies: list[Any] = [None] * n
         if not n:
-            return replies
-        left = [n]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_reply(reply: Any, i: int) -> None:
-            replies[i] = reply
-            left[0] -= 1
-            if not left[0] and not done.done():
-                done.set_result(None)
-
-        self.send(payload, [(on_reply, i) for i in range(n)])
-        await done
-        return replies
+            return []
+        callbacks, replies = collect_replies(n)
+        self.send(payload, callbacks)
+        return await replies
 
     def close(self) -> None:
         self.is_open = False

@@ -787,7 +787,7 @@ class SourceSide:
                 rec = await self._save(rec.evolve(phase="copying", frozen=time.time()))
             run.phase, run.frozen = "copying", rec.frozen
             await self._send_ids(mrec, slot)
-            await self._copy(m, slot, run)
+            await self._copy_wave(m, [slot], one_slot=True)
             rec = await self._save(
                 rec.evolve(
                     phase="completing",
@@ -1025,50 +1025,14 @@ class SourceSide:
                 )
         return out
 
-    async def _copy(self, m: Migration, slot: int, run: SlotRun) -> None:
-        """One slot's copy (a slot on its own): batches of that slot only."""
-        (keys,) = await self._list([slot])
-        run.keys_total, run.keys_copied = len(keys), 0
-        if not keys:
-            return
-        batch = m.record.batch_keys
-        call = self._peers.stub(m.record.target_control).Copy()
-        outstanding: deque[tuple[int, int]] = deque()
-
-        async def read_ack() -> None:
-            ack = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
-            if ack is grpc.aio.EOF:
-                raise StepFailed(f"the target closed the copy stream of slot {slot}")
-            seq, n = outstanding.popleft()
-            if ack.seq != seq or ack.slot != slot:
-                raise StepFailed(f"copy of slot {slot}: acknowledgement {ack.seq}, expected {seq}")
-            run.keys_copied += n
-            m.keys_copied += n
-            self.counters["source_keys_copied"] += n
-
-        try:
-            for seq, i in enumerate(range(0, len(keys), batch), start=1):
-                chunk = keys[i : i + batch]
-                assert m.limiter is not None
-                await m.limiter.take(len(chunk))
-                dumps = await self.dump(chunk)
-                await call.write(
-                    control_pb2.CopyBatch(slot=slot, source_id=self._server_id, seq=seq, keys=dumps)
-                )
-                self.counters["source_batches"] += 1
-                outstanding.append((seq, len(chunk)))
-                while len(outstanding) >= COPY_WINDOW:
-                    await read_ack()
-            await call.done_writing()
-            while outstanding:
-                await read_ack()
-        finally:
-            call.cancel()
-
-    async def _copy_wave(self, m: Migration, slots: list[int], prepaid: int | None = None) -> None:
+    async def _copy_wave(
+        self, m: Migration, slots: list[int], prepaid: int | None = None, one_slot: bool = False
+    ) -> None:
         """The copy of a wave: one stream, batches of ``batch_keys`` keys that may span
         slots (``CopyBatch.parts``), up to COPY_WINDOW batches unacknowledged. ``prepaid``
-        keys' worth of the rate limit was paid before the freeze; only keys beyond it wait."""
+        keys' worth of the rate limit was paid before the freeze; only keys beyond it wait.
+        ``one_slot``: a slot on its own, in batches of the single-slot form (``CopyBatch.slot``
+        and ``keys``), which every target takes (the path a wave falls back to)."""
         if not slots:
             return
         listed = await self._list(slots)
@@ -1091,8 +1055,10 @@ class SourceSide:
             if ack is grpc.aio.EOF:
                 raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..")
             seq, counts = outstanding.popleft()
-            if ack.seq != seq:
-                raise StepFailed(f"copy of a wave: acknowledgement {ack.seq}, expected {seq}")
+            if ack.seq != seq or (one_slot and ack.slot != slots[0]):
+                raise StepFailed(
+                    f"copy of slots {slots[0]}..: acknowledgement {ack.seq}, expected {seq}"
+                )
             for slot, n in counts:
                 m.slots[slot].keys_copied += n
                 m.keys_copied += n
@@ -1106,17 +1072,22 @@ class SourceSide:
                 if len(chunk) > paid:
                     await m.limiter.take(len(chunk) - paid)
                 dumps = await self.dump(k for _, k in chunk)
-                parts: list[control_pb2.CopyPart] = []
                 counts: list[tuple[int, int]] = []
-                j = 0
-                for slot, group in itertools.groupby(chunk, key=lambda item: item[0]):
-                    n = sum(1 for _ in group)
-                    parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
-                    counts.append((slot, n))
-                    j += n
-                await call.write(
-                    control_pb2.CopyBatch(source_id=self._server_id, seq=seq, parts=parts)
-                )
+                if one_slot:
+                    counts.append((slots[0], len(chunk)))
+                    message = control_pb2.CopyBatch(
+                        slot=slots[0], source_id=self._server_id, seq=seq, keys=dumps
+                    )
+                else:
+                    parts: list[control_pb2.CopyPart] = []
+                    j = 0
+                    for slot, group in itertools.groupby(chunk, key=lambda item: item[0]):
+                        n = sum(1 for _ in group)
+                        parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
+                        counts.append((slot, n))
+                        j += n
+                    message = control_pb2.CopyBatch(source_id=self._server_id, seq=seq, parts=parts)
+                await call.write(message)
                 self.counters["source_batches"] += 1
                 outstanding.append((seq, counts))
                 while len(outstanding) >= COPY_WINDOW:

@@ -37,7 +37,7 @@ from netmigrate.agent.dedup import record_replies
 from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import dirty_key, is_reserved, marker_key
-from netmigrate.agent.resp import ConnectionLost, ReplyError, command
+from netmigrate.agent.resp import ConnectionLost, ReplyError, collect_replies, command
 from netmigrate.agent.restore import Dump, eval_command
 from netmigrate.agent.slots import Admission, SlotState, SlotTable, to_ranges
 from netmigrate.protocol.codec import Empty, HeaderFields, encode_reply
@@ -316,18 +316,9 @@ class TargetSide:
     async def _redis(self, commands: list[bytes]) -> list[Any]:
         """Run commands on the data connection (queued behind every request before them) and
         return their replies; a Redis error or a lost connection raises."""
-        replies: list[Any] = [None] * len(commands)
-        left = [len(commands)]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_reply(reply: Any, i: int) -> None:
-            replies[i] = reply
-            left[0] -= 1
-            if not left[0] and not done.done():
-                done.set_result(None)
-
-        self._dp.flush(commands, [(on_reply, i) for i in range(len(commands))])
-        await done
+        callbacks, done = collect_replies(len(commands))
+        self._dp.flush(commands, callbacks)
+        replies = await done
         for reply in replies:
             if isinstance(reply, ConnectionLost | ReplyError):
                 raise reply
@@ -391,14 +382,14 @@ class TargetSide:
             inc.slot: SlotRecord(inc.slot, "in", inc.source_id, "cleanup", "", inc.started, 0, now)
             for inc in ready
         }
-        cleaned: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        cleaned: list[asyncio.Future[list[Any]]] = []
         try:
             await self._store.persist(
                 slots=records,
                 owned=dict.fromkeys(slots, True),
-                then=lambda: self._become_owner(ready, cleaned),
+                then=lambda: cleaned.append(self._become_owner(ready)),
             )
-            replies = await cleaned
+            replies = await cleaned[0]
             failed = [s for s, r in zip(slots, replies, strict=True) if isinstance(r, Exception)]
             for slot in failed:  # the data connection dropped: nothing queued before can run
                 await self._admin.delete(dirty_key(slot), marker_key(slot))
@@ -412,29 +403,23 @@ class TargetSide:
         for inc in ready:
             finish(inc, True)
 
-    def _become_owner(self, incs: list[Incoming], cleaned: asyncio.Future[list[Any]]) -> None:
+    def _become_owner(self, incs: list[Incoming]) -> asyncio.Future[list[Any]]:
         """OWNED, in one step of the event loop: requests from now on are plain requests.
+        Returns the future of the bookkeeping keys' deletion (a reply per slot).
 
         The bookkeeping keys are deleted through the data-path connection, so any pull's
         restore queued before (a request that saw MIGRATING_IN) runs before they go.
         """
-        replies: list[Any] = [None] * len(incs)
-        left = [len(incs)]
-
-        def on_reply(reply: Any, i: int) -> None:
-            replies[i] = reply
-            left[0] -= 1
-            if not left[0] and not cleaned.done():
-                cleaned.set_result(replies)
-
         self._table.set_state([inc.slot for inc in incs], SlotState.OWNED)
         commands = []
         for inc in incs:
             del self._slots[inc.slot]
             commands.append(command(b"DEL", dirty_key(inc.slot), marker_key(inc.slot)))
-        self._dp.flush(commands, [(on_reply, i) for i in range(len(incs))])
+        callbacks, cleaned = collect_replies(len(commands))
+        self._dp.flush(commands, callbacks)
         for inc in incs:
             self._release(inc)
+        return cleaned
 
     # -- the request path ----------------------------------------------------------------
 
