@@ -273,12 +273,12 @@ def migration_options(options: Mapping[str, Any]) -> Any:
 
 def _cpu_ms(pid: int) -> int:
     """User + system CPU of ``pid`` in ms (0 if it is gone)."""
+    from netmigrate.agent.bench import process_cpu
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round(1000 * process_cpu(pid))
     except (OSError, IndexError):
         return 0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return round(1000 * ticks / os.sysconf("SC_CLK_TCK"))
 
 
 class NetMigrateSystem(System):
