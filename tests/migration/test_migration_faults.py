@@ -52,8 +52,10 @@ async def test_source_killed_mid_copy_resumes_from_persisted_progress(redises, a
         source_ep = AgentEndpoint(SOURCE, source.endpoint_control)
         target_ep = AgentEndpoint(TARGET, f"127.0.0.1:{target.control_port}")
         keyspace = KeyspaceRef(KEYSPACE, *target.address)
+        # A wave prepays at most one second of the rate and copies the rest throttled: at
+        # 100 keys/s a wave of two 150-key slots stays COPYING for ~2 s, long enough to see.
         opts = MigrationOptions(
-            batch=10, parallel=2, rate=600, grace=0, poll=0.05, source_unreachable=60
+            batch=10, parallel=2, rate=100, grace=0, poll=0.05, source_unreachable=60
         )
         run = asyncio.create_task(
             migration.run(source_ep, target_ep, slots, keyspace=keyspace, options=opts)

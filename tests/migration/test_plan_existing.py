@@ -16,7 +16,8 @@ async def test_plan_after_abort_lists_the_slots_left_and_run_finishes_them(pair)
     a = p.redis_a.client()
     for k in (k for s in slots for k in keys_in(s, 10)):
         a.set(k, b"v")
-    opts = MigrationOptions(batch=5, parallel=1, rate=100, grace=0, poll=0.05)
+    # 11 tokens a slot at 20 per second: about two slots a second, so the abort finds some left.
+    opts = MigrationOptions(batch=5, parallel=1, rate=20, grace=0, poll=0.05)
     run = asyncio.create_task(
         migration.run(
             p.source_ep, p.target_ep, slots, keyspace=p.keyspace, options=opts, finalize=False
