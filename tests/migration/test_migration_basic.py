@@ -75,6 +75,43 @@ async def test_run_moves_slots_and_finalize_deletes_them_at_the_source(pair) -> 
     assert listed.state == "FINALIZED" and listed.source_id == SOURCE
 
 
+async def test_slots_moved_back_move_again_when_the_first_request_is_repeated(pair) -> None:
+    """A->B, B->A, then A->B again: the repeated request is a new run of it (its derived id
+    gets a generation suffix), not "finished already" while the data sits at A. The relay
+    steers SLOT_START both ways, as the switch does."""
+    p = await pair(relay=True)
+    ra, rb = p.redis_a.client(), p.redis_b.client()
+    slots = [200, 201]
+    keys = keys_in(200, 10) + keys_in(201, 10)
+    for k in keys:
+        ra.set(k, b"x")
+    opts = MigrationOptions(grace=0, poll=0.05)
+    ks = p.keyspace
+    first = await migration.run(p.source_ep, p.target_ep, slots, keyspace=ks, options=opts)
+    back = await migration.run(p.target_ep, p.source_ep, slots, keyspace=ks, options=opts)
+    assert first.changed and back.changed and back.state == "FINALIZED"
+    assert all(ra.exists(k) and not rb.exists(k) for k in keys)
+
+    again_id = f"{first.migration_id}.2"
+    plan = await migration.plan(p.source_ep, p.target_ep, slots, keyspace=ks)
+    assert plan.changed and plan.slots_to_move == 2 and plan.migration_id == again_id
+    again = await migration.run(p.source_ep, p.target_ep, slots, keyspace=ks, options=opts)
+    assert again.changed and again.state == "FINALIZED" and again.migration_id == again_id
+    assert again.slots_done == 2 and again.keys_copied == len(keys)
+    assert all(rb.exists(k) and not ra.exists(k) for k in keys)
+
+    # Now the request is satisfied: repeating it (or the way back's check) changes nothing.
+    fourth = await migration.run(p.source_ep, p.target_ep, slots, keyspace=ks, options=opts)
+    assert not fourth.changed and fourth.migration_id == again_id
+    plan = await migration.plan(p.source_ep, p.target_ep, slots, keyspace=ks)
+    assert not plan.changed and plan.migration_id == again_id
+    # An id the caller chose names one run: it is never renamed.
+    mine = await migration.run(
+        p.source_ep, p.target_ep, slots, keyspace=ks, options=opts, migration_id=first.migration_id
+    )
+    assert not mine.changed and mine.migration_id == first.migration_id
+
+
 async def test_check_mode_changes_nothing_and_refuses_unowned_slots(pair) -> None:
     p = await pair()
     ra = p.redis_a.client()

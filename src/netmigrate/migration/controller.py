@@ -158,7 +158,7 @@ async def plan(
     )
     async with AgentClient(source) as src, AgentClient(target) as dst:
         await _prepare(src, dst, keyspace, switch)
-        existing = await _existing(src, mid)
+        mid, existing = await _current_run(src, mid, wanted, derived=migration_id is None)
         if existing is not None:
             return await _plan_existing(src, existing)
         status = await src.start(
@@ -222,6 +222,33 @@ async def _existing(src: AgentClient, mid: str) -> control_pb2.MigrationStatus |
             return None
         raise
     return found[0] if found else None
+
+
+def _owned(reply: control_pb2.GetSlotsResponse) -> set[int]:
+    return {s for lo, hi in _ranges(reply.owned) for s in range(lo, hi + 1)}
+
+
+async def _current_run(
+    src: AgentClient, base: str, wanted: list[int], *, derived: bool
+) -> tuple[str, control_pb2.MigrationStatus | None]:
+    """The migration id a request refers to now, and that migration if it exists.
+
+    A derived id names the request (these slots, this source, this target), not one run of
+    it. Once a run is finalized and a later migration has brought some of its slots back to
+    the source, the same request means moving them again: a new run, ``BASE.2``, ``BASE.3``...
+    Until then running it again changes nothing. An id the caller chose is taken as is.
+    """
+    mid, found = base, await _existing(src, base)
+    generation = 1
+    while derived and found is not None and found.state == "FINALIZED":
+        following = f"{base}.{generation + 1}"
+        later = await _existing(src, following)
+        if later is None:
+            if _owned(await src.slots()) & set(wanted):
+                return following, None
+            break
+        mid, found, generation = following, later, generation + 1
+    return mid, found
 
 
 async def wait(
@@ -297,7 +324,7 @@ async def run(
         keyspace.keyspace_id, source.server_id, target.server_id, wanted
     )
     async with AgentClient(source) as src, AgentClient(target) as dst:
-        existing = await _existing(src, mid)
+        mid, existing = await _current_run(src, mid, wanted, derived=migration_id is None)
         if existing is not None and existing.state == "FINALIZED":
             (full,) = await src.status(mid, include_slots=True)
             return result_from_status(
