@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import redis.exceptions
 
+from netmigrate import gc_policy
 from netmigrate.agent.config import (
     AgentConfig,
     ConfigError,
@@ -27,9 +27,6 @@ from netmigrate.agent.slot_store import AgentStateError
 from netmigrate.protocol.constants import MAX_DATAGRAM
 
 log = logging.getLogger("netmigrate.agent")
-
-#: Cyclic GC thresholds of the agent process (defaults: 700, 10, 10).
-_GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -186,9 +183,7 @@ async def serve(config: AgentConfig) -> int:
     # The dedup window keeps hundreds of thousands of small objects alive, and every request
     # allocates a few: with the default thresholds the cyclic GC rescans them constantly (it
     # showed up as ~5% of the agent's CPU). Freeze what startup made and collect less often.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
+    gc_policy.settle()
     # One line on stdout that supervisors and tests can wait for.
     host, port = agent.address or ("", 0)
     control = f" control={agent.control_port}" if agent.control_port else ""

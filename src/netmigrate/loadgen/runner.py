@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netmigrate import gc_policy
 from netmigrate.checker import History, unique_value
 from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout
 from netmigrate.loadgen.timeline import Timeline
@@ -227,8 +228,11 @@ class LoadRun:
             if on_ready is not None:
                 on_ready(self.load_start)
             watcher = asyncio.create_task(self._watch_stop(self.load_start + cfg.duration))
+            # The history grows by every operation: keep it out of the full collections.
+            freezer = asyncio.create_task(gc_policy.freeze_periodically(self.stopping))
             await asyncio.gather(*(self._worker(client, w) for w in range(cfg.concurrency)))
             await watcher
+            await freezer
             self.load_end = time.monotonic()
             # Quiescent: every worker has its answer; now read what the run left behind.
             await self.final_read(client)
