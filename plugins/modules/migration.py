@@ -157,8 +157,11 @@ options:
   rate:
     description:
       - Copy rate limit in keys per second; V(0) means no limit.
+      - Omitted, a new migration has no limit and an unfinished one keeps its rate.
+      - Given for an unfinished migration (running, failed or aborted) whose rate differs, the
+        rate is changed first (a running migration paces its next wave with it); the task
+        reports C(changed).
     type: int
-    default: 0
   parallel:
     description:
       - Slots in flight at once.
@@ -355,7 +358,7 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
     ),
     control_tls=CONTROL_TLS_SPEC,
     batch=dict(type="int", default=256),
-    rate=dict(type="int", default=0),
+    rate=dict(type="int"),
     parallel=dict(type="int", default=4),
     grace=dict(type="float", default=1.0),
     finalize=dict(type="bool", default=True),

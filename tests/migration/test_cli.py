@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from migration_helpers import keys_in
+from migration_helpers import keys_in, until
 
 from netmigrate.agent.slots import SlotState
 from netmigrate.migration.cli import ProgressBar
@@ -83,6 +83,44 @@ async def test_bad_arguments_exit_2_and_change_nothing(pair) -> None:
         assert code == 2, (extra, err)
         assert message in err and out == ""
     assert p.source.table.state(1) == SlotState.OWNED
+
+
+async def test_abort_set_rate_and_resume_act_on_the_latest_run(pair) -> None:
+    """--abort, --set-rate and --resume without --migration-id find the migration the
+    arguments derive (its latest run); --resume --rate gives it a new rate first."""
+    p = await pair()
+    common = [
+        "--keyspace",
+        f"{p.keyspace.address}:{p.keyspace.port}",
+        "--keyspace-id",
+        str(p.keyspace.keyspace_id),
+        "--source",
+        f"1={p.source_ep.control}",
+        "--target",
+        f"2={p.target_ep.control}",
+        "--slots",
+        "3000-3999",
+        "--quiet",
+    ]
+    run = asyncio.create_task(migrate(*common, "--rate", "20", "--parallel", "8"))
+    await until(lambda: bool(p.source.source and p.source.source.all()))
+    code, out, err = await migrate(*common, "--set-rate", "10")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["changed"] and p.source.source.all()[0].record.rate_keys_per_second == 10
+    code, out, err = await migrate(*common, "--abort")
+    assert code == 0 and json.loads(out)["state"] == "ABORTED", err
+    code, out, _ = await run  # the run that was aborted did not finish: exit status 1
+    assert code == 1 and json.loads(out)["state"] == "ABORTED"
+
+    code, out, err = await migrate(*common, "--resume", "--rate", "0")
+    assert code == 0, err
+    assert json.loads(out)["state"] == "DONE"
+    (m,) = p.source.source.all()
+    assert m.record.rate_keys_per_second == 0
+    assert all(p.target.table.state(s) == SlotState.OWNED for s in range(3000, 4000))
+    code, out, err = await migrate(*common, "--set-rate", "-1")
+    assert code == 2 and "rate must be >= 0" in err
 
 
 def test_progress_line() -> None:

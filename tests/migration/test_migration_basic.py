@@ -3,6 +3,8 @@ idempotence, and the controller's check mode. No switch: SLOT_START goes to the 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from migration_helpers import SOURCE, TARGET, keys_in
 
@@ -110,6 +112,38 @@ async def test_slots_moved_back_move_again_when_the_first_request_is_repeated(pa
         p.source_ep, p.target_ep, slots, keyspace=ks, options=opts, migration_id=first.migration_id
     )
     assert not mine.changed and mine.migration_id == first.migration_id
+
+
+async def test_two_finalizes_at_once_delete_each_key_once(pair) -> None:
+    """Several controllers may finish the same migration together (a re-run while the first
+    run finalizes, an Ansible retry): the second finalize finds nothing left to do."""
+    p = await pair()
+    ra = p.redis_a.client()
+    slots = [300, 301, 302]
+    for s in slots:
+        for k in keys_in(s, 20):
+            ra.set(k, b"v")
+    opts = MigrationOptions(grace=0, poll=0.05)
+    moved = await migration.run(
+        p.source_ep, p.target_ep, slots, keyspace=p.keyspace, options=opts, finalize=False
+    )
+    assert moved.state == "DONE"
+    results = await asyncio.gather(
+        *(
+            migration.finalize(
+                p.source_ep, p.target_ep, moved.migration_id, keyspace=p.keyspace, grace=0.3
+            )
+            for _ in range(2)
+        )
+    )
+    # One of them did the work; the other found it done (not "changed", nothing deleted).
+    assert sorted((r.slots_finalized, r.keys_deleted, r.changed) for r in results) == [
+        (0, 0, False),
+        (3, 60, True),
+    ]
+    (listed,) = await migration.status(p.source_ep, moved.migration_id)
+    assert listed.state == "FINALIZED"
+    assert not any(ra.exists(k) for s in slots for k in keys_in(s, 20))
 
 
 async def test_check_mode_changes_nothing_and_refuses_unowned_slots(pair) -> None:

@@ -17,6 +17,7 @@ from migration_relay import Relay
 
 from netmigrate import migration
 from netmigrate.agent.app import Agent
+from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.reserved import dirty_key, marker_key
 from netmigrate.agent.slots import SlotState
 from netmigrate.agent.source import WAVE_KEYS, _waves
@@ -199,3 +200,65 @@ def check_moved(source: Agent, target: Agent, data: dict[bytes, bytes], slots: l
     for k, v in data.items():
         assert b.get(k) == v, k
         assert not a.exists(k), k
+
+
+async def test_the_rate_limit_changes_while_the_migration_runs(agents) -> None:
+    """2,000 empty slots at 20 per second would take 100 s; once the rate is lifted they all
+    move at once. The new rate is persisted, and setting it again changes nothing."""
+    source, target, relay = agents
+    slots = list(range(2000, 4000))
+    src_ep, dst_ep = endpoints(source, target)
+    ks = KeyspaceRef(KEYSPACE, *relay.address)
+    opts = MigrationOptions(parallel=64, rate=20, grace=0, poll=0.05)
+    run = asyncio.create_task(migration.run(src_ep, dst_ep, slots, keyspace=ks, options=opts))
+    await until(lambda: bool(source.source and source.source.all()))
+    assert source.source is not None
+    (m,) = source.source.all()
+    await until(lambda: sum(r.phase == "done" for r in m.slots.values()) >= 10)
+    done_before = sum(r.phase == "done" for r in m.slots.values())
+    assert done_before < 200  # still paced
+
+    lifted = await migration.set_rate(src_ep, m.record.migration_id, 0)
+    assert lifted.changed
+    result = await asyncio.wait_for(run, 30)  # 90+ s at the old rate
+    assert result.state == "FINALIZED" and result.slots_done == len(slots)
+    again = await migration.set_rate(src_ep, m.record.migration_id, 0)
+    assert not again.changed
+    store = MigrationStore(source._admin, 0, SOURCE, source.table)
+    persisted = (await store.load_migrations())[m.record.migration_id]
+    assert persisted.rate_keys_per_second == 0 and persisted.state == "FINALIZED"
+
+
+async def test_run_with_another_rate_retunes_a_running_migration(agents) -> None:
+    """The same request with another rate (a re-run, or an Ansible task with a new value)
+    changes the running migration's rate; without a rate it leaves it alone."""
+    source, target, relay = agents
+    slots = list(range(5000, 6000))
+    src_ep, dst_ep = endpoints(source, target)
+    ks = KeyspaceRef(KEYSPACE, *relay.address)
+    slow = asyncio.create_task(
+        migration.run(
+            src_ep, dst_ep, slots, keyspace=ks, options=MigrationOptions(rate=10, poll=0.05)
+        )
+    )
+    await until(lambda: bool(source.source and source.source.all()))
+    assert source.source is not None
+    (m,) = source.source.all()
+    status_only = await migration.plan(src_ep, dst_ep, slots, keyspace=ks)
+    assert status_only.migration_id == m.record.migration_id
+    # No rate given: the running migration keeps its own.
+    keep = asyncio.create_task(
+        migration.run(src_ep, dst_ep, slots, keyspace=ks, options=MigrationOptions(poll=0.05))
+    )
+    await asyncio.sleep(0.3)
+    assert m.record.rate_keys_per_second == 10 and not keep.done()
+    fast = await asyncio.wait_for(
+        migration.run(
+            src_ep, dst_ep, slots, keyspace=ks, options=MigrationOptions(rate=0, poll=0.05)
+        ),
+        30,
+    )
+    assert fast.changed and fast.state == "FINALIZED" and fast.slots_done == len(slots)
+    assert m.record.rate_keys_per_second == 0
+    for task in (slow, keep):
+        assert (await asyncio.wait_for(task, 30)).state == "FINALIZED"

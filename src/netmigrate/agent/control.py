@@ -136,6 +136,16 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
             await context.abort(e.code, str(e))
             raise
 
+    async def SetMigrationRate(
+        self, request: control_pb2.SetMigrationRateRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.MigrationStatus:
+        source = await self._source(context)
+        try:
+            return await source.set_rate(request.migration_id, request.rate_keys_per_second)
+        except MigrationRequestError as e:
+            await context.abort(e.code, str(e))
+            raise
+
     async def FinalizeMigration(
         self, request: control_pb2.FinalizeMigrationRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.FinalizeMigrationResponse:

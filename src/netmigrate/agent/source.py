@@ -139,6 +139,8 @@ class Migration:
     keys_estimate: int = 0
     limiter: RateLimiter | None = None
     failures: list[str] = field(default_factory=list)
+    #: One finalize at a time: several controllers may finish the same migration at once.
+    finalizing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def running(self) -> bool:
@@ -152,26 +154,40 @@ class RateLimiter:
     worth) *before* it starts and then runs at full speed: pacing between waves, not inside
     them, keeps each slot's freeze (when its clients pay for double reads and pulls) short."""
 
+    #: Longest sleep between two looks at the bucket, so that a new rate applies at once.
+    MAX_WAIT = 0.2
+
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self._tokens = float(rate)
         self._at = time.monotonic()
         self._lock = asyncio.Lock()
 
+    def set_rate(self, rate: int) -> None:
+        """Change the rate; a waiter sees it within MAX_WAIT (the tokens saved are kept,
+        within one second's worth of the new rate)."""
+        self._refill()
+        self.rate = rate
+        self._tokens = min(self._tokens, float(rate))
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        if self.rate > 0:
+            self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
     async def take(self, n: int) -> None:
         if self.rate <= 0:
             return
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
-                self._at = now
+            while self.rate > 0:
+                self._refill()
                 # A batch larger than one second's worth goes through once the bucket is full.
                 need = min(float(n), float(self.rate))
                 if self._tokens >= need:
                     self._tokens -= n
                     return
-                await asyncio.sleep((need - self._tokens) / self.rate)
+                await asyncio.sleep(min((need - self._tokens) / self.rate, self.MAX_WAIT))
 
 
 class SourceSide:
@@ -561,6 +577,17 @@ class SourceSide:
         m.record.finished = 0.0
         await self._store.persist(migration=m.record)
         self._launch(m)
+        return self.status(m, changed=True)
+
+    async def set_rate(self, migration_id: str, rate: int) -> control_pb2.MigrationStatus:
+        m = self.get(migration_id)
+        if m.record.rate_keys_per_second == rate:
+            return self.status(m, changed=False)
+        m.record.rate_keys_per_second = rate
+        await self._store.persist(migration=m.record)
+        if m.limiter is not None:
+            m.limiter.set_rate(rate)
+        log.info("migration %s: rate limit now %s", migration_id, rate or "none")
         return self.status(m, changed=True)
 
     # -- running a migration -------------------------------------------------------------
@@ -1129,6 +1156,11 @@ class SourceSide:
     async def finalize(self, migration_id: str, grace: float) -> tuple[Migration, int, int]:
         """Delete the moved keys here; (migration, keys deleted, slots finalized)."""
         m = self.get(migration_id)
+        async with m.finalizing:  # a second call finds what the first one left: nothing
+            return await self._finalize(m, grace)
+
+    async def _finalize(self, m: Migration, grace: float) -> tuple[Migration, int, int]:
+        migration_id = m.record.migration_id
         if m.running:
             raise MigrationRequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,

@@ -9,7 +9,7 @@ Endpoints::
 
     from netmigrate.migration import AgentEndpoint, KeyspaceRef, MigrationOptions, SwitchEndpoint
 
-    # MigrationOptions(batch=256, rate=0, parallel=4, grace=1.0, poll=0.2, source_unreachable=10)
+    # MigrationOptions(batch=256, rate=None, parallel=4, grace=1.0, poll=0.2, source_unreachable=10)
     source = AgentEndpoint(server_id=1, control="10.0.0.1:7000")
     target = AgentEndpoint(server_id=2, control="10.0.0.2:7000")   # data="10.0.0.2:50001" optional
     keyspace = KeyspaceRef(keyspace_id=50000, address="10.0.0.100", port=50000)
@@ -39,6 +39,12 @@ The API (all coroutines)::
     resume(source, migration_id, *, wait_done=True, progress=None, finalize=False,
            target=None, keyspace=None, switch=None, options=None) -> MigrationResult
         Continue from the agents' persisted progress after any crash, failure or abort.
+        ``options.rate``, when given, becomes the migration's rate limit first.
+    set_rate(source, migration_id, rate) -> MigrationResult
+        Change the rate limit of a migration, running or not (the next wave is paced by it).
+        ``run`` does the same when ``options.rate`` differs from a running migration's.
+    current_migration_id(source, keyspace, target, slots) -> str
+        The latest run of the migration these arguments derive (``<id>``, ``<id>.2``...).
     finalize(source, target, migration_id, *, keyspace, switch=None, grace=1.0) -> FinalizeResult
     reconcile(switch, keyspace, agents, *, check=False) -> ReconcileResult
         Rebuild the switch's slot_map from the agents' persisted state (owned slots, slots in
@@ -58,11 +64,13 @@ JSON result on stdout.
 
 from netmigrate.migration.controller import (
     abort,
+    current_migration_id,
     finalize,
     plan,
     reconcile,
     resume,
     run,
+    set_rate,
     status,
     wait,
 )
@@ -96,12 +104,14 @@ __all__ = [
     "SlotResult",
     "SwitchEndpoint",
     "abort",
+    "current_migration_id",
     "finalize",
     "migration_id_for",
     "plan",
     "reconcile",
     "resume",
     "run",
+    "set_rate",
     "status",
     "wait",
 ]

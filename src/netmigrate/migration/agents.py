@@ -146,6 +146,14 @@ class AgentClient:
             "ResumeMigration", control_pb2.MigrationRef(migration_id=migration_id)
         )
 
+    async def set_rate(self, migration_id: str, rate: int) -> control_pb2.MigrationStatus:
+        return await self._call(
+            "SetMigrationRate",
+            control_pb2.SetMigrationRateRequest(
+                migration_id=migration_id, rate_keys_per_second=rate
+            ),
+        )
+
     async def finalize(
         self, migration_id: str, grace: float
     ) -> control_pb2.FinalizeMigrationResponse:

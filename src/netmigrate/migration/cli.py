@@ -31,7 +31,6 @@ from netmigrate.migration.model import (
     MigrationOptions,
     Progress,
     SwitchEndpoint,
-    migration_id_for,
 )
 
 
@@ -66,7 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--migration-id", help="name of the migration (default: derived from the request)"
     )
     p.add_argument("--batch", type=int, default=256, help="keys per copy batch (default 256)")
-    p.add_argument("--rate", type=int, default=0, help="copy rate limit, keys/s (0: none)")
+    p.add_argument(
+        "--rate",
+        type=int,
+        help="copy rate limit, keys/s (0: none; default: none for a new migration, unchanged "
+        "for one that exists). Given with a running migration, or with --resume, it changes "
+        "that migration's rate",
+    )
     p.add_argument("--parallel", type=int, default=4, help="slots in flight at once (default 4)")
     p.add_argument(
         "--grace", type=float, default=1.0, help="seconds before moved keys are deleted (default 1)"
@@ -78,6 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     action.add_argument("--status", action="store_true", help="show the migration's status")
     action.add_argument("--abort", action="store_true", help="start no further slot, then stop")
     action.add_argument("--resume", action="store_true", help="continue an interrupted migration")
+    action.add_argument(
+        "--set-rate",
+        type=int,
+        metavar="KEYS_PER_S",
+        help="change the rate limit of the migration (running or not; 0: none), then exit",
+    )
     action.add_argument(
         "--reconcile", action="store_true", help="rebuild the switch's slot map from the agents"
     )
@@ -213,17 +224,23 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             found = await controller.status(source, args.migration_id, include_slots=True)
             print(json.dumps([r.to_json() for r in found], indent=2), file=out)
             return 0
-        if args.abort or args.resume:
+        if args.abort or args.resume or args.set_rate is not None:
             mid = args.migration_id
             if mid is None:
                 target = _agent(args.target, "--target", tls)
-                mid = migration_id_for(
-                    keyspace.keyspace_id, source.server_id, target.server_id, _slots(args.slots)
+                mid = await controller.current_migration_id(
+                    source, keyspace, target, _slots(args.slots)
                 )
+            if args.set_rate is not None:
+                res = await controller.set_rate(source, mid, args.set_rate)
+                print(json.dumps(res.to_json(), indent=2), file=out)
+                return 0
             if args.abort:
                 res = await controller.abort(source, mid, progress=bar)
             else:
-                res = await controller.resume(source, mid, progress=bar)
+                res = await controller.resume(
+                    source, mid, progress=bar, options=MigrationOptions(rate=args.rate)
+                )
             print(json.dumps(res.to_json(), indent=2), file=out)
             return 0 if res.state in ("DONE", "FINALIZED", "ABORTED") else 1
         target = _agent(args.target, "--target", tls)

@@ -224,6 +224,44 @@ async def _existing(src: AgentClient, mid: str) -> control_pb2.MigrationStatus |
     return found[0] if found else None
 
 
+async def _apply_rate(
+    src: AgentClient, existing: control_pb2.MigrationStatus, rate: int | None
+) -> bool:
+    """Give an unfinished migration the rate asked for (None: keep its own)."""
+    if rate is None or existing.state in ("DONE", "FINALIZED"):
+        return False
+    if existing.rate_keys_per_second == rate:
+        return False
+    return (await src.set_rate(existing.migration_id, rate)).changed
+
+
+async def set_rate(source: AgentEndpoint, migration_id: str, rate: int) -> MigrationResult:
+    """Change the rate limit of a migration, running or not (0: none). Idempotent."""
+    if rate < 0:
+        raise ValueError("rate must be >= 0")
+    async with AgentClient(source) as src:
+        status = await src.set_rate(migration_id, rate)
+    message = f"migration {migration_id}: rate limit {rate or 'none'}"
+    if not status.changed:
+        message += " already"
+    return result_from_status(status, changed=status.changed, message=message)
+
+
+async def current_migration_id(
+    source: AgentEndpoint, keyspace: KeyspaceRef, target: AgentEndpoint, slots: Iterable[int]
+) -> str:
+    """The id of the latest run of the migration these arguments derive (``BASE``,
+    ``BASE.2``...): what abort, resume and set_rate act on when no id is given."""
+    wanted = normalize_slots(slots)
+    base = migration_id_for(keyspace.keyspace_id, source.server_id, target.server_id, wanted)
+    mid, generation = base, 1
+    async with AgentClient(source) as src:
+        while await _existing(src, f"{base}.{generation + 1}") is not None:
+            generation += 1
+            mid = f"{base}.{generation}"
+    return mid
+
+
 def _owned(reply: control_pb2.GetSlotsResponse) -> set[int]:
     return {s for lo, hi in _ranges(reply.owned) for s in range(lo, hi + 1)}
 
@@ -338,15 +376,17 @@ async def run(
                 target,
                 service=keyspace.service,
                 batch=opts.batch,
-                rate=opts.rate,
+                rate=opts.rate or 0,
                 parallel=opts.parallel,
             )
             changed = status.changed
-        elif existing.state in ("FAILED", "ABORTED"):
-            await src.resume(mid)
-            changed = True
         else:
-            changed = existing.state in _RUNNING
+            rate_changed = await _apply_rate(src, existing, opts.rate)
+            if existing.state in ("FAILED", "ABORTED"):
+                await src.resume(mid)
+                changed = True
+            else:
+                changed = existing.state in _RUNNING or rate_changed
     final = await wait(
         source,
         mid,
@@ -492,6 +532,8 @@ async def resume(
     ``target`` and ``keyspace``."""
     opts = options or MigrationOptions()
     async with AgentClient(source) as src:
+        if opts.rate is not None:
+            await src.set_rate(migration_id, opts.rate)
         first = await src.resume(migration_id)
     if not wait_done:
         return result_from_status(first, changed=first.changed, message="resumed")

@@ -79,8 +79,9 @@ class KeyspaceRef:
 class MigrationOptions:
     #: Keys per copy batch.
     batch: int = 256
-    #: Copy rate limit, keys per second over all slots (0: unlimited).
-    rate: int = 0
+    #: Copy rate limit, keys per second over all slots (0: unlimited). None: unlimited for a
+    #: new migration, and an existing one keeps its rate; a number changes an existing one's.
+    rate: int | None = None
     #: Slots in flight at once.
     parallel: int = 4
     #: Seconds between a slot's completion and the deletion of its keys at the source.
@@ -97,7 +98,7 @@ class MigrationOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 65535:
             raise ValueError("batch must be 1..65535")
-        if self.rate < 0:
+        if self.rate is not None and self.rate < 0:
             raise ValueError("rate must be >= 0")
         if not 1 <= self.parallel <= 256:
             raise ValueError("parallel must be 1..256")
