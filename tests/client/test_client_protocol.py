@@ -296,3 +296,45 @@ async def test_close_fails_outstanding_requests(pair) -> None:
     client.close()
     with pytest.raises(NetMigrateError, match="closed"):
         await task
+
+
+async def test_event_hook_and_socket_factory(udp_peer) -> None:
+    """``on_event`` hears every retry the client makes and every steered reply;
+    ``socket_factory`` makes the socket the client uses."""
+    import socket
+
+    peer = await udp_peer()
+    server = Server(peer)
+    made: list[socket.socket] = []
+
+    async def factory() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        made.append(sock)
+        return sock
+
+    events: list[str] = []
+    client = AsyncClient(
+        peer.address,
+        KS,
+        timeout=0.1,
+        retries=3,
+        backoff=0.001,
+        socket_factory=factory,
+        on_event=events.append,
+    )
+    async with client:
+        assert made and client.local_address == made[0].getsockname()
+        task = asyncio.create_task(client.get("k"))
+        await server.request()  # lost: a timeout resend
+        fields, _, addr = await server.request()
+        server.answer(fields, addr, ErrorReply("moving"), Status.WRONG_OWNER)
+        fields, _, addr = await server.request()
+        server.answer(fields, addr, ValueReply(b"b"), flags=Flag.DOUBLE_READ | Flag.TO_TARGET)
+        server.answer(fields, addr, ValueReply(b"a"), flags=Flag.DOUBLE_READ)
+        assert await task == b"b"
+        task = asyncio.create_task(client.set("k", "v"))
+        fields, _, addr = await server.request()
+        server.answer(fields, addr, SetReply(True), flags=Flag.TO_TARGET)
+        assert await task is True
+    assert events == ["TIMEOUT_RETRY", "WRONG_OWNER", "DOUBLE_READ", "TO_TARGET"]

@@ -19,7 +19,7 @@ import logging
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -69,6 +69,18 @@ _NOT_FOUND = int(Status.NOT_FOUND)
 _DOUBLE_READ = int(Flag.DOUBLE_READ)
 _TO_TARGET = int(Flag.TO_TARGET)
 _RETRYABLE = frozenset(int(s) for s in RETRYABLE_STATUSES)
+_STATUS_NAMES = {int(s): s.name for s in Status}
+
+#: Events reported to ``on_event`` besides the retried statuses (named as in Status): a resend
+#: after a timeout, a reply that came through a double read, a request the switch steered to a
+#: migration target.
+EVENT_TIMEOUT_RETRY = "TIMEOUT_RETRY"
+EVENT_DOUBLE_READ = "DOUBLE_READ"
+EVENT_TO_TARGET = "TO_TARGET"
+
+#: Makes the client's socket: a bound UDP socket (made non-blocking by the client). For a
+#: socket that must live elsewhere than the caller, e.g. in a network namespace.
+SocketFactory = Callable[[], Awaitable[socket.socket]]
 
 
 def _bytes(value: Value, what: str) -> bytes:
@@ -174,6 +186,8 @@ class AsyncClient:
         max_backoff: float = 0.1,
         max_datagram: int = MAX_DATAGRAM,
         client_id: int | None = None,
+        socket_factory: SocketFactory | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         if not 0 <= keyspace <= 0xFFFF:
             raise ValueError(f"keyspace {keyspace} out of range 0..65535")
@@ -190,6 +204,11 @@ class AsyncClient:
         if not 0 <= self.client_id <= 0xFFFFFFFF:
             raise ValueError("client_id must fit 32 bits")
         self.stats = ClientStats()
+        #: Called with the kind of every retry the client makes (a retryable status's name or
+        #: EVENT_TIMEOUT_RETRY) and of replies that were steered (EVENT_DOUBLE_READ /
+        #: EVENT_TO_TARGET, once per reply the switch sent to a migration target).
+        self.on_event = on_event
+        self._socket_factory = socket_factory
         self._counter = 0
         self._pending: dict[int, _Request] = {}
         self._sock: socket.socket | None = None
@@ -206,6 +225,14 @@ class AsyncClient:
         if self._sock is not None:
             return self
         loop = asyncio.get_running_loop()
+        if self._socket_factory is not None:
+            sock = await self._socket_factory()
+            sock.setblocking(False)
+            # The factory's socket may live where names do not resolve: the address is used
+            # as given (numeric).
+            self._sock, self._peer, self._loop = sock, self.address, loop
+            loop.add_reader(sock.fileno(), self._on_readable)
+            return self
         host, port = self.address
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -427,6 +454,8 @@ class AsyncClient:
         if req.future.done():  # cancelled by the caller
             del self._pending[req.request_id]
         elif req.attempts <= self.retries:
+            if self.on_event is not None:
+                self.on_event(EVENT_TIMEOUT_RETRY)
             self._resend(req)
         else:
             self.stats.timeouts += 1
@@ -469,6 +498,9 @@ class AsyncClient:
         self.stats.replies += 1
         status = fields[F_STATUS]
         flags = fields[F_FLAGS]
+        if flags & _TO_TARGET and self.on_event is not None:
+            # Both copies of a double read carry DOUBLE_READ: it is counted on the target's.
+            self.on_event(EVENT_DOUBLE_READ if flags & _DOUBLE_READ else EVENT_TO_TARGET)
         if flags & _DOUBLE_READ:
             copy = Reply(status, body)
             if flags & _TO_TARGET:
@@ -486,6 +518,8 @@ class AsyncClient:
             if req.backoff is not None:
                 return  # a retry is already scheduled
             if req.attempts <= self.retries and not req.future.done():
+                if self.on_event is not None:
+                    self.on_event(_STATUS_NAMES[status])
                 delay = min(self.backoff * (2 ** (req.attempts - 1)), self.max_backoff)
                 req.token += 1  # the attempt's timer no longer applies
                 req.backoff = self._loop.call_later(delay, self._resend, req)  # type: ignore[union-attr]

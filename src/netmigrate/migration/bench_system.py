@@ -45,16 +45,15 @@ from netmigrate.bench.system import (
     System,
     SystemUnavailable,
 )
-from netmigrate.client.aio import AsyncClient
+from netmigrate.client.aio import (
+    EVENT_DOUBLE_READ,
+    EVENT_TIMEOUT_RETRY,
+    EVENT_TO_TARGET,
+    AsyncClient,
+)
 from netmigrate.client.errors import ServerError
 from netmigrate.protocol.constants import (
-    F_FLAGS,
-    F_OP,
-    F_REQUEST_ID,
-    REPLY_BIT,
-    RETRYABLE_STATUSES,
     SLOT_COUNT,
-    Flag,
     Status,
 )
 
@@ -85,14 +84,10 @@ CLIENT_RETRIES = 8
 BULK_CHUNK = 256
 
 #: Client event kinds (besides the retried statuses, named as in the protocol).
-TIMEOUT_RETRY = "TIMEOUT_RETRY"
-DOUBLE_READ = "DOUBLE_READ"
-TO_TARGET = "TO_TARGET"
+TIMEOUT_RETRY = EVENT_TIMEOUT_RETRY
+DOUBLE_READ = EVENT_DOUBLE_READ
+TO_TARGET = EVENT_TO_TARGET
 
-_RETRYABLE = frozenset(int(s) for s in RETRYABLE_STATUSES)
-_STATUS_NAMES = {int(s): s.name for s in Status}
-_DOUBLE_READ = int(Flag.DOUBLE_READ)
-_TO_TARGET = int(Flag.TO_TARGET)
 _SOCKET_BUFFER = 4 << 20
 
 
@@ -122,13 +117,9 @@ def _client_socket() -> socket.socket:
 
 
 class LabClient(AsyncClient):
-    """:class:`AsyncClient` whose socket lives in a network namespace, counting the events it
-    handles inside successful calls.
-
-    The counting hooks wrap the base class' retry decisions with the very same conditions,
-    so the events are exactly the retries it makes (a public event hook in ``AsyncClient``
-    would make these overrides unnecessary).
-    """
+    """:class:`AsyncClient` whose socket lives in a network namespace (when given), reporting
+    the events it handles inside successful calls to ``events`` (the client's own event hook:
+    retries by status, timeout resends, steered replies)."""
 
     def __init__(
         self,
@@ -139,48 +130,20 @@ class LabClient(AsyncClient):
         events: ClientEvents,
         **options: Any,
     ) -> None:
-        super().__init__(address, keyspace, **options)
+        factory = None
+        if netns is not None:
+
+            async def factory() -> socket.socket:
+                from netmigrate.lab.netns import call_in_netns
+
+                # The service address is numeric (the lab's), so no name lookup is needed.
+                return await asyncio.to_thread(call_in_netns, netns, _client_socket)
+
+        super().__init__(
+            address, keyspace, socket_factory=factory, on_event=events.event, **options
+        )
         self.netns = netns
         self.events = events
-
-    async def open(self) -> LabClient:
-        if self.netns is None:
-            await super().open()
-            return self
-        if self._sock is not None:
-            return self
-        from netmigrate.lab.netns import call_in_netns
-
-        # The service address is numeric (the lab's), so no name lookup is needed.
-        sock = await asyncio.to_thread(call_in_netns, self.netns, _client_socket)
-        loop = asyncio.get_running_loop()
-        self._sock, self._peer, self._loop = sock, self.address, loop
-        loop.add_reader(sock.fileno(), self._on_readable)
-        return self
-
-    def _on_reply(self, fields: tuple[int, ...], body: Any) -> None:
-        flags = fields[F_FLAGS]
-        if flags & _TO_TARGET:
-            req = self._pending.get(fields[F_REQUEST_ID])
-            if req is not None and fields[F_OP] == req.op | REPLY_BIT:
-                # Both copies of a double read carry DOUBLE_READ: count it on the target's.
-                self.events.event(DOUBLE_READ if flags & _DOUBLE_READ else TO_TARGET)
-        super()._on_reply(fields, body)
-
-    def _complete(self, req: Any, status: int, body: Any) -> None:
-        if (
-            status in _RETRYABLE
-            and req.backoff is None
-            and req.attempts <= self.retries
-            and not req.future.done()
-        ):
-            self.events.event(_STATUS_NAMES[status])
-        super()._complete(req, status, body)
-
-    def _expire(self, req: Any) -> None:
-        if not req.future.done() and req.attempts <= self.retries:
-            self.events.event(TIMEOUT_RETRY)
-        super()._expire(req)
 
 
 class NetMigrateKV:
