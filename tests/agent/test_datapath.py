@@ -303,3 +303,36 @@ async def test_raw_reply_datagram_is_bytes_exact(raw_agent) -> None:
     )
     assert data == encode(expected, ValueReply(None))
     assert decode(data).header == expected
+
+
+async def test_a_write_whose_redis_connection_drops_is_retryable_and_applied_once(
+    raw_agent, cluster_redis
+) -> None:
+    """The agent's connection is killed while Redis holds its INCRBY (clients paused): the
+    answer is BUSY, not ERROR, and the client's retry with the same id applies it once; a
+    further retry is answered from what Redis recorded, not applied again (D16)."""
+    _, rpc = await raw_agent()
+    admin = cluster_redis.client()
+    assert (await rpc(Op.INCRBY, IncrBy(b"drop", 10))).body == IntReply(10)
+    admin.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
+    try:
+        rid = rpc.send(Op.INCRBY, IncrBy(b"drop", 1))
+        await asyncio.sleep(0.2)  # the script is queued in Redis, behind the pause
+        admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        lost = await rpc.reply()
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+    assert lost.header.request_id == rid
+    assert lost.header.status == Status.BUSY, lost
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:  # BUSY while the agent reconnects
+        rpc.send(Op.INCRBY, IncrBy(b"drop", 1), request_id=rid, flags=Flag.RETRY)
+        again = await rpc.reply()
+        if again.header.status != Status.BUSY:
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert again.header.status == Status.OK and again.body == IntReply(11)
+    rpc.send(Op.INCRBY, IncrBy(b"drop", 1), request_id=rid, flags=Flag.RETRY)
+    assert (await rpc.reply()).body == IntReply(11)
+    assert int(admin.get(b"drop")) == 11

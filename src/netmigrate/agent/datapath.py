@@ -377,7 +377,7 @@ class DataPath:
         fields, spec, entry = ctx
         applied = True
         if isinstance(reply, Exception):
-            status, body_bytes, applied = self._redis_failure(reply, spec.read_only)
+            status, body_bytes, applied = self._redis_failure(reply)
             datagram = pack_reply_header(fields, status) + body_bytes
         elif type(reply) is list and not spec.read_only:
             # The recording script found the request id recorded (the agent restarted, or
@@ -432,7 +432,7 @@ class DataPath:
             body = ErrorReply("the request id is recorded, but its answer is unreadable")
             return encode_reply(fields, status, body), status
 
-    def _redis_failure(self, reply: Exception, read_only: bool) -> tuple[int, bytes, bool]:
+    def _redis_failure(self, reply: Exception) -> tuple[int, bytes, bool]:
         """(status, body bytes, applied?) for an error instead of a reply."""
         self.stats.redis_errors += 1
         if isinstance(reply, ReplyError):
@@ -443,12 +443,11 @@ class DataPath:
                 return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {message}")), False
             return int(Status.ERROR), encode_body(ErrorReply(message)), True
         if isinstance(reply, ConnectionLost):
-            if read_only:  # a read changed nothing: the client may simply retry it
-                return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {reply}")), False
-            # A write sent but unanswered may have been applied. Remember the ERROR so that
-            # a retry cannot apply it a second time.
-            text = "connection to Redis lost; the request may or may not have been applied"
-            return int(Status.ERROR), encode_body(ErrorReply(text)), True
+            # Retryable, for writes too: a write runs in the recording script, which applies it
+            # and records its request id in one step, and a rerun finds the record instead of
+            # applying it again, in whichever order the two reach Redis (D16). So the entry is
+            # forgotten and the client's retry goes to Redis, which knows.
+            return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {reply}")), False
         log.error("unexpected reply object from Redis: %r", reply)
         return int(Status.ERROR), encode_body(ErrorReply("internal error")), True
 
