@@ -75,6 +75,7 @@ bool nm_is_read_op(in bit<8> op) {
 @noWarn("unused") const bit<32> DECISION_NO_SERVER = 8;
 @noWarn("unused") const bit<32> DECISION_NO_ROUTE = 9;
 @noWarn("unused") const bit<32> DECISION_BAD_SLOT = 10;
+@noWarn("unused") const bit<32> DECISION_BAD_CHECKSUM = 11;
 @noWarn("unused") const bit<32> DECISION_COUNT = 16;  // decision_counter size
 
 // --- Servers and slots ---------------------------------------------------------------------------

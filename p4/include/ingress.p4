@@ -145,8 +145,14 @@ control NetMigrateIngress(inout headers_t hdr,
             hdr.packet_out.setInvalid();
         }
 
-        // 2. Not IPv4 (or a corrupt IPv4 header: its fields cannot be trusted) -> drop.
-        if (!hdr.ipv4.isValid() || standard_metadata.checksum_error == 1) {
+        // 2. Not IPv4 (or a corrupt IPv4 header: its fields cannot be trusted) -> drop; a
+        // corrupt one is counted, so that an operator can tell these drops from others.
+        if (!hdr.ipv4.isValid()) {
+            drop();
+            exit;
+        }
+        if (standard_metadata.checksum_error == 1) {
+            decision_counter.count(DECISION_BAD_CHECKSUM);
             drop();
             exit;
         }

@@ -92,13 +92,16 @@ def test_not_ipv4_is_dropped_uncounted(state: MemoryState) -> None:
     assert state.decisions() == {}
 
 
-def test_bad_ipv4_checksum_is_dropped_uncounted(state: MemoryState) -> None:
+def test_bad_ipv4_checksum_is_dropped_and_counted_as_such(state: MemoryState) -> None:
     frame = bytearray(udp(SERVERS[1].ip, 9))
     frame[24] ^= 0x01
     assert process(bytes(frame), CLIENT.port, state) == []
     frame[24:26] = b"\xff\xff"  # csum16 never yields 0xFFFF
     assert process(bytes(frame), CLIENT.port, state) == []
-    assert state.decisions() == {}
+    long = bytearray(udp(SERVERS[1].ip, 9, payload=bytes(64)))  # past the NetMigrate header
+    long[24] ^= 0x01
+    assert process(bytes(long), CLIENT.port, state) == []
+    assert state.decisions() == {Decision.BAD_CHECKSUM: 3}
 
 
 def test_ttl_is_decremented_modulo_256(state: MemoryState) -> None:

@@ -131,6 +131,7 @@ class Decision(enum.IntEnum):
     NO_SERVER = 8  # destination server unknown to the switch: dropped
     NO_ROUTE = 9  # plain IPv4 without a route: dropped
     BAD_SLOT = 10  # slot >= SLOT_COUNT: sent to the keyspace default owner
+    BAD_CHECKSUM = 11  # IPv4 header (no options) whose checksum does not verify: dropped
 
 
 DECISION_COUNT = 16

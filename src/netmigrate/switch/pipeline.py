@@ -144,6 +144,7 @@ _D_CPU_OP_REJECTED = int(Decision.CPU_OP_REJECTED)
 _D_NO_SERVER = int(Decision.NO_SERVER)
 _D_NO_ROUTE = int(Decision.NO_ROUTE)
 _D_BAD_SLOT = int(Decision.BAD_SLOT)
+_D_BAD_CHECKSUM = int(Decision.BAD_CHECKSUM)
 
 _DOUBLE_READ = int(Flag.DOUBLE_READ)
 _TO_TARGET = int(Flag.TO_TARGET)
@@ -286,6 +287,7 @@ def _ingress(frame: bytes, in_port: int, nbytes: int, state: PipelineState) -> l
     if vihl & 0x0F != IPV4_IHL_NO_OPTIONS:
         return _plain(frame, in_port, nbytes, state, False, ttl, proto, csum, dst)
     if int.from_bytes(frame[_IP:_IP_END], "big") % 0xFFFF or csum == 0xFFFF:
+        state.counter_add(C_DECISION, _D_BAD_CHECKSUM, nbytes)
         return []
     if (
         proto != IPPROTO_UDP
@@ -397,6 +399,7 @@ def _short(frame: bytes, in_port: int, nbytes: int, state: PipelineState) -> lis
     if frame[_IP] & 0x0F != IPV4_IHL_NO_OPTIONS:
         return _plain(frame, in_port, nbytes, state, False, ttl, proto, csum, dst)
     if int.from_bytes(frame[_IP:_IP_END], "big") % 0xFFFF or csum == 0xFFFF:
+        state.counter_add(C_DECISION, _D_BAD_CHECKSUM, nbytes)
         return []
     return _plain(frame, in_port, nbytes, state, True, ttl, proto, csum, dst)
 
