@@ -21,8 +21,8 @@ description:
     (or given with O(migration_id)). Running a finished migration again is C(ok), not
     C(changed), as long as its slots are still at the target; once another migration has
     moved some of them back, running it again moves them again as a new run whose derived id
-    ends in a generation suffix (V(.2), V(.3)...). A failed or aborted migration is resumed from the agents' persisted progress;
-    slots the target owns already are skipped.
+    ends in a generation suffix (V(.2), V(.3)...). A failed or aborted migration is resumed
+    from the agents' persisted progress; slots the target owns already are skipped.
   - In check mode nothing changes; the result holds the plan (which slots would move, which are
     skipped because the target owns them, which nobody owns, and how many keys).
   - Works with C(async)/C(poll). Progress samples are returned in RV(progress) and, with
