@@ -27,12 +27,9 @@ async def migrate(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_check_run_rerun_and_status(pair) -> None:
-    p = await pair()
-    ra = p.redis_a.client()
-    for k in keys_in(20, 8) + keys_in(21, 8):
-        ra.set(k, b"v")
-    common = [
+def request_args(p, slots: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Keyspace, source, target and slots of the pair, as ``netmigrate migrate`` takes them."""
+    return [
         "--keyspace",
         f"{p.keyspace.address}:{p.keyspace.port}",
         "--keyspace-id",
@@ -42,8 +39,16 @@ async def test_check_run_rerun_and_status(pair) -> None:
         "--target",
         f"2={p.target_ep.control}",
         "--slots",
-        "20-21",
+        slots,
     ]
+
+
+async def test_check_run_rerun_and_status(pair) -> None:
+    p = await pair()
+    ra = p.redis_a.client()
+    for k in keys_in(20, 8) + keys_in(21, 8):
+        ra.set(k, b"v")
+    common = request_args(p, "20-21")
     code, out, err = await migrate(*common, "--check")
     assert code == 0, err
     plan = json.loads(out)
@@ -89,19 +94,7 @@ async def test_abort_set_rate_and_resume_act_on_the_latest_run(pair) -> None:
     """--abort, --set-rate and --resume without --migration-id find the migration the
     arguments derive (its latest run); --resume --rate gives it a new rate first."""
     p = await pair()
-    common = [
-        "--keyspace",
-        f"{p.keyspace.address}:{p.keyspace.port}",
-        "--keyspace-id",
-        str(p.keyspace.keyspace_id),
-        "--source",
-        f"1={p.source_ep.control}",
-        "--target",
-        f"2={p.target_ep.control}",
-        "--slots",
-        "3000-3999",
-        "--quiet",
-    ]
+    common = [*request_args(p, "3000-3999"), "--quiet"]
     run = asyncio.create_task(migrate(*common, "--rate", "20", "--parallel", "8"))
     await until(lambda: bool(p.source.source and p.source.source.all()))
     code, out, err = await migrate(*common, "--set-rate", "10")
