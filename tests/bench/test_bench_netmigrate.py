@@ -22,14 +22,12 @@ from netmigrate.bench.kv import CountingEvents, error_kind
 from netmigrate.bench.runner import RunConfig, run_system
 from netmigrate.bench.system import SetupPlan, create_system
 from netmigrate.bench.ycsb import key_name
+from netmigrate.client.aio import EVENT_DOUBLE_READ, EVENT_TIMEOUT_RETRY, EVENT_TO_TARGET
 from netmigrate.lab import netns as nx
 from netmigrate.lab.stack import free_tcp_port
 from netmigrate.lab.supervise import Supervisor
 from netmigrate.migration.bench_system import (
     BULK_CHUNK,
-    DOUBLE_READ,
-    TIMEOUT_RETRY,
-    TO_TARGET,
     LabClient,
     NetMigrateKV,
     NetMigrateSystem,
@@ -94,7 +92,7 @@ async def test_client_counts_each_event_it_handles_inside_a_call(scripted) -> No
     _answer(peer, fields, addr, ValueReply(b"old"), Status.OK, dr)
     _answer(peer, fields, addr, ValueReply(b"new"), Status.OK, dr | to_target)
     assert await task == b"new"
-    assert events.counts == {TIMEOUT_RETRY: 1, "WRONG_OWNER": 1, DOUBLE_READ: 1}
+    assert events.counts == {EVENT_TIMEOUT_RETRY: 1, "WRONG_OWNER": 1, EVENT_DOUBLE_READ: 1}
 
     # A write the switch redirected to the migration target, after the target said BUSY once.
     task = asyncio.create_task(kv.set(b"k2", b"v"))
@@ -104,8 +102,12 @@ async def test_client_counts_each_event_it_handles_inside_a_call(scripted) -> No
     _answer(peer, fields, addr, SetReply(True), Status.OK, to_target)
     await task
     assert events.counts == {
-        TIMEOUT_RETRY: 1, "WRONG_OWNER": 1, DOUBLE_READ: 1, "BUSY": 1, TO_TARGET: 2,
-    }  # fmt: skip
+        EVENT_TIMEOUT_RETRY: 1,
+        "WRONG_OWNER": 1,
+        EVENT_DOUBLE_READ: 1,
+        "BUSY": 1,
+        EVENT_TO_TARGET: 2,
+    }
 
     # A late duplicate of an answered request is no event.
     _answer(peer, fields, addr, SetReply(True), Status.OK, to_target)
@@ -263,7 +265,7 @@ async def test_netmigrate_through_the_harness() -> None:
         "redis2_requests_SET", 0
     )
     assert target_requests > 0  # after the move the target serves the moved slots
-    assert events.get(DOUBLE_READ, 0) + events.get(TO_TARGET, 0) <= target_requests
+    assert events.get(EVENT_DOUBLE_READ, 0) + events.get(EVENT_TO_TARGET, 0) <= target_requests
     wrong_owner = sum(counters.get(f"{n}_replies_WRONG_OWNER", 0) for n in ("redis1", "redis2"))
     assert events.get("WRONG_OWNER", 0) <= wrong_owner
     assert counters["cpu_ms_switch"] > 0

@@ -15,7 +15,8 @@ the call order):
   successful call is reported as client events: retries after ``WRONG_OWNER`` / ``BUSY`` /
   ``MISS`` answers (named by the status), resends after a timeout (``TIMEOUT_RETRY``), reads
   answered through a double read (``DOUBLE_READ``) and requests the switch steered to the
-  migration target (``TO_TARGET``). Failed calls are errors labelled by status or ``Timeout``.
+  migration target (``TO_TARGET``), as the client's own ``on_event`` hook reports them.
+  Failed calls are errors labelled by status or ``Timeout``.
 * **migrate** is :func:`netmigrate.migration.controller.run` with the switch and both agents,
   finalize included: ``observer.finished()`` is called once the moved keys are deleted at the
   source, so "during" covers the whole migration as an operator sees it.
@@ -45,12 +46,7 @@ from netmigrate.bench.system import (
     System,
     SystemUnavailable,
 )
-from netmigrate.client.aio import (
-    EVENT_DOUBLE_READ,
-    EVENT_TIMEOUT_RETRY,
-    EVENT_TO_TARGET,
-    AsyncClient,
-)
+from netmigrate.client.aio import AsyncClient
 from netmigrate.client.errors import ServerError
 from netmigrate.protocol.constants import (
     SLOT_COUNT,
@@ -82,11 +78,6 @@ CLIENT_RETRIES = 8
 #: that the load phase's concurrent batches do not flood the lab switch's queues; measured here
 #: (40,000 keys, 8 loaders): 64 -> 15k keys/s, 256 -> 21k keys/s, unbounded 22k keys/s.
 BULK_CHUNK = 256
-
-#: Client event kinds (besides the retried statuses, named as in the protocol).
-TIMEOUT_RETRY = EVENT_TIMEOUT_RETRY
-DOUBLE_READ = EVENT_DOUBLE_READ
-TO_TARGET = EVENT_TO_TARGET
 
 _SOCKET_BUFFER = 4 << 20
 

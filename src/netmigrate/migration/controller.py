@@ -247,6 +247,24 @@ async def set_rate(source: AgentEndpoint, migration_id: str, rate: int) -> Migra
     return result_from_status(status, changed=status.changed, message=message)
 
 
+def _run_id(base: str, generation: int) -> str:
+    return base if generation == 1 else f"{base}.{generation}"
+
+
+async def _latest_run(
+    src: AgentClient, base: str
+) -> tuple[int, control_pb2.MigrationStatus | None]:
+    """The latest run of a derived id (``BASE``, ``BASE.2``...): (generation, its status).
+    A later run exists only once the one before it was finalized."""
+    generation, found = 1, await _existing(src, base)
+    while found is not None and found.state == "FINALIZED":
+        later = await _existing(src, _run_id(base, generation + 1))
+        if later is None:
+            break
+        generation, found = generation + 1, later
+    return generation, found
+
+
 async def current_migration_id(
     source: AgentEndpoint, keyspace: KeyspaceRef, target: AgentEndpoint, slots: Iterable[int]
 ) -> str:
@@ -254,12 +272,9 @@ async def current_migration_id(
     ``BASE.2``...): what abort, resume and set_rate act on when no id is given."""
     wanted = normalize_slots(slots)
     base = migration_id_for(keyspace.keyspace_id, source.server_id, target.server_id, wanted)
-    mid, generation = base, 1
     async with AgentClient(source) as src:
-        while await _existing(src, f"{base}.{generation + 1}") is not None:
-            generation += 1
-            mid = f"{base}.{generation}"
-    return mid
+        generation, _ = await _latest_run(src, base)
+    return _run_id(base, generation)
 
 
 def _owned(reply: control_pb2.GetSlotsResponse) -> set[int]:
@@ -276,17 +291,17 @@ async def _current_run(
     the source, the same request means moving them again: a new run, ``BASE.2``, ``BASE.3``...
     Until then running it again changes nothing. An id the caller chose is taken as is.
     """
-    mid, found = base, await _existing(src, base)
-    generation = 1
-    while derived and found is not None and found.state == "FINALIZED":
-        following = f"{base}.{generation + 1}"
-        later = await _existing(src, following)
-        if later is None:
-            if _owned(await src.slots()) & set(wanted):
-                return following, None
-            break
-        mid, found, generation = following, later, generation + 1
-    return mid, found
+    if not derived:
+        return base, await _existing(src, base)
+    generation, found = await _latest_run(src, base)
+    moved_back = (
+        found is not None
+        and found.state == "FINALIZED"
+        and bool(_owned(await src.slots()) & set(wanted))
+    )
+    if moved_back:
+        return _run_id(base, generation + 1), None
+    return _run_id(base, generation), found
 
 
 async def wait(
