@@ -269,7 +269,7 @@ _BARE_FORWARDER = """
 import os, socket, sys
 ns, cpu = sys.argv[1], int(sys.argv[2])
 os.sched_setaffinity(0, {cpu})
-from netmigrate.switch.netns import call_in_netns
+from netmigrate.netns import call_in_netns
 def make(name):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     s.setsockopt(263, 23, 1)  # PACKET_IGNORE_OUTGOING

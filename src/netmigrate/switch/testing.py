@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netmigrate.netns import call_in_netns
 from netmigrate.switch.cli import READY_PREFIX
-from netmigrate.switch.netns import call_in_netns
 from netmigrate.switch.ports import ETH_P_ALL, PACKET_IGNORE_OUTGOING, SOL_PACKET
 
 #: The opaque device config tests install (the lab switch stores it and gives it back).
