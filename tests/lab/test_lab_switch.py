@@ -22,7 +22,7 @@ from finsy import P4TableAction, P4TableEntry, P4TableMatch, Switch, SwitchOptio
 
 from netmigrate import resources
 from netmigrate.lab import LabError, Supervisor, Topology, down, status, up
-from netmigrate.lab.switch import SWITCH_SERVICE, start_switch, stop_switch, switch_spec
+from netmigrate.lab.switch_process import SWITCH_SERVICE, start_switch, stop_switch, switch_spec
 from netmigrate.netns import call_in_netns
 
 pytestmark = pytest.mark.root
