@@ -263,14 +263,13 @@ def argument_spec() -> dict[str, t.Any]:
 def wanted_map(ranges: list[dict[str, t.Any]], purge: bool) -> dict[int, t.Any]:
     """``{slot: SlotEntry}`` from the ranges; ValueError on a bad or overlapping range."""
     lib = p4rt()
+    slotset = optional_import("netmigrate.protocol.slotset")
     slot_count = optional_import("netmigrate.protocol.constants").SLOT_COUNT
     wanted: dict[int, t.Any] = {}
     for r in ranges:
         last = r["first"] if r["last"] is None else r["last"]
-        if not 0 <= r["first"] <= last < slot_count:
-            raise ValueError(f"slot range {r['first']}-{last} is not within 0-{slot_count - 1}")
         entry = lib.SlotEntry(r["owner"], r["target"])
-        for slot in range(r["first"], last + 1):
+        for slot in slotset.check_range(r["first"], last):
             if slot in wanted:
                 raise ValueError(f"slot {slot} is in more than one range")
             wanted[slot] = entry
@@ -282,38 +281,25 @@ def wanted_map(ranges: list[dict[str, t.Any]], purge: bool) -> dict[int, t.Any]:
 
 def compress(slots: t.Mapping[int, t.Any]) -> list[dict[str, int]]:
     """Consecutive slots with equal entries as ``{first, last, owner, target}`` ranges."""
-    out: list[dict[str, int]] = []
-    for slot in sorted(slots):
-        e = slots[slot]
-        last = out[-1] if out else None
-        if (
-            last
-            and last["last"] == slot - 1
-            and (last["owner"], last["target"])
-            == (
-                e.owner,
-                e.target,
-            )
-        ):
-            last["last"] = slot
-        else:
-            out.append(dict(first=slot, last=slot, owner=e.owner, target=e.target))
-    return out
+    slotset = optional_import("netmigrate.protocol.slotset")
+    return [
+        dict(first=first, last=last, owner=e.owner, target=e.target)
+        for first, last, e in slotset.runs(slots)
+    ]
 
 
 def changed_ranges(before: t.Mapping[int, t.Any], after: t.Mapping[int, t.Any]) -> list[t.Any]:
     """Ranges of consecutive changed slots with the same before and after entries."""
-    out: list[dict[str, t.Any]] = []
-    for slot in sorted(s for s in after if before[s] != after[s]):
-        b, a = before[slot], after[slot]
-        old = dict(owner=b.owner, target=b.target)
-        new = dict(owner=a.owner, target=a.target)
-        last = out[-1] if out else None
-        if last and last["last"] == slot - 1 and last["before"] == old and last["after"] == new:
-            last["last"] = slot
-        else:
-            out.append(dict(first=slot, last=slot, before=old, after=new))
-    return out
+    slotset = optional_import("netmigrate.protocol.slotset")
+    return [
+        dict(
+            first=first,
+            last=last,
+            before=dict(owner=b.owner, target=b.target),
+            after=dict(owner=a.owner, target=a.target),
+        )
+        for first, last, b, a in slotset.diff(before, after)
+    ]
 
 
 def agent_endpoints(agents: list[dict[str, t.Any]]) -> list[t.Any]:

@@ -18,10 +18,11 @@ from netmigrate.agent.reserved import (
     slot_tag,
 )
 from netmigrate.agent.restore import ttl_from_pttl
-from netmigrate.agent.slots import Admission, SlotState, SlotTable, to_ranges
+from netmigrate.agent.slots import Admission, SlotState, SlotTable
 from netmigrate.agent.source import RateLimiter
 from netmigrate.protocol.constants import Flag, Op
 from netmigrate.protocol.slot import key_slot
+from netmigrate.protocol.slotset import to_ranges
 
 DR = int(Flag.DOUBLE_READ)
 

@@ -12,7 +12,6 @@ from netmigrate.agent.redis_node import (
     RedisNodeError,
     ensure_single_node_cluster,
     ensure_single_node_cluster_async,
-    missing_ranges,
     owned_slots_from_nodes,
 )
 
@@ -74,12 +73,6 @@ def test_member_of_a_two_node_cluster_is_refused(redis_server) -> None:
     with pytest.raises(RedisNodeError, match="multi-node cluster \\(2 known nodes\\)"):
         ensure_single_node_cluster(cb)
     assert _owned(cb) == before == set()  # refused before touching anything
-
-
-def test_missing_ranges() -> None:
-    assert missing_ranges(set(range(16384))) == []
-    assert missing_ranges(set()) == [(0, 16383)]
-    assert missing_ranges(set(range(1, 16383)) - {500}) == [(0, 0), (500, 500), (16383, 16383)]
 
 
 def test_nodes_parsing_ignores_migration_marks_and_other_nodes() -> None:

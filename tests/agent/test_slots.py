@@ -6,9 +6,10 @@ import pytest
 
 from netmigrate.agent import slot_store
 from netmigrate.agent.reserved import AGENT_STATE_KEY, RESERVED_SLOT, is_reserved
-from netmigrate.agent.slots import Admission, SlotState, SlotTable, format_ranges
+from netmigrate.agent.slots import Admission, SlotState, SlotTable
 from netmigrate.protocol.constants import Op
 from netmigrate.protocol.slot import key_slot
+from netmigrate.protocol.slotset import format_ranges
 
 
 def test_admit_serves_owned_slots_only() -> None:

@@ -15,6 +15,8 @@ import pytest
 from finsy.p4schema import P4Schema
 from finsy.proto import p4r
 
+from netmigrate.lab.forwarding import lab_servers, netmigrate_entries
+from netmigrate.lab.veth_topology import host_socket, veth_topology
 from netmigrate.resources import p4info_path
 from netmigrate.switch import pipeline
 from netmigrate.switch.bench import get_frames
@@ -23,12 +25,6 @@ from netmigrate.switch.entities import write_update
 from netmigrate.switch.ports import open_ports
 from netmigrate.switch.runtime import SwitchRuntime
 from netmigrate.switch.state import SwitchState
-from netmigrate.switch.testing import (
-    host_socket,
-    lab_servers,
-    netmigrate_entries,
-    veth_topology,
-)
 
 BATCH = 1000
 

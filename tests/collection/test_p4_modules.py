@@ -21,6 +21,8 @@ from collection_helpers import Ansible, AnsibleRun
 from finsy.proto import p4r
 
 from netmigrate.bench.redis_server import RedisServer, start_redis
+from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import SwitchProcess, run_switch
 from netmigrate.p4rt import (
     Keyspace,
     P4RTSession,
@@ -37,13 +39,6 @@ from netmigrate.p4rt import (
 )
 from netmigrate.p4rt.session import load_p4info
 from netmigrate.resources import p4info_path
-from netmigrate.switch.testing import (
-    SERVICE_IP,
-    SwitchProcess,
-    lab_servers,
-    netmigrate_entries,
-    run_switch,
-)
 
 DEVICE_CONFIG = b'{"lab": "device config of the collection tests"}'
 SERVICE_PORT = 50000

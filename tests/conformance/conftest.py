@@ -27,7 +27,7 @@ from nmconf_harness import (
 from nmconf_world import World
 
 from netmigrate.lab import ProcessSpec, Supervisor, Topology, build_topology, down, up
-from netmigrate.lab.switch import start_switch
+from netmigrate.lab.switch_process import start_switch
 from netmigrate.protocol.constants import CPU_PORT
 
 PREFIX_ROOT = "nmt4"

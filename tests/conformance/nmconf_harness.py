@@ -48,7 +48,7 @@ from finsy import (
 )
 
 from netmigrate import resources
-from netmigrate.lab import netns as nx
+from netmigrate.netns import call_in_netns
 
 TARGET_ENV = "NETMIGRATE_CONFORMANCE_TARGET"
 GRPC_ENV = "NETMIGRATE_CONFORMANCE_GRPC"
@@ -319,7 +319,7 @@ def open_dataplane(ports: dict[int, tuple[str | None, str]]) -> ptf.dataplane.Da
                 dp.port_add(iface, 0, port)
             else:
                 # The AF_PACKET socket is created inside the host's namespace and stays there.
-                nx.call_in_netns(ns, dp.port_add, iface, 0, port)
+                call_in_netns(ns, dp.port_add, iface, 0, port)
     except BaseException:
         dp.kill()
         raise

@@ -35,7 +35,7 @@ from netmigrate.protocol.constants import (
     SLOT_COUNT,
     SLOT_MAP_SIZE,
 )
-from netmigrate.switch.packet import NM_LAYOUT
+from netmigrate.protocol.layout import NM_LAYOUT
 from netmigrate.switch.scapy_layer import NetMigrate
 
 CLIENT_PORT = 40000

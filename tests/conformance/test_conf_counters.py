@@ -9,7 +9,7 @@ from nmconf_driver import Conformance
 from nmconf_world import FrameSpec
 
 from netmigrate.protocol.constants import DECISION_COUNT, Decision, Op
-from netmigrate.switch.packet import PACKET_OUT_LEN
+from netmigrate.protocol.layout import PACKET_OUT_LEN
 
 pytestmark = pytest.mark.root
 

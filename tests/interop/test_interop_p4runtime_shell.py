@@ -12,17 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.frames import recv_matching
 
+from netmigrate.lab.forwarding import DEVICE_CONFIG
+from netmigrate.lab.switch_process import run_switch
+from netmigrate.lab.veth_topology import host_socket, veth_topology
 from netmigrate.p4rt.frames import udp_frame
 from netmigrate.protocol.constants import Decision
 from netmigrate.resources import p4info_path
-from netmigrate.switch.testing import (
-    DEVICE_CONFIG,
-    host_socket,
-    recv_matching,
-    run_switch,
-    veth_topology,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-p4rtshell"

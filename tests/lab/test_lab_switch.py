@@ -22,8 +22,8 @@ from finsy import P4TableAction, P4TableEntry, P4TableMatch, Switch, SwitchOptio
 
 from netmigrate import resources
 from netmigrate.lab import LabError, Supervisor, Topology, down, status, up
-from netmigrate.lab import netns as nx
-from netmigrate.lab.switch import SWITCH_SERVICE, start_switch, stop_switch, switch_spec
+from netmigrate.lab.switch_process import SWITCH_SERVICE, start_switch, stop_switch, switch_spec
+from netmigrate.netns import call_in_netns
 
 pytestmark = pytest.mark.root
 
@@ -95,7 +95,7 @@ def test_hosts_talk_through_the_lab_switch(lab_topology: Topology, run_dir: Path
             s.sendto(b"ping " * 400, (b.ip, 50000))
             return s.recvfrom(9000)[0]
 
-    server = nx.call_in_netns(b.netns, bind_b)
+    server = call_in_netns(b.netns, bind_b)
     try:
         # b echoes from a thread of its own; a's kernel only accepts the reply if the UDP
         # checksum the switch passed on is whole.
@@ -105,7 +105,7 @@ def test_hosts_talk_through_the_lab_switch(lab_topology: Topology, run_dir: Path
 
         t = threading.Thread(target=echo)
         t.start()
-        reply = nx.call_in_netns(a.netns, ask_from_a)
+        reply = call_in_netns(a.netns, ask_from_a)
         t.join(5)
     finally:
         server.close()
@@ -131,7 +131,7 @@ def test_hosts_talk_through_the_lab_switch(lab_topology: Topology, run_dir: Path
                 chunks.append(chunk)
             return b"".join(chunks)
 
-    listener = nx.call_in_netns(c.netns, listen_c)
+    listener = call_in_netns(c.netns, listen_c)
 
     def serve_one() -> None:
         conn, _ = listener.accept()
@@ -145,7 +145,7 @@ def test_hosts_talk_through_the_lab_switch(lab_topology: Topology, run_dir: Path
     try:
         t = threading.Thread(target=serve_one)
         t.start()
-        assert nx.call_in_netns(a.netns, tcp_from_a) == b"65536"
+        assert call_in_netns(a.netns, tcp_from_a) == b"65536"
         t.join(5)
     finally:
         listener.close()

@@ -15,6 +15,7 @@ from scapy.layers.l2 import Ether
 
 from netmigrate.lab import LabError, Topology, build_topology, down, status, up
 from netmigrate.lab import netns as nx
+from netmigrate.netns import call_in_netns
 
 pytestmark = pytest.mark.root
 
@@ -86,9 +87,9 @@ def test_host_datagram_reaches_its_switch_port_with_a_full_checksum(lab_topology
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"hello lab" * 50, (b.ip, 50000))
 
-    cap = nx.call_in_netns(topo.switch_netns, open_capture)
+    cap = call_in_netns(topo.switch_netns, open_capture)
     try:
-        nx.call_in_netns(a.netns, send_udp)
+        call_in_netns(a.netns, send_udp)
         frame = Ether(_capture_one(cap))
     finally:
         cap.close()
@@ -119,7 +120,7 @@ def test_switch_side_frame_reaches_the_host(lab_topology: Topology):
                 s.bind((iface, 0))
                 s.send(frame)
 
-        rx = nx.call_in_netns(host.netns, open_udp)
+        rx = call_in_netns(host.netns, open_udp)
         try:
             frame = (
                 Ether(src=host.switch_mac, dst=host.mac)
@@ -127,7 +128,7 @@ def test_switch_side_frame_reaches_the_host(lab_topology: Topology):
                 / UDP(sport=1234, dport=50001)
                 / f"to {host.name}".encode()
             )
-            nx.call_in_netns(topo.switch_netns, send_raw, bytes(frame))
+            call_in_netns(topo.switch_netns, send_raw, bytes(frame))
             rx.settimeout(2)
             data, _ = rx.recvfrom(100)
             assert data == f"to {host.name}".encode()

@@ -11,6 +11,8 @@ import pytest
 from migration_helpers import KEYSPACE, SOURCE, TARGET, keys_in, until
 
 from netmigrate import migration
+from netmigrate.lab.forwarding import DEVICE_CONFIG, SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import SwitchProcess, run_switch
 from netmigrate.migration import KeyspaceRef, MigrationError, MigrationOptions, SwitchEndpoint
 from netmigrate.p4rt import (
     P4RTSession,
@@ -21,14 +23,6 @@ from netmigrate.p4rt import (
 )
 from netmigrate.protocol.constants import SERVICE_PORT_BASE
 from netmigrate.resources import p4info_path
-from netmigrate.switch.testing import (
-    DEVICE_CONFIG,
-    SERVICE_IP,
-    SwitchProcess,
-    lab_servers,
-    netmigrate_entries,
-    run_switch,
-)
 
 SWITCH_KEYSPACE = KeyspaceRef(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE)
 

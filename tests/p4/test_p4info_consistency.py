@@ -23,8 +23,8 @@ from netmigrate.protocol.constants import (
     HEADER_LEN,
     SLOT_MAP_SIZE,
 )
+from netmigrate.protocol.layout import NM_LAYOUT, PACKET_IN_FIELDS, PACKET_OUT_FIELDS
 from netmigrate.resources import p4_program_path, p4info_path
-from netmigrate.switch.packet import NM_LAYOUT, PACKET_IN_FIELDS, PACKET_OUT_FIELDS
 from netmigrate.switch.pipeline import P4INFO_NAMES
 
 

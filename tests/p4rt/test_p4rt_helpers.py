@@ -10,7 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from finsy.proto import p4r
+from support.pki import make_pki
 
+from netmigrate.lab.forwarding import DEVICE_CONFIG, SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import SwitchProcess, run_switch
 from netmigrate.p4rt import (
     CloneSessionSpec,
     Keyspace,
@@ -40,15 +43,6 @@ from netmigrate.p4rt.slotmap import SUBMIT_TO_INGRESS
 from netmigrate.protocol.codec import Header
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT, Decision, Op
 from netmigrate.resources import p4info_path
-from netmigrate.switch.testing import (
-    DEVICE_CONFIG,
-    SERVICE_IP,
-    SwitchProcess,
-    lab_servers,
-    make_pki,
-    netmigrate_entries,
-    run_switch,
-)
 
 KEYSPACE = Keyspace(1, SERVICE_IP, SERVICE_PORT_BASE)
 SERVERS = lab_servers([1, 2, 3])

@@ -11,6 +11,7 @@ import pytest
 from finsy.p4schema import P4Schema
 from finsy.proto import p4r
 
+from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entries
 from netmigrate.p4rt import Keyspace, SlotEntry, SlotMapError, SlotMapIO
 from netmigrate.p4rt.session import PacketIn
 from netmigrate.protocol.constants import SERVICE_PORT_BASE
@@ -19,7 +20,6 @@ from netmigrate.switch import pipeline
 from netmigrate.switch.entities import write_update
 from netmigrate.switch.p4info import P4InfoIndex, load_p4info
 from netmigrate.switch.state import SwitchState
-from netmigrate.switch.testing import SERVICE_IP, lab_servers, netmigrate_entries
 
 KEYSPACE = Keyspace(1, SERVICE_IP, SERVICE_PORT_BASE)
 

@@ -13,12 +13,14 @@ from scapy.utils import checksum
 
 from netmigrate.protocol.codec import Header
 from netmigrate.protocol.constants import HEADER, HEADER_LEN, SERVICE_PORT_BASE, Op
-from netmigrate.switch.packet import (
+from netmigrate.protocol.layout import (
     NM_LAYOUT,
     decode_packet_in,
     decode_packet_out,
     encode_packet_in,
     encode_packet_out,
+)
+from netmigrate.switch.packet import (
     ipv4_checksum,
     ipv4_checksum_after_ttl_decrement,
     ipv4_header_ok,

@@ -23,7 +23,7 @@ from netmigrate.protocol.constants import (
     Decision,
     Op,
 )
-from netmigrate.switch.packet import encode_packet_out
+from netmigrate.protocol.layout import encode_packet_out
 from netmigrate.switch.pipeline import process, process_packet_out
 from netmigrate.switch.scapy_layer import NetMigrate, PacketOut
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from pipeline_lab import CLIENT, SERVERS, MemoryState, build_lab, ipv4_checksum_ok, request
 
 from netmigrate.protocol.constants import CPU_PORT, Op
-from netmigrate.switch.packet import encode_packet_out
+from netmigrate.protocol.layout import encode_packet_out
 from netmigrate.switch.pipeline import process
 
 PORTS = [CLIENT.port, *(s.port for s in SERVERS.values()), CPU_PORT, 0]

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from netmigrate.switch.testing import SwitchProcess, Topology, run_switch, veth_topology
+from netmigrate.lab.switch_process import SwitchProcess, run_switch
+from netmigrate.lab.veth_topology import VethTopology, veth_topology
 
 
 @pytest.fixture
@@ -25,13 +26,13 @@ def switch() -> Iterator[SwitchProcess]:
 
 
 @pytest.fixture
-def topo(needs_root: None) -> Iterator[Topology]:
+def topo(needs_root: None) -> Iterator[VethTopology]:
     """Two switch ports (1, 2), each to its own host namespace."""
     with veth_topology([1, 2]) as t:
         yield t
 
 
 @pytest.fixture
-def switch_with_ports(topo: Topology) -> Iterator[tuple[SwitchProcess, Topology]]:
+def switch_with_ports(topo: VethTopology) -> Iterator[tuple[SwitchProcess, VethTopology]]:
     with run_switch(*topo.port_args(), control=True) as sw:
         yield sw, topo

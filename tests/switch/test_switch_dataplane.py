@@ -12,7 +12,12 @@ import time
 
 import finsy as fy
 import pytest
+from support.frames import recv_matching
+from support.p4rt_clients import primary_options
 
+from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import run_switch, switch_argv
+from netmigrate.lab.veth_topology import host_socket
 from netmigrate.p4rt.frames import udp_frame, udp_payload
 from netmigrate.protocol.codec import Get, Header, decode_header, encode_request
 from netmigrate.protocol.constants import (
@@ -22,16 +27,6 @@ from netmigrate.protocol.constants import (
     Op,
 )
 from netmigrate.switch.control import ControlClient, ControlError
-from netmigrate.switch.testing import (
-    SERVICE_IP,
-    host_socket,
-    lab_servers,
-    netmigrate_entries,
-    primary_options,
-    recv_matching,
-    run_switch,
-    switch_argv,
-)
 
 SERVERS = lab_servers([1, 2])
 

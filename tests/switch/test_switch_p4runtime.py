@@ -11,10 +11,11 @@ from finsy.grpcutil import GRPCStatusCode
 from finsy.p4client import P4Client, P4ClientError
 from finsy.proto import U128, p4i, p4r
 from google.protobuf import text_format
+from support.p4rt_clients import finsy_options, primary_options
 
+from netmigrate.lab.forwarding import DEVICE_CONFIG
 from netmigrate.resources import p4info_path
 from netmigrate.switch.p4info import load_p4info
-from netmigrate.switch.testing import DEVICE_CONFIG, finsy_options, primary_options
 
 LPM = "NetMigrateIngress.ipv4_lpm"
 KEYSPACE = "NetMigrateIngress.keyspace"

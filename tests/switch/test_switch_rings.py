@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from netmigrate.lab.veth_topology import VethTopology, host_socket, veth_topology
 from netmigrate.switch.ports import (
     HOLE_AFTER,
     RING_FRAME_SIZE,
@@ -18,7 +19,6 @@ from netmigrate.switch.ports import (
     Port,
     open_ports,
 )
-from netmigrate.switch.testing import Topology, host_socket, veth_topology
 
 
 def frame(i: int) -> bytes:
@@ -35,7 +35,7 @@ def set_status(port: Port, slot: int, status: int) -> None:
 
 
 @pytest.fixture
-def ring_port(needs_root) -> Iterator[tuple[Port, object, Topology]]:
+def ring_port(needs_root) -> Iterator[tuple[Port, object, VethTopology]]:
     with veth_topology([1]) as topo:
         ports = open_ports({1: "sw1"}, topo.switch_ns)
         sender = host_socket(topo.hosts[1])

@@ -11,19 +11,14 @@ import pytest
 from finsy.grpcutil import GRPCCredentialsTLS
 from finsy.p4client import P4Client, P4ClientError
 from finsy.proto import p4r
+from support.p4rt_clients import finsy_options, primary_options
+from support.pki import make_pki
 
+from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import run_switch
 from netmigrate.p4rt.frames import udp_frame, udp_payload
 from netmigrate.protocol.codec import Header, decode_header
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, Op
-from netmigrate.switch.testing import (
-    SERVICE_IP,
-    finsy_options,
-    lab_servers,
-    make_pki,
-    netmigrate_entries,
-    primary_options,
-    run_switch,
-)
 
 SERVERS = lab_servers([1, 2, 3])
 DIGEST = "slot_transition_t"
@@ -202,7 +197,7 @@ async def test_mutual_tls(tmp_path):
 def test_tls_key_that_is_not_pem_is_refused(tmp_path):
     import subprocess
 
-    from netmigrate.switch.testing import switch_argv
+    from netmigrate.lab.switch_process import switch_argv
 
     pki = make_pki(tmp_path)
     bad = tmp_path / "bad.key"

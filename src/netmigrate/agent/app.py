@@ -22,10 +22,11 @@ from netmigrate.agent.datapath import DataPath
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
-from netmigrate.agent.slots import SlotTable, format_ranges
+from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import SourceSide
 from netmigrate.agent.stats import AgentStats
 from netmigrate.agent.target import TargetSide
+from netmigrate.protocol.slotset import format_ranges
 
 log = logging.getLogger("netmigrate.agent")
 

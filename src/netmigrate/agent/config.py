@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
 
 PASSWORD_ENV = "NETMIGRATE_REDIS_PASSWORD"
@@ -133,23 +134,10 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
 
 def parse_slots(text: str) -> frozenset[int]:
     """``none``, ``all``, or comma-separated slots and inclusive ranges: ``0-99,200,300-400``."""
-    text = text.strip().lower()
-    if text == "none":
-        return frozenset()
-    if text == "all":
-        return frozenset(range(SLOT_COUNT))
-    slots: set[int] = set()
-    for part in text.split(","):
-        lo_text, dash, hi_text = part.strip().partition("-")
-        try:
-            lo = int(lo_text)
-            hi = int(hi_text) if dash else lo
-        except ValueError:
-            raise ConfigError(f"--slots: {part!r} is not a slot or a range LO-HI") from None
-        if not 0 <= lo <= hi < SLOT_COUNT:
-            raise ConfigError(f"--slots: {part!r} is not within 0-{SLOT_COUNT - 1} (LO <= HI)")
-        slots.update(range(lo, hi + 1))
-    return frozenset(slots)
+    try:
+        return slotset.parse(text)
+    except slotset.SlotSetError as exc:
+        raise ConfigError(f"--slots: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from netmigrate.protocol.constants import SLOT_COUNT
+from netmigrate.protocol import slotset
 
 #: How long to wait for ``cluster_state:ok`` after the slots are complete. A freshly started
 #: master waits about 2 s (Redis' CLUSTER_WRITABLE_DELAY) before it reports ok.
@@ -67,20 +67,6 @@ def owned_slots_from_nodes(raw: Any) -> set[int]:
     raise RedisNodeError("CLUSTER NODES has no line for this node ('myself')")
 
 
-def missing_ranges(owned: set[int]) -> list[tuple[int, int]]:
-    """Inclusive ranges of the slots in 0..16383 that are not in ``owned``."""
-    ranges: list[tuple[int, int]] = []
-    start = None
-    for slot in range(SLOT_COUNT + 1):
-        missing = slot < SLOT_COUNT and slot not in owned
-        if missing and start is None:
-            start = slot
-        elif not missing and start is not None:
-            ranges.append((start, slot - 1))
-            start = None
-    return ranges
-
-
 def check_cluster_enabled(info_cluster: Any) -> None:
     enabled = parse_cluster_info(info_cluster).get("cluster_enabled", "0")
     if enabled != "1":
@@ -117,7 +103,7 @@ def ensure_single_node_cluster(client: Any, *, check_only: bool = False) -> Clus
     """
     check_cluster_enabled(client.info("cluster"))
     known = known_nodes_of(parse_cluster_info(client.execute_command("CLUSTER", "INFO")))
-    missing = missing_ranges(owned_slots_from_nodes(client.execute_command("CLUSTER", "NODES")))
+    missing = slotset.missing(owned_slots_from_nodes(client.execute_command("CLUSTER", "NODES")))
     added = sum(hi - lo + 1 for lo, hi in missing)
     if check_only:
         return ClusterModeResult(changed=bool(missing), added_slots=added, known_nodes=known)
@@ -141,7 +127,7 @@ async def ensure_single_node_cluster_async(
     check_cluster_enabled(await client.info("cluster"))
     known = known_nodes_of(parse_cluster_info(await client.execute_command("CLUSTER", "INFO")))
     nodes = await client.execute_command("CLUSTER", "NODES")
-    missing = missing_ranges(owned_slots_from_nodes(nodes))
+    missing = slotset.missing(owned_slots_from_nodes(nodes))
     added = sum(hi - lo + 1 for lo, hi in missing)
     if check_only:
         return ClusterModeResult(changed=bool(missing), added_slots=added, known_nodes=known)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import READ_OPS, SLOT_COUNT, Flag
 
 _BITMAP_LEN = SLOT_COUNT // 8
@@ -100,11 +101,11 @@ class SlotTable:
 
     def ranges(self, state: SlotState) -> list[tuple[int, int]]:
         """Inclusive ranges of the slots in ``state``, ascending."""
-        return _ranges(lambda s: self._state[s] == state)
+        return slotset.ranges_where(lambda s: self._state[s] == state)
 
     def owner_ranges(self) -> list[tuple[int, int]]:
         """Inclusive ranges of the slots this agent owns (:data:`OWNER_STATES`)."""
-        return _ranges(lambda s: _OWNER_BYTES[self._state[s]])
+        return slotset.ranges_where(lambda s: _OWNER_BYTES[self._state[s]])
 
     def owner_count(self) -> int:
         return sum(self.count(s) for s in OWNER_STATES)
@@ -128,34 +129,3 @@ class SlotTable:
         if len(bitmap) != _BITMAP_LEN:
             raise ValueError(f"slot bitmap of {len(bitmap)} bytes, expected {_BITMAP_LEN}")
         return cls(s for s in range(SLOT_COUNT) if bitmap[s >> 3] & (0x80 >> (s & 7)))
-
-
-def _ranges(hit_at) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
-    out: list[tuple[int, int]] = []
-    start = None
-    for slot in range(SLOT_COUNT + 1):
-        hit = slot < SLOT_COUNT and hit_at(slot)
-        if hit and start is None:
-            start = slot
-        elif not hit and start is not None:
-            out.append((start, slot - 1))
-            start = None
-    return out
-
-
-def format_ranges(ranges: list[tuple[int, int]]) -> str:
-    """``0-99,200`` (the --slots syntax); ``none`` when empty."""
-    if not ranges:
-        return "none"
-    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
-
-
-def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:
-    """Inclusive ranges of a set of slots, ascending."""
-    out: list[tuple[int, int]] = []
-    for slot in sorted(set(slots)):
-        if out and out[-1][1] == slot - 1:
-            out[-1] = (out[-1][0], slot)
-        else:
-            out.append((slot, slot))
-    return out

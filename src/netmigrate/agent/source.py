@@ -40,7 +40,7 @@ from netmigrate.agent.reserved import is_reserved
 from netmigrate.agent.resp import RespConnection
 from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.restore import ttl_from_pttl
-from netmigrate.agent.slots import OWNER_STATES, SlotState, SlotTable, to_ranges
+from netmigrate.agent.slots import OWNER_STATES, SlotState, SlotTable
 from netmigrate.protocol.codec import Control, ErrorReply, Header, HeaderFields, encode
 from netmigrate.protocol.constants import (
     F_KEYSPACE,
@@ -55,6 +55,7 @@ from netmigrate.protocol.constants import (
     Op,
     Status,
 )
+from netmigrate.protocol.slotset import to_ranges
 
 if TYPE_CHECKING:
     from netmigrate.agent.datapath import DataPath

@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
 from netmigrate.agent.config import ConfigError, parse_host_port
 from netmigrate.agent.control import format_address
-from netmigrate.agent.slots import format_ranges
+from netmigrate.protocol.slotset import format_ranges
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import dirty_key, is_reserved, marker_key
 from netmigrate.agent.resp import ConnectionLost, ReplyError, collect_replies, command
 from netmigrate.agent.restore import Dump, eval_command
-from netmigrate.agent.slots import Admission, SlotState, SlotTable, to_ranges
+from netmigrate.agent.slots import Admission, SlotState, SlotTable
 from netmigrate.protocol.codec import Empty, HeaderFields, encode_reply
 from netmigrate.protocol.constants import (
     F_FLAGS,
@@ -52,6 +52,7 @@ from netmigrate.protocol.constants import (
     SetCondition,
     Status,
 )
+from netmigrate.protocol.slotset import to_ranges
 
 if TYPE_CHECKING:
     from netmigrate.agent.datapath import DataPath

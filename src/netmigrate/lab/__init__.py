@@ -3,7 +3,10 @@
 * :mod:`~netmigrate.lab.topology` — the plan as data (:func:`build_topology`, :class:`Topology`);
 * :mod:`~netmigrate.lab.lab` — :func:`up` / :func:`down` / :func:`status`, idempotent;
 * :mod:`~netmigrate.lab.supervise` — pid-file supervision of processes inside namespaces;
-* :mod:`~netmigrate.lab.switch` — the lab switch as a supervised process;
+* :mod:`~netmigrate.lab.switch_process` — the lab switch process, supervised or for one block;
+* :mod:`~netmigrate.lab.forwarding` — the switch's table entries for a keyspace;
+* :mod:`~netmigrate.lab.veth_topology` — a switch namespace with veth ports, nothing else;
+* :mod:`~netmigrate.lab.stack` — the whole lab with Redis and agents;
 * :mod:`~netmigrate.lab.cli` — ``netmigrate lab up|down|status``.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 from netmigrate.lab import lab
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.stack import StackConfig, stack_down, stack_up
-from netmigrate.lab.switch import (
+from netmigrate.lab.switch_process import (
     DEFAULT_DEVICE_ID,
     DEFAULT_GRPC_ADDR,
     SWITCH_SERVICE,

@@ -1,4 +1,4 @@
-"""Thin, checked wrappers over iproute2, ethtool and setns(2).
+"""Thin, checked wrappers over iproute2 and ethtool.
 
 Every query uses ``ip -json`` so that nothing depends on iproute2's human output format. A
 failing command raises :class:`LabError` carrying the command and its stderr.
@@ -6,20 +6,15 @@ failing command raises :class:`LabError` carrying the command and its stderr.
 
 from __future__ import annotations
 
-import concurrent.futures
-import ctypes
 import json
-import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from netmigrate.lab.errors import LabError
 
 NETNS_DIR = Path("/run/netns")
-_CLONE_NEWNET = 0x40000000
-_T = TypeVar("_T")
 
 
 def run(argv: Sequence[str], *, check: bool = True) -> str:
@@ -124,39 +119,3 @@ def disable_tx_offload(netns: str | None, iface: str) -> None:
     # A frame a veth sends with offload on carries a partial checksum; a software switch
     # re-sending it through AF_PACKET would deliver it with a bad one (DESIGN section 8).
     run(in_netns(netns, ["ethtool", "-K", iface, "tx", "off"]))
-
-
-# --- running code inside a namespace --------------------------------------------------------
-
-
-def _libc_setns() -> Callable[[int, int], int]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.setns
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def call_in_netns(netns: str, fn: Callable[..., _T], *args: Any) -> _T:
-    """Call ``fn(*args)`` on a short-lived thread that has joined ``netns``.
-
-    setns(2) moves only the calling thread, and sockets stay in the namespace they were
-    created in: so a socket opened by ``fn`` keeps working in that namespace after the
-    thread is gone, while the caller's threads never leave their own namespace.
-    """
-    path = NETNS_DIR / netns
-    if not path.exists():
-        raise LabError(f"network namespace {netns!r} does not exist")
-
-    def enter_and_call() -> _T:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc_setns()(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise LabError(f"setns({netns}): {os.strerror(err)}")
-        finally:
-            os.close(fd)
-        return fn(*args)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(enter_and_call).result()

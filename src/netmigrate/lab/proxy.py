@@ -20,24 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import os
 import signal
 import socket
 import sys
 
-_CLONE_NEWNET = 0x40000000
+from netmigrate.netns import enter_netns
+
 _BUF = 1 << 16
-
-
-def _setns(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns({netns})")
-    finally:
-        os.close(fd)
 
 
 def _split(addr: str) -> tuple[str, int]:
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         maps.append((listener, _split(connect)))
     if args.netns:
         try:
-            _setns(args.netns)
+            enter_netns(args.netns)
         except OSError as exc:
             print(f"proxy: {exc}", file=sys.stderr)
             return 1

@@ -8,7 +8,7 @@
   127.0.0.1 and a fault-injection control socket in the run directory;
 * the pipeline and the forwarding state: an ``ipv4_lpm`` /32 route per host, and for every
   Redis host the ``server_port`` / ``server_rewrite`` / ``sender_check`` entries and a clone
-  session (built by :func:`netmigrate.switch.testing.netmigrate_entries`, the same builder the
+  session (built by :func:`netmigrate.lab.forwarding.netmigrate_entries`, the same builder the
   switch tests use), plus one ``keyspace`` entry;
 * a real ``redis-server`` (cluster-enabled, reachable on a unix socket in the run directory
   and on 127.0.0.1:6379 inside its namespace) and a ``netmigrate agent`` per Redis host;
@@ -45,8 +45,9 @@ from typing import Any
 
 from netmigrate.lab import lab
 from netmigrate.lab.errors import LabError
+from netmigrate.lab.forwarding import DEVICE_CONFIG, LabServer, netmigrate_entries
 from netmigrate.lab.supervise import ProcessSpec, Supervisor, tcp_ready, unix_ready
-from netmigrate.lab.switch import DEFAULT_DEVICE_ID, SWITCH_SERVICE, switch_spec
+from netmigrate.lab.switch_process import DEFAULT_DEVICE_ID, SWITCH_SERVICE, switch_spec
 from netmigrate.lab.topology import DEFAULT_PREFIX, Topology, build_topology
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT
 
@@ -231,7 +232,6 @@ def _mac(text: str) -> int:
 def switch_entries(stack: Stack, topology: Topology) -> tuple[list[Any], list[Any]]:
     """(table entries, clone sessions) of the stack's keyspace and routes."""
     from netmigrate.p4rt import TableEntrySpec
-    from netmigrate.switch.testing import LabServer, netmigrate_entries
 
     servers = [
         LabServer(s.server_id, s.switch_port, s.ip, _mac(topology.host(s.name).mac), AGENT_UDP_PORT)
@@ -268,7 +268,6 @@ async def configure_switch(stack: Stack, topology: Topology) -> list[str]:
         install_pipeline,
     )
     from netmigrate.resources import p4info_path
-    from netmigrate.switch.testing import DEVICE_CONFIG
 
     done: list[str] = []
     entries, clones = switch_entries(stack, topology)

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from netmigrate.lab.errors import LabError
-from netmigrate.lab.netns import call_in_netns, in_netns
+from netmigrate.lab.netns import in_netns
+from netmigrate.netns import NetnsError, call_in_netns
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LOG_TAIL = 20
@@ -344,7 +345,15 @@ def tcp_ready(host: str, port: int, netns: str | None = None) -> Callable[[], bo
 
     if netns is None:
         return try_connect
-    return lambda: call_in_netns(netns, try_connect)
+
+    def try_connect_in_netns() -> bool:
+        try:
+            return call_in_netns(netns, try_connect)
+        except NetnsError as exc:
+            # A LabError, so that start() stops the process it just spawned.
+            raise LabError(str(exc)) from exc
+
+    return try_connect_in_netns
 
 
 def unix_ready(path: Path | str) -> Callable[[], bool]:

@@ -109,9 +109,9 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
 def enter_netns(netns: str) -> None:
     """Move this (still single-threaded) process into ``netns``: every socket it opens from
     now on lives there, while files (a Redis unix socket, the output) stay reachable."""
-    from netmigrate.lab.proxy import _setns
+    from netmigrate.netns import enter_netns
 
-    _setns(netns)
+    enter_netns(netns)
 
 
 def run(args: argparse.Namespace) -> int:

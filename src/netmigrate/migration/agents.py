@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
-from netmigrate.migration.model import AgentEndpoint, MigrationError, to_ranges
+from netmigrate.migration.model import AgentEndpoint, MigrationError
+from netmigrate.protocol.slotset import to_ranges
 
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),

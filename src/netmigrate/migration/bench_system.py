@@ -125,7 +125,7 @@ class LabClient(AsyncClient):
         if netns is not None:
 
             async def factory() -> socket.socket:
-                from netmigrate.lab.netns import call_in_netns
+                from netmigrate.netns import call_in_netns
 
                 # The service address is numeric (the lab's), so no name lookup is needed.
                 return await asyncio.to_thread(call_in_netns, netns, _client_socket)

@@ -27,7 +27,6 @@ from netmigrate.migration.model import (
     SlotResult,
     migration_id_for,
     normalize_slots,
-    to_ranges,
 )
 from netmigrate.migration.switch import (
     check_switch,
@@ -36,6 +35,7 @@ from netmigrate.migration.switch import (
     switch_session,
     write_slots,
 )
+from netmigrate.protocol.slotset import from_ranges, to_ranges
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ ProgressCallback = Callable[[Progress], None]
 
 _PHASES = {v: k.lower() for k, v in control_pb2.SlotPhase.items()}
 _RUNNING = frozenset({"RUNNING", "ABORTING"})
-
-
-def _ranges(pb: Iterable[control_pb2.SlotRange]) -> list[tuple[int, int]]:
-    return [(r.start, r.end) for r in pb]
 
 
 def _slot_results(status: control_pb2.MigrationStatus) -> list[SlotResult]:
@@ -164,8 +160,8 @@ async def plan(
         status = await src.start(
             mid, wanted, target, service=keyspace.service, batch=1, rate=0, parallel=1, dry_run=True
         )
-    refused = _ranges(status.refused)
-    refused_set = {s for lo, hi in refused for s in range(lo, hi + 1)}
+    refused = [(r.start, r.end) for r in status.refused]
+    refused_set = from_ranges(refused)
     by_phase: dict[str, list[int]] = {}
     for s in status.slots:
         by_phase.setdefault(_PHASES.get(s.phase, "unknown"), []).append(s.slot)
@@ -278,7 +274,7 @@ async def current_migration_id(
 
 
 def _owned(reply: control_pb2.GetSlotsResponse) -> set[int]:
-    return {s for lo, hi in _ranges(reply.owned) for s in range(lo, hi + 1)}
+    return from_ranges((r.start, r.end) for r in reply.owned)
 
 
 async def _current_run(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from netmigrate.protocol.constants import MAX_SERVER_ID, SLOT_COUNT
+from netmigrate.protocol.slotset import to_ranges
 
 
 class MigrationError(Exception):
@@ -236,18 +237,9 @@ def normalize_slots(slots: Iterable[int]) -> list[int]:
     return out
 
 
-def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for slot in sorted(set(slots)):
-        if out and out[-1][1] == slot - 1:
-            out[-1] = (out[-1][0], slot)
-        else:
-            out.append((slot, slot))
-    return out
-
-
 def migration_id_for(keyspace: int, source: int, target: int, slots: Iterable[int]) -> str:
     """The default migration id: the same request always gets the same id (idempotence)."""
+    # Always LO-HI (not the spec syntax): ids derived before must stay the same.
     ranges = ",".join(f"{lo}-{hi}" for lo, hi in to_ranges(slots))
     digest = hashlib.sha256(ranges.encode()).hexdigest()[:12]
     return f"ks{keyspace}-s{source}-to-s{target}-{digest}"

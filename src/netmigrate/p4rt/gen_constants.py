@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from netmigrate.protocol import constants as c
+from netmigrate.protocol.layout import NM_LAYOUT
 from netmigrate.resources import p4_dir
-from netmigrate.switch.packet import NM_LAYOUT
 
 GENERATOR = "netmigrate gen-p4-constants"
 #: p4c (1.2.5) folds constants into their uses before it looks for unused declarations, so it

@@ -31,21 +31,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netmigrate.lab.forwarding import DEVICE_CONFIG, SERVICE_IP, lab_servers, netmigrate_entries
+from netmigrate.lab.switch_process import run_switch
+from netmigrate.lab.veth_topology import host_socket, veth_topology
 from netmigrate.p4rt import P4RTSession, PipelineConfig, ensure_table_entries, install_pipeline
 from netmigrate.p4rt.frames import udp_frame
 from netmigrate.protocol.codec import Get, encode_request
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT, Op
 from netmigrate.resources import p4info_path
 from netmigrate.switch.control import ControlClient
-from netmigrate.switch.testing import (
-    DEVICE_CONFIG,
-    SERVICE_IP,
-    host_socket,
-    lab_servers,
-    netmigrate_entries,
-    run_switch,
-    veth_topology,
-)
 
 #: Distinct GET frames the generator cycles through (different slots and request ids).
 FRAMES = 4096
@@ -269,7 +263,7 @@ _BARE_FORWARDER = """
 import os, socket, sys
 ns, cpu = sys.argv[1], int(sys.argv[2])
 os.sched_setaffinity(0, {cpu})
-from netmigrate.switch.netns import call_in_netns
+from netmigrate.netns import call_in_netns
 def make(name):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     s.setsockopt(263, 23, 1)  # PACKET_IGNORE_OUTGOING

@@ -26,13 +26,13 @@ from pathlib import Path
 import grpc
 from finsy.proto import p4r_grpc
 
+from netmigrate.netns import NetnsError
 from netmigrate.protocol.constants import CPU_PORT
 from netmigrate.resources import p4info_path
 from netmigrate.switch import pipeline
 from netmigrate.switch.control import ControlServer
 from netmigrate.switch.dataplane import Dataplane
 from netmigrate.switch.faults import Fault, FaultError, parse_fault
-from netmigrate.switch.netns import NetnsError
 from netmigrate.switch.p4runtime_server import P4RuntimeService
 from netmigrate.switch.ports import PortError, open_ports
 from netmigrate.switch.runtime import SwitchRuntime

@@ -1,21 +1,13 @@
-"""Header layouts and byte-level helpers of the lab switch's pipeline.
+"""Ethernet / IPv4 / UDP layouts and the IPv4 checksum arithmetic of the lab switch's pipeline.
 
 The pipeline (:mod:`netmigrate.switch.pipeline`) works on raw frames with
-``struct.unpack_from`` / ``int.from_bytes`` at fixed offsets; this module holds those offsets,
-the controller headers (``packet_in`` / ``packet_out``) and the IPv4 checksum arithmetic, so
-that no packet path builds objects per header.
-
-The NetMigrate header layout is derived from :data:`netmigrate.protocol.constants.HEADER`
-(its field widths) and :data:`NM_FIELD_NAMES` (its field names, as in ``p4/include``): the P4
-program's ``nm_t`` is generated from the same two (``netmigrate gen-p4-constants``) and the
-scapy layer reads them too, so the layout is spelled once.
+``struct.unpack_from`` / ``int.from_bytes`` at fixed offsets; this module holds the offsets of
+the standard headers and the checksum arithmetic, so that no packet path builds objects per
+header. The NetMigrate header and the controller headers are the protocol's
+(:mod:`netmigrate.protocol.layout`).
 """
 
 from __future__ import annotations
-
-import struct
-
-from netmigrate.protocol.constants import HEADER, HEADER_LEN
 
 # --- Ethernet / IPv4 / UDP: standard layouts, not NetMigrate protocol numbers ------------------
 
@@ -45,85 +37,6 @@ DROP_PORT = 511
 #: ``standard_metadata.instance_type`` of an ingress-to-egress clone in BMv2.
 PKT_INSTANCE_TYPE_NORMAL = 0
 PKT_INSTANCE_TYPE_INGRESS_CLONE = 1
-
-# --- The NetMigrate header ----------------------------------------------------------------------
-
-#: Wire order of the NetMigrate header's fields (DESIGN.md section 4); widths come from HEADER.
-NM_FIELD_NAMES = (
-    "version",
-    "op",
-    "flags",
-    "status",
-    "keyspace",
-    "slot",
-    "source_id",
-    "target_id",
-    "request_id",
-)
-
-
-def _nm_layout() -> tuple[tuple[str, int, int], ...]:
-    """(name, byte offset, bit width) per field, from HEADER's struct format."""
-    codes = HEADER.format.lstrip("!<>=@")
-    if len(codes) != len(NM_FIELD_NAMES):
-        raise RuntimeError(f"HEADER {HEADER.format!r} does not match {NM_FIELD_NAMES}")
-    out = []
-    offset = 0
-    for name, code in zip(NM_FIELD_NAMES, codes, strict=True):
-        size = struct.calcsize("!" + code)
-        out.append((name, offset, size * 8))
-        offset += size
-    if offset != HEADER_LEN:
-        raise RuntimeError("NetMigrate header layout does not add up to HEADER_LEN")
-    return tuple(out)
-
-
-#: (name, byte offset, bit width) of every NetMigrate header field, in wire order.
-NM_LAYOUT = _nm_layout()
-_NM_OFFSET = {name: off for name, off, _ in NM_LAYOUT}
-NM_OP = _NM_OFFSET["op"]
-NM_FLAGS = _NM_OFFSET["flags"]
-NM_SLOT = _NM_OFFSET["slot"]
-NM_SOURCE_ID = _NM_OFFSET["source_id"]
-NM_TARGET_ID = _NM_OFFSET["target_id"]
-
-# --- Controller headers -------------------------------------------------------------------------
-
-#: ``packet_out``: egress_port:9, submit_to_ingress:1, _pad:6 -- two bytes in front of the frame.
-PACKET_OUT_LEN = 2
-#: ``packet_in``: ingress_port:9, reason:7 -- two bytes in front of the frame.
-PACKET_IN_LEN = 2
-PACKET_OUT_FIELDS = (("egress_port", 9), ("submit_to_ingress", 1), ("_pad", 6))
-PACKET_IN_FIELDS = (("ingress_port", 9), ("reason", 7))
-
-
-def decode_packet_out(header: bytes) -> tuple[int, int, int]:
-    """(egress_port, submit_to_ingress, _pad) of a two-byte ``packet_out`` header."""
-    if len(header) < PACKET_OUT_LEN:
-        raise ValueError(f"packet_out header needs {PACKET_OUT_LEN} bytes, got {len(header)}")
-    v = (header[0] << 8) | header[1]
-    return v >> 7, (v >> 6) & 1, v & 0x3F
-
-
-def encode_packet_out(egress_port: int, submit_to_ingress: int = 0, pad: int = 0) -> bytes:
-    if not 0 <= egress_port < 1 << 9 or submit_to_ingress not in (0, 1) or not 0 <= pad < 64:
-        raise ValueError("packet_out field out of range")
-    return ((egress_port << 7) | (submit_to_ingress << 6) | pad).to_bytes(2, "big")
-
-
-def decode_packet_in(header: bytes) -> tuple[int, int]:
-    """(ingress_port, reason) of a two-byte ``packet_in`` header."""
-    if len(header) < PACKET_IN_LEN:
-        raise ValueError(f"packet_in header needs {PACKET_IN_LEN} bytes, got {len(header)}")
-    v = (header[0] << 8) | header[1]
-    return v >> 7, v & 0x7F
-
-
-def encode_packet_in(ingress_port: int, reason: int) -> bytes:
-    if not 0 <= ingress_port < 1 << 9 or not 0 <= reason < 1 << 7:
-        raise ValueError("packet_in field out of range")
-    return ((ingress_port << 7) | reason).to_bytes(2, "big")
-
 
 # --- IPv4 header checksum -----------------------------------------------------------------------
 #

@@ -47,6 +47,14 @@ from netmigrate.protocol.constants import (
     Flag,
     Op,
 )
+from netmigrate.protocol.layout import (
+    NM_FLAGS,
+    NM_OP,
+    NM_SLOT,
+    NM_SOURCE_ID,
+    NM_TARGET_ID,
+    PACKET_OUT_LEN,
+)
 from netmigrate.switch.interfaces import Output, PipelineState
 from netmigrate.switch.packet import (
     DROP_PORT,
@@ -62,12 +70,6 @@ from netmigrate.switch.packet import (
     IPPROTO_UDP,
     IPV4_IHL_NO_OPTIONS,
     IPV4_LEN,
-    NM_FLAGS,
-    NM_OP,
-    NM_SLOT,
-    NM_SOURCE_ID,
-    NM_TARGET_ID,
-    PACKET_OUT_LEN,
     UDP_CSUM,
     UDP_DPORT,
     UDP_LEN,

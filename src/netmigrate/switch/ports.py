@@ -22,7 +22,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from netmigrate.switch.netns import call_in_netns
+from netmigrate.netns import call_in_netns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

@@ -1,8 +1,8 @@
 """Scapy layers for tests and conformance vectors: NetMigrate, packet_in and packet_out.
 
-Field names, widths and order come from :data:`netmigrate.switch.packet.NM_LAYOUT` (itself
+Field names, widths and order come from :data:`netmigrate.protocol.layout.NM_LAYOUT` (itself
 derived from the protocol's ``HEADER``) and the controller header layouts in
-:mod:`netmigrate.switch.packet`; op, flag and status names from the protocol enums. UDP
+:mod:`netmigrate.protocol.layout`; op, flag and status names from the protocol enums. UDP
 destination ports of the service range decode as :class:`NetMigrate`.
 
 Importing this module binds the layers into scapy (``UDP / NetMigrate`` and back).
@@ -32,7 +32,7 @@ from netmigrate.protocol.constants import (
     Op,
     Status,
 )
-from netmigrate.switch.packet import NM_LAYOUT, PACKET_IN_FIELDS, PACKET_OUT_FIELDS
+from netmigrate.protocol.layout import NM_LAYOUT, PACKET_IN_FIELDS, PACKET_OUT_FIELDS
 
 __all__ = ["SERVICE_PORTS", "NetMigrate", "PacketIn", "PacketOut"]
 

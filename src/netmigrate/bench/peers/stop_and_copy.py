@@ -39,19 +39,9 @@ from netmigrate.bench.redis_server import HOST, RedisServer, redis_version, star
 from netmigrate.bench.system import MigrationObserver, MigrationResult, SetupPlan, System
 from netmigrate.protocol.constants import SLOT_COUNT
 from netmigrate.protocol.slot import key_slot
+from netmigrate.protocol.slotset import to_ranges
 
 SOURCE, TARGET = 0, 1
-
-
-def slot_ranges(slots: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted slots as inclusive ``(first, last)`` ranges."""
-    out: list[tuple[int, int]] = []
-    for s in sorted(set(slots)):
-        if out and out[-1][1] == s - 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
 
 
 class SlotRouter:
@@ -283,7 +273,7 @@ class StopAndCopySystem(System):
         try:
             await router.drain_source(slots, writes_only=True)
             t_drained = time.monotonic()
-            await mover.send({"cmd": "copy", "ranges": slot_ranges(slots), "batch": self._batch})
+            await mover.send({"cmd": "copy", "ranges": to_ranges(slots), "batch": self._batch})
             found = await mover.expect("found")
             total = int(found["found"])
             observer.progress(0, total, "keys")

@@ -13,7 +13,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from netmigrate import p4rt
-from netmigrate.switch.testing import run_switch
+from netmigrate.lab.switch_process import run_switch
 
 RunModule = Callable[[ModuleType, dict[str, Any]], dict[str, Any]]
 

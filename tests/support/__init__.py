@@ -1,0 +1,1 @@
+"""Helpers shared by several test suites (on sys.path through pytest's ``pythonpath``)."""
