@@ -21,10 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "switch": ("netmigrate.switch.cli", "run the lab switch (P4Runtime server + data plane)"),
     "gen-p4-constants": ("netmigrate.p4rt.gen_constants", "write p4/include/constants.p4"),
     "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),
-    "bench": ("netmigrate.bench.cli", "run benchmarks and write JSON + PNG reports"),
     "migrate": ("netmigrate.migration.cli", "migrate slots between servers"),
-    "load": ("netmigrate.loadgen.cli", "run client load against a keyspace, recording history"),
-    "report": ("netmigrate.loadgen.report_cli", "merge load and migration results into a report"),
+    "bench": (
+        "netmigrate.bench.cli",
+        "benchmarks and client load: YCSB runs, load with a history, reports, micro-benchmarks",
+    ),
 }
 
 

@@ -29,9 +29,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from netmigrate.bench.checker import ValueFactory, WriteChecker
-from netmigrate.bench.metrics import BEFORE, Recorder, histogram_summary
 from netmigrate.bench.redis_server import RedisServer, start_redis
 from netmigrate.bench.runner import RunConfig, WorkerContext, drive, load
+from netmigrate.bench.timeline import BEFORE, Recorder, histogram_summary
 from netmigrate.bench.ycsb import INSERT, KeyNames, OperationStream, workload
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from netmigrate.bench.checker import MIN_VALUE_SIZE, CheckCounts, ValueFactory, WriteChecker
 from netmigrate.bench.kv import REDIRECT_KINDS, KVClient, NullEvents, error_kind
-from netmigrate.bench.metrics import AFTER, DURING, PHASES, Recorder
 from netmigrate.bench.progress import Progress, Status
 from netmigrate.bench.system import SetupPlan, System
+from netmigrate.bench.timeline import AFTER, DURING, PHASES, Recorder
 from netmigrate.bench.ycsb import INSERT, READ, RMW, KeyNames, OperationStream, workload
 from netmigrate.protocol.constants import SLOT_COUNT
 

@@ -1,9 +1,10 @@
 """One load run: preload, closed-loop load until told to stop, quiescent final read, outputs.
 
-Every operation is recorded in a :class:`~netmigrate.checker.History` (invocation and
+Every operation is recorded in a :class:`~netmigrate.bench.history.History` (invocation and
 completion on CLOCK_MONOTONIC, which ``time.monotonic`` reads on Linux, the same clock the
 report uses to place the migration), so the run can be checked for lost writes, stale reads
-and duplicates afterwards. Writes carry unique values (:func:`~netmigrate.checker.unique_value`).
+and duplicates afterwards. Writes carry unique values
+(:func:`~netmigrate.bench.history.unique_value`).
 Data keys (GET/SET/DEL/MGET) and counter keys (INCRBY by 1) are disjoint sets, as the checker
 models registers and counters apart.
 """
@@ -23,16 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from netmigrate import gc_policy
-from netmigrate.checker import History, unique_value
+from netmigrate.bench.history import History, unique_value
+from netmigrate.bench.load import HISTORY_FILE, LOAD_FILE, READY_FILE
+from netmigrate.bench.load.timeline import Timeline
+from netmigrate.bench.load.workload import Chooser, WorkloadConfig, data_key
 from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout
-from netmigrate.loadgen.timeline import Timeline
-from netmigrate.loadgen.workload import Chooser, WorkloadConfig, data_key
 
 log = logging.getLogger(__name__)
-
-LOAD_FILE = "load.json"
-HISTORY_FILE = "history.jsonl"
-READY_FILE = "ready"
 _PRELOAD_BATCH = 2000
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from netmigrate.loadgen.report import ReportError, build_report
-from netmigrate.loadgen.timeline import Timeline, merged
-from netmigrate.loadgen.workload import Chooser, WorkloadConfig, parse_mix
+from netmigrate.bench.load.report import ReportError, build_report
+from netmigrate.bench.load.timeline import Timeline, merged
+from netmigrate.bench.load.workload import Chooser, WorkloadConfig, parse_mix
 
 
 def test_parse_mix_normalises_and_rejects_bad_items() -> None:
@@ -92,8 +92,9 @@ def test_report_cli_writes_json_and_png_and_fails_cleanly(tmp_path: Path) -> Non
     (tmp_path / "load" / "load.json").write_text(json.dumps(_load_doc()))
     mig = tmp_path / "mig.json"
     mig.write_text(json.dumps({"started": 1_000_000.5, "finished": 1_000_001.0}))
-    cmd = [sys.executable, "-m", "netmigrate.cli", "report", "--load", str(tmp_path / "load"),
-           "--migration", str(mig), "--out", str(tmp_path / "rep")]  # fmt: skip
+    cmd = [sys.executable, "-m", "netmigrate.cli", "bench", "report",
+           "--load", str(tmp_path / "load"), "--migration", str(mig),
+           "--out", str(tmp_path / "rep")]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "throughput before 100.0 ops/s" in done.stdout

@@ -14,7 +14,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from netmigrate.bench.metrics import new_histogram
+from netmigrate.bench.timeline import new_histogram
 
 
 @dataclass

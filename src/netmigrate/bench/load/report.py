@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netmigrate.loadgen.timeline import merged
+from netmigrate.bench.load.timeline import merged
 
 
 class ReportError(ValueError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netmigrate.checker import History, Op, unique_value
+from netmigrate.bench.history import History, Op, unique_value
 
 K = b"k"
 
