@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from netmigrate.bench.checker import ValueFactory, WriteChecker
+from netmigrate.bench.history import History, ValueFactory
 from netmigrate.bench.redis_server import RedisServer, start_redis
 from netmigrate.bench.runner import RunConfig, WorkerContext, drive, load
 from netmigrate.bench.timeline import BEFORE, Recorder, histogram_summary
@@ -92,7 +92,7 @@ def generator_rate(cfg: RunConfig, n: int = 200_000) -> float:
         op, keynum = stream.next()
         names(keynum)
         if op != 0:
-            values.make(keynum, i)
+            values.make(1, i)
         if op == INSERT:
             stream.acknowledge_insert(keynum)
     return n / (time.perf_counter() - t)
@@ -106,7 +106,7 @@ def _context(client: Any, cfg: RunConfig) -> WorkerContext:
         stream=OperationStream(spec, cfg.records, seed=cfg.seed),
         names=KeyNames(),
         values=ValueFactory(cfg.value_size, cfg.seed),
-        checker=WriteChecker(cfg.records),
+        history=History(),
         concurrency=cfg.concurrency,
         rate=None,
     )
