@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from netmigrate.bench.load.report import ReportError, build_report
-from netmigrate.bench.load.timeline import Timeline, merged
-from netmigrate.bench.load.workload import Chooser, WorkloadConfig, parse_mix
+from netmigrate.bench.load.workload import OPS, Chooser, WorkloadConfig, parse_mix
+from netmigrate.bench.timeline import Recorder, errors_between, merged
 
 
 def test_parse_mix_normalises_and_rejects_bad_items() -> None:
@@ -29,16 +29,20 @@ def test_chooser_is_seeded_and_keeps_counters_apart() -> None:
     assert all(k.startswith(b"p:key:") and c.startswith(b"p:ctr:") for _, k, c in seq_a)
 
 
+S = 1_000_000_000  # ns
+
+
 def _timeline() -> dict:
-    tl = Timeline(t0=100.0)
+    """The load generator's timeline: a Recorder on CLOCK_MONOTONIC, started at t = 100 s."""
+    tl = Recorder(clock=lambda: 100 * S, op_names=OPS)
     # 10 bins of 100 ms: 10 ops of 1 ms each in the first 5, 5 ops of 4 ms in the last 5.
     for b in range(10):
-        n, lat = (10, 0.001) if b < 5 else (5, 0.004)
+        n, lat = (10, S // 1000) if b < 5 else (5, 4 * S // 1000)
         for _ in range(n):
-            end = 100.0 + b * 0.1 + 0.05
-            tl.record(end - lat, end)
-    tl.error("timeout", 100.75)
-    return tl.to_json()
+            end = 100 * S + b * S // 10 + S // 20
+            tl.record(OPS.index("get"), end - lat, end)
+    tl.error("timeout", 100 * S + 3 * S // 4)
+    return tl.timeline(tl.bin_end(100 * S + 99 * S // 100), hdr=True)
 
 
 def test_merged_window_counts_whole_bins_only() -> None:
@@ -48,6 +52,10 @@ def test_merged_window_counts_whole_bins_only() -> None:
     assert 990 <= h.get_value_at_percentile(99.0) <= 1010  # 1 ms in µs
     ops, secs, _ = merged(tl, 100.55, 101.0)  # the bin starting at 100.5 is cut: left out
     assert (ops, round(secs, 3)) == (20, 0.4)
+    assert errors_between(tl, 100.7, 100.8) == 1 and errors_between(tl, 100.0, 100.7) == 0
+    # Every bin up to the last operation's is kept, with exact per-bin percentiles as well.
+    assert len(tl["ops"]) == 10 and sum(tl["ops"]) == 75
+    assert tl["p99_us"][0] == 1000 and tl["p99_us"][9] == 4000
 
 
 def _load_doc() -> dict:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netmigrate.bench.load.timeline import merged
+from netmigrate.bench.timeline import errors_between, merged
 
 
 class ReportError(ValueError):
@@ -45,11 +45,6 @@ def _window(tl: dict[str, Any], start: float, end: float) -> dict[str, Any]:
         "p50_ms": round(h.get_value_at_percentile(50.0) / 1000, 3) if count else None,
         "p99_ms": round(h.get_value_at_percentile(99.0) / 1000, 3) if count else None,
     }
-
-
-def _errors_between(tl: dict[str, Any], start: float, end: float) -> int:
-    t0, width = tl["t0_monotonic"], tl["bin_ms"] / 1000
-    return sum(n for i, n in enumerate(tl["errors"]) if start <= t0 + (i + 0.5) * width < end)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -90,7 +85,7 @@ def build_report(load: dict[str, Any], mig: dict[str, Any]) -> dict[str, Any]:
         "p99_ratio": _ratio(during["p99_ms"], before["p99_ms"]),
         "client_errors": errs["retryable"] + errs["non_retryable"],
         "client_errors_by_kind": load["errors"],
-        "client_errors_during": _errors_between(tl, start, end),
+        "client_errors_during": errors_between(tl, start, end),
         "client_retries": load.get("client", {}).get("retries"),
         "checker": {
             "lost_writes": checker["lost_writes"],
