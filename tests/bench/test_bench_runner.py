@@ -18,10 +18,11 @@ from netmigrate.bench.report import (
     finish_report,
     load_reports,
     new_report,
+    ratios,
     validate_report,
     write_json,
 )
-from netmigrate.bench.runner import RunConfig, ratios, run_system
+from netmigrate.bench.runner import RunConfig, run_system
 
 
 def small_config(**kw: Any) -> RunConfig:

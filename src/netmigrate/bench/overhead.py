@@ -169,7 +169,7 @@ async def measure(
     out["generator_ops_per_s"] = round(generator_rate(cfg), 1)
 
     null_ctx = _context(NullClient(), cfg)
-    await load(null_ctx.client, cfg, null_ctx.names, null_ctx.values)
+    await load(null_ctx.client, cfg, null_ctx.names, null_ctx.values, null_ctx.history)
     ops, wall = await drive(null_ctx, min(seconds, 2.0))
     out["null_client_ops_per_s"] = round(ops / wall, 1)
 
@@ -178,7 +178,7 @@ async def measure(
         client = SingleRedisClient(server.client())
         try:
             ctx = _context(client, cfg)
-            await load(client, cfg, ctx.names, ctx.values)
+            await load(client, cfg, ctx.names, ctx.values, ctx.history)
             cpu0, proc0 = server.cpu_seconds(), time.process_time()
             ops, wall = await drive(ctx, seconds)
             server_cpu, harness_cpu = server.cpu_seconds() - cpu0, time.process_time() - proc0

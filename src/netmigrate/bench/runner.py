@@ -30,6 +30,7 @@ from typing import Any
 from netmigrate.bench.history import MIN_VALUE_SIZE, History, ValueFactory
 from netmigrate.bench.kv import REDIRECT_KINDS, KVClient, NullEvents, error_kind
 from netmigrate.bench.progress import Progress, Status
+from netmigrate.bench.report import ratios
 from netmigrate.bench.system import SetupPlan, System
 from netmigrate.bench.timeline import AFTER, DURING, PHASES, Recorder
 from netmigrate.bench.ycsb import INSERT, READ, RMW, KeyNames, OperationStream, workload
@@ -246,26 +247,6 @@ async def load(
         "records_per_s": round(cfg.records / seconds, 1),
         "batch": cfg.load_batch,
     }
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b else None
-
-
-def ratios(phases: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """during/before and after/before of throughput and latency percentiles."""
-    out: dict[str, float | None] = {}
-    before = phases.get("before")
-    for name in ("during", "after"):
-        p = phases.get(name)
-        if not before or not p:
-            continue
-        out[f"throughput_{name}_before"] = _ratio(p["ops_per_s"], before["ops_per_s"])
-        for pct in ("p50", "p99", "p999"):
-            out[f"{pct}_{name}_before"] = _ratio(
-                p["latency_us"]["all"][pct], before["latency_us"]["all"][pct]
-            )
-    return out
 
 
 async def _verify(

@@ -315,13 +315,13 @@ def merged(tl: dict[str, Any], start: float, end: float) -> tuple[int, float, Hd
     return ops, n * width, h
 
 
-def errors_between(tl: dict[str, Any], start: float, end: float) -> int:
-    """Errors of every kind in the bins of a ``timeline(hdr=True)`` whose middle lies within
-    [start, end) (monotonic seconds)."""
+def errors_between(tl: dict[str, Any], start: float, end: float) -> dict[str, int]:
+    """Errors per kind in the bins of a ``timeline(hdr=True)`` whose middle lies within
+    [start, end) (monotonic seconds); kinds without any there are left out."""
     t0, width = tl["t0_monotonic"], tl["bin_ms"] / 1000
-    return sum(
-        n
-        for series in tl["errors"].values()
-        for i, n in enumerate(series)
-        if start <= t0 + (i + 0.5) * width < end
-    )
+    out: dict[str, int] = {}
+    for kind, series in sorted(tl["errors"].items()):
+        n = sum(c for i, c in enumerate(series) if start <= t0 + (i + 0.5) * width < end)
+        if n:
+            out[kind] = n
+    return out

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from netmigrate.bench.load import LOAD_FILE
-from netmigrate.bench.load.report import ReportError, build_report, plot, summary_lines
+from netmigrate.bench.report import ReportError, migration_under_load, summary_lines
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "migration-under-load.png"
@@ -49,13 +49,15 @@ def run(args: argparse.Namespace) -> int:
         mig = _read(args.migration, "--migration")
         # `netmigrate migrate` may wrap the result: {"result": {...}}.
         mig = mig.get("result", mig) if isinstance(mig.get("result"), dict) else mig
-        report = build_report(load, mig)
+        report = migration_under_load(load, mig)
     except (ReportError, KeyError) as exc:
         print(f"netmigrate bench report: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_plot:
-        report["plot"] = str(plot(load, report, args.out / PLOT_FILE))
+        from netmigrate.bench.plots import plot_run
+
+        report["plot"] = str(plot_run(report["runs"][0], args.out / PLOT_FILE))
     (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     for line in summary_lines(report):
         print(line)
