@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from netmigrate.bench.load import LOAD_FILE
-from netmigrate.bench.report import ReportError, migration_under_load, summary_lines
+from netmigrate.bench.report import ReportError, migration_under_load, summary_lines, write_json
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "migration-under-load.png"
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         from netmigrate.bench.plots import plot_run
 
         report["plot"] = str(plot_run(report["runs"][0], args.out / PLOT_FILE))
-    (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, args.out / REPORT_FILE)
     for line in summary_lines(report):
         print(line)
     print(f"report: {args.out / REPORT_FILE}")
