@@ -341,7 +341,8 @@ class History:
     # -- persistence -------------------------------------------------------------------------
 
     def dump(self, path: Path) -> None:
-        """Write the history as JSON lines (one op per line) for offline inspection."""
+        """Write the history as JSON lines (one op per line, values as their tokens) for
+        offline inspection."""
         with path.open("w") as f:
             for op in self.ops:
                 d = asdict(op)
