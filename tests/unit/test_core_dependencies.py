@@ -103,3 +103,27 @@ def test_bench_without_its_extra_says_what_to_install() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'netmigrate[bench]'" in done.stderr
+
+
+def test_no_product_module_imports_the_bench_package_even_lazily() -> None:
+    """Importing is not enough: an import inside a function only fails when it runs."""
+    import ast
+    from pathlib import Path
+
+    import netmigrate
+
+    root = Path(netmigrate.__file__).parent
+    offenders = []
+    for package in PRODUCT_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    if name.split(".")[0] in BENCH_EXTRA or name.startswith("netmigrate.bench"):
+                        offenders.append(f"{path.relative_to(root)}:{node.lineno} {name}")
+    assert offenders == []
