@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything NetMigrate needs on a fresh Debian machine: the system packages
 # (real redis-server, ethtool for the lab's veths) and a virtualenv with pinned Python
-# dependencies in .venv. Safe to run again: it only does what is missing.
+# dependencies in .venv (the core, the bench extra and the test tooling). Safe to run again: it
+# only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,13 +23,20 @@ fi
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-stamp_src=$(cat requirements/dev.lock pyproject.toml | sha256sum | cut -c1-16)
+# Any change to the pins, the loose lists or the package's dependencies/extras rebuilds the venv.
+stamp_src=$(cat requirements/dev.lock requirements/*.in pyproject.toml | sha256sum | cut -c1-16)
 if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp_src" ]]; then
     echo "bootstrap: building .venv from requirements/dev.lock"
     [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -r requirements/dev.lock
-    .venv/bin/python -m pip install -q --no-deps -e .
+    # The dev venv has the core and the bench extra (dev.lock pins both).
+    .venv/bin/python -m pip install -q --no-deps -e ".[bench]"
+    # --no-deps trusts the lock: fail here, not in the demo, if it lost the bench extra.
+    .venv/bin/python -c "import hdrh, matplotlib, numpy, PIL" || {
+        echo "bootstrap: requirements/dev.lock lacks the bench extra (see requirements/bench.in)" >&2
+        exit 1
+    }
     echo "$stamp_src" > .venv/.stamp
 fi
 

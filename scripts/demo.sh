@@ -7,7 +7,7 @@
 #                            lab is removed first, so every run measures the same thing);
 #   2. playbooks/bench.yml   preload + closed-loop client load in the client namespace, the
 #                            migration of DEMO_SLOTS from redis1 to redis2 (migrate.yml, with
-#                            pre- and post-checks), load stopped, then `netmigrate report`;
+#                            pre- and post-checks), load stopped, then `netmigrate bench report`;
 #   3. prints the report:    reports/demo/report.json and reports/demo/*.png.
 #
 # The lab stays up afterwards (inspect it with `netmigrate lab status`, send requests with

@@ -22,7 +22,7 @@ RUN_DIR=/run/netmigrate-lab/$PREFIX
 mkdir -p "$OUT"
 "${NM[@]}" lab up --full --prefix $PREFIX --grpc-addr 127.0.0.1:9659 --control-base 17100 >/dev/null
 rm -f "$OUT/stop"
-"${NM[@]}" load --stack "$RUN_DIR" --preload "$KEYS" --preload-direct --concurrency "$CONC" \
+"${NM[@]}" bench load --stack "$RUN_DIR" --preload "$KEYS" --preload-direct --concurrency "$CONC" \
     --duration 3600 --stop-file "$OUT/stop" --out "$OUT/load" >"$OUT/load.out" &
 LOAD_PID=$!
 until [ -e "$OUT/load/ready" ]; do sleep 0.2; done
@@ -33,4 +33,4 @@ sleep "$BEFORE" # the "before" window
 sleep "$AFTER" # the "after" window
 touch "$OUT/stop"
 wait $LOAD_PID || true
-"${NM[@]}" report --load "$OUT/load" --migration "$OUT/migration.json" --out "$OUT"
+"${NM[@]}" bench report --load "$OUT/load" --migration "$OUT/migration.json" --out "$OUT"

@@ -2,7 +2,8 @@
 
 Each command lives with the package it drives (``netmigrate.agent.cli`` ...) and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Only the invoked command's module is
-imported, so ``netmigrate kv`` does not pay for gRPC or matplotlib.
+imported, so ``netmigrate kv`` does not pay for gRPC or matplotlib, and a core install (no
+``netmigrate[bench]`` extra) runs every command but ``bench``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "switch": ("netmigrate.switch.cli", "run the lab switch (P4Runtime server + data plane)"),
     "gen-p4-constants": ("netmigrate.p4rt.gen_constants", "write p4/include/constants.p4"),
     "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),
-    "bench": ("netmigrate.bench.cli", "run benchmarks and write JSON + PNG reports"),
     "migrate": ("netmigrate.migration.cli", "migrate slots between servers"),
-    "load": ("netmigrate.loadgen.cli", "run client load against a keyspace, recording history"),
-    "report": ("netmigrate.loadgen.report_cli", "merge load and migration results into a report"),
+    "bench": (
+        "netmigrate.bench.cli",
+        "benchmarks and client load: YCSB runs, load with a history, reports, micro-benchmarks",
+    ),
 }
+
+#: Top-level modules of the ``bench`` extra (pyproject.toml): a core install lacks them.
+BENCH_EXTRA = frozenset({"hdrh", "matplotlib", "numpy", "PIL"})
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -46,6 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().parse_args(argv or ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
+    try:
+        return _dispatch(name, rest)
+    except ModuleNotFoundError as exc:
+        if exc.name not in BENCH_EXTRA:
+            raise
+        print(
+            f"netmigrate {name}: needs {exc.name}, part of the bench extra: "
+            "pip install 'netmigrate[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _dispatch(name: str, rest: list[str]) -> int:
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"netmigrate {name}", description=help_)

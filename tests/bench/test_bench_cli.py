@@ -19,7 +19,7 @@ from netmigrate.cli import main
 
 def test_netmigrate_system_is_registered_and_landed(capsys) -> None:
     # The lazy entry resolves to the real system (no "not landed" hint is left).
-    assert importlib.util.find_spec("netmigrate.migration.bench_system") is not None
+    assert importlib.util.find_spec("netmigrate.bench.peers.netmigrate") is not None
     assert "netmigrate" in system_mod.system_names()
     system = create_system("netmigrate")
     assert type(system).__name__ == "NetMigrateSystem"
@@ -27,7 +27,7 @@ def test_netmigrate_system_is_registered_and_landed(capsys) -> None:
     assert (system.source, system.target) == ("redis1", "redis2")
     assert "netmigrate" in REFERENCE_SYSTEMS
     # Its knobs are on the command line; the help texts name the system's real defaults.
-    from netmigrate.migration import bench_system as nm
+    from netmigrate.bench.peers import netmigrate as nm
 
     helps = {key: text for _, key, _, text in NETMIGRATE_OPTIONS}
     assert f"(default {nm.DEFAULT_PARALLEL})" in helps["netmigrate_parallel"]

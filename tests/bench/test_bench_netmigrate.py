@@ -19,6 +19,13 @@ import redis
 
 from netmigrate.bench import table
 from netmigrate.bench.kv import CountingEvents, error_kind
+from netmigrate.bench.peers.netmigrate import (
+    BULK_CHUNK,
+    LabClient,
+    NetMigrateKV,
+    NetMigrateSystem,
+    _slot_chunks,
+)
 from netmigrate.bench.runner import RunConfig, run_system
 from netmigrate.bench.system import SetupPlan, create_system
 from netmigrate.bench.ycsb import key_name
@@ -26,13 +33,6 @@ from netmigrate.client.aio import EVENT_DOUBLE_READ, EVENT_TIMEOUT_RETRY, EVENT_
 from netmigrate.lab import netns as nx
 from netmigrate.lab.stack import free_tcp_port
 from netmigrate.lab.supervise import Supervisor
-from netmigrate.migration.bench_system import (
-    BULK_CHUNK,
-    LabClient,
-    NetMigrateKV,
-    NetMigrateSystem,
-    _slot_chunks,
-)
 from netmigrate.protocol.codec import (
     ErrorReply,
     MGetReply,

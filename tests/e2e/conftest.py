@@ -105,7 +105,7 @@ def load_factory(stack: Stack, tmp_path: Path) -> Iterator:
         out = tmp_path / name
         stop = tmp_path / f"{name}.stop"
         argv = [
-            sys.executable, "-m", "netmigrate.cli", "load",
+            sys.executable, "-m", "netmigrate.cli", "bench", "load",
             "--stack", stack.run_dir, "--out", str(out), "--stop-file", str(stop),
             "--duration", "600", *args,
         ]  # fmt: skip

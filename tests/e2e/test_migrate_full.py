@@ -89,7 +89,7 @@ def test_full_migration_100k_keys_under_load(stack: Stack, load_factory, tmp_pat
     mig.write_text(json.dumps(result.to_json(slots=False)))
     out = tmp_path / "report"
     rc = subprocess.run(
-        [sys.executable, "-m", "netmigrate.cli", "report", "--load", str(lp.out),
+        [sys.executable, "-m", "netmigrate.cli", "bench", "report", "--load", str(lp.out),
          "--migration", str(mig), "--out", str(out)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip

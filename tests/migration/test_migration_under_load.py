@@ -10,7 +10,7 @@ from migration_helpers import KEYSPACE, keys_in
 
 from netmigrate import migration
 from netmigrate.agent.reserved import is_reserved
-from netmigrate.checker import History, unique_value
+from netmigrate.bench.history import History, unique_value
 from netmigrate.client import AsyncClient, ServerError, Timeout
 from netmigrate.migration import MigrationOptions
 from netmigrate.protocol.slot import key_slot

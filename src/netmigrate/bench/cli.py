@@ -10,6 +10,9 @@ Subcommands::
     netmigrate bench all --out reports/bench      # the reference run (table of the docs)
     netmigrate bench compare reports/bench [more reports] [--out DIR]
     netmigrate bench overhead --workload B --concurrency 16
+    netmigrate bench load --stack /run/netmigrate-lab/nm --preload 100000 --out out/load
+    netmigrate bench report --load out/load --migration out/migration.json --out reports/demo
+    netmigrate bench agent|copy|switch [-- their own options]   # micro-benchmarks
 
 Exit status: 0 all runs verified, 1 a run failed verification or its migration failed,
 2 bad arguments, 3 a requested system is not available here.
@@ -80,7 +83,7 @@ def _non_negative_float(text: str) -> float:
 
 
 #: NetMigrate migration knobs: (flag, option key, type, help). Their defaults live in
-#: netmigrate.migration.bench_system (importing it here would slow down ``--help``); the
+#: netmigrate.bench.peers.netmigrate (importing it here would slow down ``--help``); the
 #: help texts name them and a test keeps the two in step.
 NETMIGRATE_OPTIONS = (
     ("--netmigrate-parallel", "netmigrate_parallel", _positive_int,
@@ -163,10 +166,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ov_p.add_argument("--concurrency", type=_positive_int, default=16)
     ov_p.add_argument("--seconds", type=_positive_float, default=5.0)
     ov_p.add_argument("--seed", type=int, default=1)
-    sw_p = sub.add_parser(
-        "switch", help="lab switch frames/s and latency (its own options after --)"
-    )
-    sw_p.add_argument("switch_args", nargs=argparse.REMAINDER)
+    for name, (_, text) in MICRO.items():
+        micro_p = sub.add_parser(name, help=f"{text} (its own options after --)")
+        micro_p.add_argument("micro_args", nargs=argparse.REMAINDER)
+    from netmigrate.bench.load import cli as load_cli
+    from netmigrate.bench.load import report_cli
+
+    for name, module, text in (
+        ("load", load_cli, "client load against a keyspace, with a recorded history"),
+        ("report", report_cli, "merge a load run and a migration result into a report"),
+    ):
+        module.add_arguments(
+            sub.add_parser(
+                name,
+                help=text,
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        )
+
+
+#: Micro-benchmarks of one component: subcommand -> (module with ``main(argv)``, help).
+MICRO = {
+    "agent": ("netmigrate.bench.micro.agent", "agent requests/s vs redis-benchmark"),
+    "copy": ("netmigrate.bench.micro.copy", "slot copy keys/s between two redis-servers"),
+    "switch": ("netmigrate.bench.micro.switch", "lab switch frames/s and latency"),
+}
 
 
 def _split(text: str) -> list[str]:
@@ -351,9 +376,18 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.bench_command == "overhead":
         return _run_until_signal(_overhead, args)
-    if args.bench_command == "switch":
-        from netmigrate.switch.bench import main as switch_bench
+    if args.bench_command == "load":
+        from netmigrate.bench.load import cli as load_cli
 
-        rest = args.switch_args
-        return switch_bench(rest[1:] if rest[:1] == ["--"] else rest)
+        return load_cli.run(args)
+    if args.bench_command == "report":
+        from netmigrate.bench.load import report_cli
+
+        return report_cli.run(args)
+    if args.bench_command in MICRO:
+        import importlib
+
+        main = importlib.import_module(MICRO[args.bench_command][0]).main
+        rest = args.micro_args
+        return int(main(rest[1:] if rest[:1] == ["--"] else rest) or 0)
     raise AssertionError(args.bench_command)

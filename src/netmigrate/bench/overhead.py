@@ -28,10 +28,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from netmigrate.bench.checker import ValueFactory, WriteChecker
-from netmigrate.bench.metrics import BEFORE, Recorder, histogram_summary
+from netmigrate.bench.history import History, ValueFactory
 from netmigrate.bench.redis_server import RedisServer, start_redis
 from netmigrate.bench.runner import RunConfig, WorkerContext, drive, load
+from netmigrate.bench.timeline import BEFORE, Recorder, histogram_summary
 from netmigrate.bench.ycsb import INSERT, KeyNames, OperationStream, workload
 
 
@@ -92,7 +92,7 @@ def generator_rate(cfg: RunConfig, n: int = 200_000) -> float:
         op, keynum = stream.next()
         names(keynum)
         if op != 0:
-            values.make(keynum, i)
+            values.make(1, i)
         if op == INSERT:
             stream.acknowledge_insert(keynum)
     return n / (time.perf_counter() - t)
@@ -106,7 +106,7 @@ def _context(client: Any, cfg: RunConfig) -> WorkerContext:
         stream=OperationStream(spec, cfg.records, seed=cfg.seed),
         names=KeyNames(),
         values=ValueFactory(cfg.value_size, cfg.seed),
-        checker=WriteChecker(cfg.records),
+        history=History(),
         concurrency=cfg.concurrency,
         rate=None,
     )
@@ -169,7 +169,7 @@ async def measure(
     out["generator_ops_per_s"] = round(generator_rate(cfg), 1)
 
     null_ctx = _context(NullClient(), cfg)
-    await load(null_ctx.client, cfg, null_ctx.names, null_ctx.values)
+    await load(null_ctx.client, cfg, null_ctx.names, null_ctx.values, null_ctx.history)
     ops, wall = await drive(null_ctx, min(seconds, 2.0))
     out["null_client_ops_per_s"] = round(ops / wall, 1)
 
@@ -178,7 +178,7 @@ async def measure(
         client = SingleRedisClient(server.client())
         try:
             ctx = _context(client, cfg)
-            await load(client, cfg, ctx.names, ctx.values)
+            await load(client, cfg, ctx.names, ctx.values, ctx.history)
             cpu0, proc0 = server.cpu_seconds(), time.process_time()
             ops, wall = await drive(ctx, seconds)
             server_cpu, harness_cpu = server.cpu_seconds() - cpu0, time.process_time() - proc0

@@ -8,9 +8,11 @@ One :func:`run_system` call benchmarks one system on one workload:
    latency then measured from each operation's *intended* start so queueing is not hidden);
    the migration starts ``migrate_at`` seconds in; the run lasts ``duration`` seconds, or
    longer so that at least ``min_after`` seconds follow the end of the migration;
-4. **verify**: every key is read back through a fresh client and judged by the
-   :class:`~netmigrate.bench.checker.WriteChecker` (no lost, stale, foreign or missing value),
-   and the moved slots must be owned by the target (the others unchanged).
+4. **verify**: every key is read back through a fresh client, and the run's recorded history
+   (every operation's invocation, completion and value token) with that final state is judged
+   by the project's one history checker, :class:`~netmigrate.bench.history.History` (no lost
+   write, no stale read, no value nobody wrote); the moved slots must be owned by the target
+   (the others unchanged).
 
 Phases "before", "during" and "after" follow the system's ``observer.started()`` and
 ``observer.finished()`` calls. All workers share one client, as the threads of an
@@ -25,16 +27,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netmigrate.bench.checker import MIN_VALUE_SIZE, CheckCounts, ValueFactory, WriteChecker
+from netmigrate.bench.history import MIN_VALUE_SIZE, History, ValueFactory
 from netmigrate.bench.kv import REDIRECT_KINDS, KVClient, NullEvents, error_kind
-from netmigrate.bench.metrics import AFTER, DURING, PHASES, Recorder
 from netmigrate.bench.progress import Progress, Status
+from netmigrate.bench.report import ratios
 from netmigrate.bench.system import SetupPlan, System
+from netmigrate.bench.timeline import AFTER, DURING, PHASES, Recorder
 from netmigrate.bench.ycsb import INSERT, READ, RMW, KeyNames, OperationStream, workload
 from netmigrate.protocol.constants import SLOT_COUNT
 
 #: Pause after a failed operation so a dead server does not turn the workers into a busy loop.
 ERROR_BACKOFF_S = 0.001
+#: Writer ids of the history's unique values: the load phase (sequence = key number) and the
+#: run phase (one sequence for all workers).
+LOAD_WRITER, RUN_WRITER = 0, 1
+#: Keys per read of the verification sweep.
+SWEEP_BATCH = 1000
 
 
 @dataclass
@@ -144,15 +152,18 @@ class WorkerContext:
     stream: OperationStream
     names: KeyNames
     values: ValueFactory
-    checker: WriteChecker
+    history: History
     concurrency: int
     rate: float | None
     stop: bool = False
+    #: Last sequence number of a run-phase write.
+    seq: int = 0
 
 
 async def worker(index: int, ctx: WorkerContext) -> None:
-    client, rec, stream, checker = ctx.client, ctx.rec, ctx.stream, ctx.checker
+    client, rec, stream = ctx.client, ctx.rec, ctx.stream
     names, make_value = ctx.names, ctx.values.make
+    invoke, complete = ctx.history.invoke, ctx.history.complete
     clock = rec.now
     interval_ns = int(ctx.concurrency * 1e9 / ctx.rate) if ctx.rate else 0
     next_ns = rec.t0_ns + (index * interval_ns) // ctx.concurrency
@@ -169,21 +180,20 @@ async def worker(index: int, ctx: WorkerContext) -> None:
             start = clock()
         op, keynum = stream.next()
         key = names(keynum)
+        # An operation that raises stays unacknowledged in the history: outcome unknown.
         try:
             if op == READ:
-                snap = checker.begin_read(keynum)
-                checker.check_read(keynum, await client.get(key), snap)
+                read = invoke("get", key)
+                complete(read, await client.get(key))
             else:
                 if op == RMW:
-                    snap = checker.begin_read(keynum)
-                    checker.check_read(keynum, await client.get(key), snap)
-                wid = checker.begin_write(keynum)
-                try:
-                    await client.set(key, make_value(keynum, wid))
-                except BaseException:
-                    checker.end_write(wid, False)
-                    raise
-                checker.end_write(wid, True)
+                    read = invoke("get", key)
+                    complete(read, await client.get(key))
+                ctx.seq += 1
+                value = make_value(RUN_WRITER, ctx.seq)
+                write = invoke("set", key, value)
+                await client.set(key, value)
+                complete(write)
                 if op == INSERT:
                     stream.acknowledge_insert(keynum)
         except asyncio.CancelledError:
@@ -215,16 +225,19 @@ async def drive(ctx: WorkerContext, seconds: float) -> tuple[int, float]:
 
 
 async def load(
-    client: KVClient, cfg: RunConfig, names: KeyNames, values: ValueFactory
+    client: KVClient, cfg: RunConfig, names: KeyNames, values: ValueFactory, history: History
 ) -> dict[str, Any]:
-    """Insert keys 0..records-1 (write id = key number), ``concurrency`` batches in flight."""
+    """Insert keys 0..records-1 (sequence = key number), ``concurrency`` batches in flight;
+    the history learns them as the initial state."""
     t = time.perf_counter()
     batches = iter(range(0, cfg.records, cfg.load_batch))
 
     async def loader() -> None:
         for first in batches:
             last = min(first + cfg.load_batch, cfg.records)
-            await client.set_many([(names(k), values.make(k, k)) for k in range(first, last)])
+            items = [(names(k), values.make(LOAD_WRITER, k)) for k in range(first, last)]
+            await client.set_many(items)
+            history.initial.update(items)
 
     await asyncio.gather(*(loader() for _ in range(max(1, min(cfg.concurrency, 8)))))
     seconds = time.perf_counter() - t
@@ -236,50 +249,24 @@ async def load(
     }
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b else None
-
-
-def ratios(phases: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """during/before and after/before of throughput and latency percentiles."""
-    out: dict[str, float | None] = {}
-    before = phases.get("before")
-    for name in ("during", "after"):
-        p = phases.get(name)
-        if not before or not p:
-            continue
-        out[f"throughput_{name}_before"] = _ratio(p["ops_per_s"], before["ops_per_s"])
-        for pct in ("p50", "p99", "p999"):
-            out[f"{pct}_{name}_before"] = _ratio(
-                p["latency_us"]["all"][pct], before["latency_us"]["all"][pct]
-            )
-    return out
-
-
 async def _verify(
     system: System,
-    checker: WriteChecker,
+    history: History,
     names: KeyNames,
     slots: tuple[int, ...],
     owners_before: dict[int, str],
 ) -> dict[str, Any]:
     t = time.perf_counter()
-    final = CheckCounts()
     client = await system.client(NullEvents())
     try:
-        n = checker.known_keys()
-        for first in range(0, n, 1000):
-            keynums = list(range(first, min(n, first + 1000)))
-            got = checker.check_final(keynums, await client.get_many([names(k) for k in keynums]))
-            final.checked += got.checked
-            final.stale += got.stale
-            final.foreign += got.foreign
-            final.corrupt += got.corrupt
-            final.missing += got.missing
-            for e in got.examples:
-                final.note(e)
+        n = len(names)
+        for first in range(0, n, SWEEP_BATCH):
+            keys = [names(k) for k in range(first, min(n, first + SWEEP_BATCH))]
+            history.final.update(zip(keys, await client.get_many(keys), strict=True))
     finally:
         await client.aclose()
+    sweep_s = time.perf_counter() - t
+    check = history.check()
     owners = await system.slot_owners()
     moving = set(slots)
     not_moved = [s for s in slots if owners.get(s) != system.target]
@@ -287,18 +274,19 @@ async def _verify(
         s for s in range(SLOT_COUNT) if s not in moving and owners.get(s) != owners_before[s]
     ]
     return {
-        "final_sweep": final.as_dict(),
-        "run_reads": checker.reads.as_dict(),
-        "lost_writes": final.stale + final.missing,
+        "history": check.summary(),
+        "keys_checked": len(history.final),
+        "lost_writes": check.lost_writes,
+        "stale_reads": check.stale_reads,
+        "unknown_values": check.unknown_values,
         "slots_on_target": len(slots) - len(not_moved),
         "slots_expected": len(slots),
         "slots_not_moved": not_moved[:20],
         "other_slots_changed": changed[:20],
         "slots_ok": not not_moved and not changed,
-        "ok": final.violations == 0
-        and checker.reads.violations == 0
-        and not not_moved
-        and not changed,
+        "ok": check.ok and not not_moved and not changed,
+        "sweep_s": round(sweep_s, 3),
+        "check_s": round(time.perf_counter() - t - sweep_s, 3),
         "seconds": round(time.perf_counter() - t, 3),
     }
 
@@ -482,7 +470,7 @@ async def run_system(
     plan = SetupPlan(cfg.records, cfg.value_size, slots, dict(cfg.options))
     names = KeyNames()
     values = ValueFactory(cfg.value_size, cfg.seed)
-    checker = WriteChecker(cfg.records)
+    history = History()
     expected_ops = int(cfg.duration_s * (cfg.rate or 50_000))
     stream = OperationStream(spec, cfg.records, seed=cfg.seed, expected_ops=expected_ops)
     rec = Recorder(cfg.bin_ms)
@@ -515,12 +503,12 @@ async def run_system(
         progress.log(f"[{label}] loading {cfg.records:,} records of {cfg.value_size} B")
         loader = await system.client(NullEvents())
         try:
-            out["load"] = await load(loader, cfg, names, values)
+            out["load"] = await load(loader, cfg, names, values, history)
         finally:
             await loader.aclose()
         out["keys_per_node_before"] = await system.keys_per_node()
         client = await system.client(rec)
-        ctx = WorkerContext(client, rec, stream, names, values, checker, cfg.concurrency, cfg.rate)
+        ctx = WorkerContext(client, rec, stream, names, values, history, cfg.concurrency, cfg.rate)
         counters_before = await system.server_counters()
         progress.log(f"[{label}] run phase: {cfg.concurrency} workers, {cfg.duration_s:g} s")
         run = await run_phase(system, ctx, cfg, slots, progress, label)
@@ -532,8 +520,10 @@ async def run_system(
         out["totals"] = _totals(run["phases"])
         out["migration"] = run["migration"]
         if cfg.verify:
-            progress.log(f"[{label}] verifying {checker.known_keys():,} keys")
-            out["verification"] = await _verify(system, checker, names, slots, owners_before)
+            progress.log(
+                f"[{label}] verifying {len(names):,} keys, {len(history.ops):,} operations"
+            )
+            out["verification"] = await _verify(system, history, names, slots, owners_before)
         out["keys_per_node_after"] = await system.keys_per_node()
         out["timeline"] = run["timeline"]
     finally:

@@ -18,7 +18,7 @@ completes, and ``observer.finished()`` when clients no longer depend on the old 
 Adding a system: implement :class:`System` and register a factory under a name with
 :func:`register_system`, or add a lazy ``"module:attribute"`` entry to :data:`_LAZY_SYSTEMS`.
 The NetMigrate system itself is such a lazy entry
-(:class:`netmigrate.migration.bench_system.NetMigrateSystem`: the full local lab, migrated by the
+(:class:`netmigrate.bench.peers.netmigrate.NetMigrateSystem`: the full local lab, migrated by the
 controller). A factory raises :class:`SystemUnavailable` when the system cannot run here (a
 missing binary, no root for the lab's namespaces): ``bench all`` then skips it with a note.
 """
@@ -138,7 +138,7 @@ _LAZY_SYSTEMS: dict[str, str] = {
     "redis-cluster": "netmigrate.bench.peers.redis_cluster:RedisClusterSystem",
     "redis-cluster-tuned": "netmigrate.bench.peers.redis_cluster:TunedRedisClusterSystem",
     "stop-and-copy": "netmigrate.bench.peers.stop_and_copy:StopAndCopySystem",
-    "netmigrate": "netmigrate.migration.bench_system:NetMigrateSystem",
+    "netmigrate": "netmigrate.bench.peers.netmigrate:NetMigrateSystem",
 }
 
 

@@ -68,8 +68,8 @@ def row(run: dict[str, Any]) -> dict[str, str]:
         verified = "ok"
     else:
         verified = (
-            f"FAIL (lost {ver.get('lost_writes', 0)}, run reads "
-            f"{ver.get('run_reads', {}).get('violations', 0)}, slots ok {ver.get('slots_ok')})"
+            f"FAIL (lost {ver.get('lost_writes', 0)}, stale reads {ver.get('stale_reads', 0)}, "
+            f"unknown values {ver.get('unknown_values', 0)}, slots ok {ver.get('slots_ok')})"
         )
     duration = mig.get("duration_s")
     return {

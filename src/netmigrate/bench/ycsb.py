@@ -336,6 +336,10 @@ class KeyNames:
     def __init__(self) -> None:
         self._names: list[bytes] = []
 
+    def __len__(self) -> int:
+        """Key numbers 0..n-1 named so far: every key loaded or written (or read)."""
+        return len(self._names)
+
     def __call__(self, keynum: int) -> bytes:
         names = self._names
         if keynum < len(names):

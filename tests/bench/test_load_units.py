@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from netmigrate.loadgen.report import ReportError, build_report
-from netmigrate.loadgen.timeline import Timeline, merged
-from netmigrate.loadgen.workload import Chooser, WorkloadConfig, parse_mix
+from netmigrate.bench.load.workload import OPS, Chooser, WorkloadConfig, parse_mix
+from netmigrate.bench.report import (
+    ReportError,
+    migration_under_load,
+    validate_report,
+)
+from netmigrate.bench.table import rows
+from netmigrate.bench.timeline import Recorder, errors_between, merged
 
 
 def test_parse_mix_normalises_and_rejects_bad_items() -> None:
@@ -29,16 +34,20 @@ def test_chooser_is_seeded_and_keeps_counters_apart() -> None:
     assert all(k.startswith(b"p:key:") and c.startswith(b"p:ctr:") for _, k, c in seq_a)
 
 
+S = 1_000_000_000  # ns
+
+
 def _timeline() -> dict:
-    tl = Timeline(t0=100.0)
+    """The load generator's timeline: a Recorder on CLOCK_MONOTONIC, started at t = 100 s."""
+    tl = Recorder(clock=lambda: 100 * S, op_names=OPS)
     # 10 bins of 100 ms: 10 ops of 1 ms each in the first 5, 5 ops of 4 ms in the last 5.
     for b in range(10):
-        n, lat = (10, 0.001) if b < 5 else (5, 0.004)
+        n, lat = (10, S // 1000) if b < 5 else (5, 4 * S // 1000)
         for _ in range(n):
-            end = 100.0 + b * 0.1 + 0.05
-            tl.record(end - lat, end)
-    tl.error("timeout", 100.75)
-    return tl.to_json()
+            end = 100 * S + b * S // 10 + S // 20
+            tl.record(OPS.index("get"), end - lat, end)
+    tl.error("timeout", 100 * S + 3 * S // 4)
+    return tl.timeline(tl.bin_end(100 * S + 99 * S // 100), hdr=True)
 
 
 def test_merged_window_counts_whole_bins_only() -> None:
@@ -48,6 +57,11 @@ def test_merged_window_counts_whole_bins_only() -> None:
     assert 990 <= h.get_value_at_percentile(99.0) <= 1010  # 1 ms in µs
     ops, secs, _ = merged(tl, 100.55, 101.0)  # the bin starting at 100.5 is cut: left out
     assert (ops, round(secs, 3)) == (20, 0.4)
+    assert errors_between(tl, 100.7, 100.8) == {"timeout": 1}
+    assert errors_between(tl, 100.0, 100.7) == {}
+    # Every bin up to the last operation's is kept, with exact per-bin percentiles as well.
+    assert len(tl["ops"]) == 10 and sum(tl["ops"]) == 75
+    assert tl["p99_us"][0] == 1000 and tl["p99_us"][9] == 4000
 
 
 def _load_doc() -> dict:
@@ -68,7 +82,7 @@ def _load_doc() -> dict:
 
 def test_report_maps_wall_times_onto_the_monotonic_clock() -> None:
     mig = {"started": 1_000_000.5, "finished": 1_000_001.0, "slots_done": 7, "keys_copied": 50}
-    r = build_report(_load_doc(), mig)
+    r = migration_under_load(_load_doc(), mig)
     assert r["throughput_before_ops"] == 100.0
     assert r["throughput_during_ops"] == 50.0
     assert r["throughput_ratio"] == 0.5
@@ -78,13 +92,28 @@ def test_report_maps_wall_times_onto_the_monotonic_clock() -> None:
     assert r["checker"]["ok"] is True
 
 
+def test_migration_under_load_is_a_bench_report() -> None:
+    """One report format: `netmigrate bench compare` reads the demo's report like a YCSB run's."""
+    mig = {"started": 1_000_000.5, "finished": 1_000_001.0, "slots_done": 7, "keys_copied": 50}
+    r = migration_under_load(_load_doc(), mig, argv=["report"])
+    assert validate_report(r) == []
+    assert r["command"] == "netmigrate bench report"
+    (run,) = r["runs"]
+    assert run["phases"]["before"]["ops_per_s"] == r["throughput_before_ops"]
+    assert run["ratios"]["throughput_during_before"] == 0.5
+    assert run["timeline"]["phase"] == ["before"] * 5 + ["during"] * 5
+    assert "hdr" not in run["timeline"]
+    (row,) = rows(r)
+    assert (row["system"], row["ops/s before"], row["verified"]) == ("netmigrate", "100", "ok")
+
+
 def test_report_prefers_monotonic_times_and_rejects_nonsense() -> None:
     mig = {"started_monotonic": 100.2, "finished_monotonic": 100.7, "started": 1, "finished": 2}
-    assert build_report(_load_doc(), mig)["duration_s"] == 0.5
+    assert migration_under_load(_load_doc(), mig)["duration_s"] == 0.5
     with pytest.raises(ReportError):
-        build_report(_load_doc(), {"slots_done": 1})
+        migration_under_load(_load_doc(), {"slots_done": 1})
     with pytest.raises(ReportError):
-        build_report(_load_doc(), {"started_monotonic": 101.0, "finished_monotonic": 100.0})
+        migration_under_load(_load_doc(), {"started_monotonic": 101.0, "finished_monotonic": 100.0})
 
 
 def test_report_cli_writes_json_and_png_and_fails_cleanly(tmp_path: Path) -> None:
@@ -92,8 +121,9 @@ def test_report_cli_writes_json_and_png_and_fails_cleanly(tmp_path: Path) -> Non
     (tmp_path / "load" / "load.json").write_text(json.dumps(_load_doc()))
     mig = tmp_path / "mig.json"
     mig.write_text(json.dumps({"started": 1_000_000.5, "finished": 1_000_001.0}))
-    cmd = [sys.executable, "-m", "netmigrate.cli", "report", "--load", str(tmp_path / "load"),
-           "--migration", str(mig), "--out", str(tmp_path / "rep")]  # fmt: skip
+    cmd = [sys.executable, "-m", "netmigrate.cli", "bench", "report",
+           "--load", str(tmp_path / "load"), "--migration", str(mig),
+           "--out", str(tmp_path / "rep")]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "throughput before 100.0 ops/s" in done.stdout

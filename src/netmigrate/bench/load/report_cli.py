@@ -1,8 +1,8 @@
-"""``netmigrate report``: load run + migration result -> report.json, a PNG and a summary.
+"""``netmigrate bench report``: load run + migration result -> report.json, a PNG and a summary.
 
-    netmigrate report --load out/load --migration out/migration.json --out reports/demo
+    netmigrate bench report --load out/load --migration out/migration.json --out reports/demo
 
-``--load`` is the directory ``netmigrate load --out`` wrote (or its load.json); the migration
+``--load`` is the directory ``netmigrate bench load --out`` wrote (or its load.json); the migration
 file is the JSON ``netmigrate migrate`` prints (a MigrationResult). Exit 1 when the checker
 found a violation or an operation failed with a non-retryable error.
 """
@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from netmigrate.loadgen.report import ReportError, build_report, plot, summary_lines
-from netmigrate.loadgen.runner import LOAD_FILE
+from netmigrate.bench.load import LOAD_FILE
+from netmigrate.bench.report import ReportError, migration_under_load, summary_lines, write_json
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "migration-under-load.png"
@@ -24,7 +24,7 @@ PLOT_FILE = "migration-under-load.png"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--load", type=Path, required=True, help="netmigrate load's output")
+    p.add_argument("--load", type=Path, required=True, help="netmigrate bench load's output")
     p.add_argument("--migration", type=Path, required=True, help="migration result JSON")
     p.add_argument("--out", type=Path, required=True, help="report directory")
     p.add_argument("--no-plot", action="store_true")
@@ -49,14 +49,16 @@ def run(args: argparse.Namespace) -> int:
         mig = _read(args.migration, "--migration")
         # `netmigrate migrate` may wrap the result: {"result": {...}}.
         mig = mig.get("result", mig) if isinstance(mig.get("result"), dict) else mig
-        report = build_report(load, mig)
+        report = migration_under_load(load, mig)
     except (ReportError, KeyError) as exc:
-        print(f"netmigrate report: {exc}", file=sys.stderr)
+        print(f"netmigrate bench report: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_plot:
-        report["plot"] = str(plot(load, report, args.out / PLOT_FILE))
-    (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        from netmigrate.bench.plots import plot_run
+
+        report["plot"] = str(plot_run(report["runs"][0], args.out / PLOT_FILE))
+    write_json(report, args.out / REPORT_FILE)
     for line in summary_lines(report):
         print(line)
     print(f"report: {args.out / REPORT_FILE}")

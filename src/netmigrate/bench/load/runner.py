@@ -1,9 +1,10 @@
 """One load run: preload, closed-loop load until told to stop, quiescent final read, outputs.
 
-Every operation is recorded in a :class:`~netmigrate.checker.History` (invocation and
+Every operation is recorded in a :class:`~netmigrate.bench.history.History` (invocation and
 completion on CLOCK_MONOTONIC, which ``time.monotonic`` reads on Linux, the same clock the
 report uses to place the migration), so the run can be checked for lost writes, stale reads
-and duplicates afterwards. Writes carry unique values (:func:`~netmigrate.checker.unique_value`).
+and duplicates afterwards. Writes carry unique values
+(:func:`~netmigrate.bench.history.unique_value`).
 Data keys (GET/SET/DEL/MGET) and counter keys (INCRBY by 1) are disjoint sets, as the checker
 models registers and counters apart.
 """
@@ -23,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from netmigrate import gc_policy
-from netmigrate.checker import History, unique_value
+from netmigrate.bench.history import History, unique_value
+from netmigrate.bench.load import HISTORY_FILE, LOAD_FILE, READY_FILE
+from netmigrate.bench.load.workload import OPS, Chooser, WorkloadConfig, data_key
+from netmigrate.bench.timeline import Recorder
 from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout
-from netmigrate.loadgen.timeline import Timeline
-from netmigrate.loadgen.workload import Chooser, WorkloadConfig, data_key
 
 log = logging.getLogger(__name__)
 
-LOAD_FILE = "load.json"
-HISTORY_FILE = "history.jsonl"
-READY_FILE = "ready"
+#: Operation -> its index in the timeline's per-operation series.
+OP_INDEX = {op: i for i, op in enumerate(OPS)}
 _PRELOAD_BATCH = 2000
 
 
@@ -68,7 +69,7 @@ class LoadRun:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
         self.history = History()
-        self.timeline: Timeline | None = None
+        self.timeline: Recorder | None = None
         self.counts: Counter[str] = Counter()
         self.errors: dict[str, Counter[str]] = {"retryable": Counter(), "non_retryable": Counter()}
         self.touched: set[bytes] = set()
@@ -123,11 +124,11 @@ class LoadRun:
 
     # -- load ------------------------------------------------------------------------------
 
-    def _failed(self, exc: BaseException, t: float) -> None:
+    def _failed(self, exc: BaseException) -> None:
         retryable, kind = classify(exc)
         self.errors["retryable" if retryable else "non_retryable"][kind] += 1
         assert self.timeline is not None
-        self.timeline.error(kind, t)
+        self.timeline.error(kind)
 
     async def _worker(self, client: AsyncClient, w: int) -> None:
         ch = Chooser(self.cfg.workload, w)
@@ -137,10 +138,10 @@ class LoadRun:
         writer = self.writer_base + w + 1
         seq = 0
         size = self.cfg.workload.value_size
-        now = time.monotonic
+        clock = time.monotonic_ns
         while not self.stopping.is_set():
             op = ch.op()
-            t = now()
+            t = clock()
             try:
                 if op == "get":
                     k = ch.key()
@@ -174,10 +175,10 @@ class LoadRun:
                     for r, v in zip(recs, vals, strict=True):
                         h.complete(r, v)
             except NetMigrateError as exc:
-                self._failed(exc, now())
+                self._failed(exc)
                 continue
             self.counts[op] += 1
-            tl.record(t, now())
+            tl.record(OP_INDEX[op], t, clock())
 
     async def _watch_stop(self, deadline: float) -> None:
         while not self.stopping.is_set():
@@ -211,6 +212,13 @@ class LoadRun:
             *(read(k, True) for k in sorted(self.counters_touched)),
         )
 
+    def _timeline_json(self) -> dict[str, Any]:
+        """The timeline with every bin up to the last operation's, each with its histogram."""
+        if self.timeline is None:
+            return {}
+        end_ns = self.timeline.bin_end(int(self.load_end * 1e9))
+        return self.timeline.timeline(end_ns, hdr=True)
+
     async def run(self, on_ready: Callable[[float], None] | None = None) -> dict[str, Any]:
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
@@ -222,8 +230,9 @@ class LoadRun:
             cfg.service, cfg.keyspace, timeout=cfg.timeout, retries=cfg.retries
         ) as client:
             preload_s = await self.preload(client) if cfg.preload else 0.0
-            self.load_start = time.monotonic()
-            self.timeline = Timeline(self.load_start)
+            # The report places the migration on this clock: CLOCK_MONOTONIC, as the history.
+            self.timeline = Recorder(clock=time.monotonic_ns, op_names=OPS)
+            self.load_start = self.timeline.t0_ns / 1e9
             (cfg.out / READY_FILE).write_text(f"{self.load_start}\n")
             if on_ready is not None:
                 on_ready(self.load_start)
@@ -270,7 +279,7 @@ class LoadRun:
             "counters_touched": len(self.counters_touched),
             "client": stats,
             "checker": check.summary(),
-            "timeline": self.timeline.to_json() if self.timeline else {},
+            "timeline": self._timeline_json(),
         }
         self.history.dump(cfg.out / HISTORY_FILE)
         (cfg.out / LOAD_FILE).write_text(json.dumps(doc) + "\n")

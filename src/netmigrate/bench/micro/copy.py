@@ -1,6 +1,6 @@
 """Copy throughput of a migration between two real agents, in one run.
 
-``python -m netmigrate.migration.bench`` starts two cluster-mode redis-servers in temporary
+``netmigrate bench copy`` starts two cluster-mode redis-servers in temporary
 folders, preloads the source with ``--keys`` keys of ``--value-size`` bytes (over every slot,
 or over ``--slots N`` slots for big slots), starts two
 ``netmigrate agent`` processes (source owns every slot, target none; each reaches its Redis
@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from netmigrate.agent.bench import RedisProcess, _free_port, machine, process_cpu
 from netmigrate.agent.reserved import slot_tag
+from netmigrate.bench.micro.agent import RedisProcess, _free_port, machine, process_cpu
 from netmigrate.migration import AgentEndpoint, KeyspaceRef, MigrationOptions, run
 from netmigrate.protocol.constants import SLOT_COUNT
 
@@ -158,7 +158,7 @@ async def bench(args: argparse.Namespace) -> list[BenchRun]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="netmigrate bench copy", description=__doc__.split("\n\n")[0])
     p.add_argument("--keys", type=int, default=200_000)
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument(

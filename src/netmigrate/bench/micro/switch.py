@@ -12,7 +12,7 @@ port 2 (keyspace lookup, slot map read, server lookup, rewrite, checksum, counte
   baseline, over a direct veth pair between the same kind of namespaces; the difference is
   what the switch adds.
 
-Run: ``python -m netmigrate.switch.bench [--duration S] [--rates R,R,...] [--json FILE]``
+Run: ``python -m netmigrate.bench.micro.switch [--duration S] [--rates R,R,...] [--json FILE]``
 (root, two or more CPUs).
 """
 
@@ -324,7 +324,7 @@ def direct_latency(frames: list[bytes], count: int) -> LatencyStats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netmigrate.switch.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="netmigrate bench switch", description=__doc__)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per offered rate")
     p.add_argument(
         "--rates",

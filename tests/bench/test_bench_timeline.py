@@ -7,7 +7,7 @@ from array import array
 
 import pytest
 
-from netmigrate.bench.metrics import (
+from netmigrate.bench.timeline import (
     AFTER,
     BEFORE,
     DURING,

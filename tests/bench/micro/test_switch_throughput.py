@@ -1,10 +1,10 @@
 """Frames per second of the lab switch's runtime: the real SwitchState under the pipeline, and
 the data plane with its PACKET_MMAP rings over real veths (in this process, no gRPC).
 
-Run with ``pytest tests/benchmarks/test_switch_throughput.py --benchmark-only``;
+Run with ``pytest tests/bench/micro/test_switch_throughput.py --benchmark-only``;
 ``frames_per_second`` is in the extra info. The end-to-end number (the real ``netmigrate
 switch`` process, one CPU, offered load, latency) comes from ``python -m
-netmigrate.switch.bench`` and is recorded in docs/benchmarks.md ("Lab switch").
+netmigrate.bench.micro.switch`` and is recorded in docs/benchmarks.md ("Lab switch").
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 from finsy.p4schema import P4Schema
 from finsy.proto import p4r
 
+from netmigrate.bench.micro.switch import get_frames
 from netmigrate.lab.forwarding import lab_servers, netmigrate_entries
 from netmigrate.lab.veth_topology import host_socket, veth_topology
 from netmigrate.resources import p4info_path
 from netmigrate.switch import pipeline
-from netmigrate.switch.bench import get_frames
 from netmigrate.switch.dataplane import Dataplane
 from netmigrate.switch.entities import write_update
 from netmigrate.switch.ports import open_ports

@@ -1,6 +1,6 @@
-"""``netmigrate load``: closed-loop load with a recorded history (run it in the client host).
+"""``netmigrate bench load``: closed-loop load with a recorded history (run it in the client host).
 
-    netmigrate load --stack /run/netmigrate-lab/nm --preload 100000 --preload-direct \\
+    netmigrate bench load --stack /run/netmigrate-lab/nm --preload 100000 --preload-direct \\
         --concurrency 32 --duration 60 --out out/load
 
 writes ``OUT/load.json`` (timeline, counts, errors, checker summary), ``OUT/history.jsonl`` and,
@@ -17,9 +17,12 @@ import json
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from netmigrate.loadgen.runner import LoadConfig, run_load
-from netmigrate.loadgen.workload import DEFAULT_MIX, WorkloadConfig, parse_mix
+from netmigrate.bench.load.workload import DEFAULT_MIX, WorkloadConfig, parse_mix
+
+if TYPE_CHECKING:
+    from netmigrate.bench.load.runner import LoadConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
+    from netmigrate.bench.load.runner import LoadConfig
+
     netns = args.netns
     service = None
     keyspace = args.keyspace
@@ -118,17 +123,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, netns = _config(args)
     except ValueError as exc:
-        print(f"netmigrate load: {exc}", file=sys.stderr)
+        print(f"netmigrate bench load: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # LabError: no stack recorded
-        print(f"netmigrate load: {exc}", file=sys.stderr)
+        print(f"netmigrate bench load: {exc}", file=sys.stderr)
         return 2
     if netns:
         try:
             enter_netns(netns)
         except OSError as exc:
-            print(f"netmigrate load: cannot enter namespace {netns}: {exc}", file=sys.stderr)
+            print(f"netmigrate bench load: cannot enter namespace {netns}: {exc}", file=sys.stderr)
             return 2
+    from netmigrate.bench.load.runner import run_load
+
     doc = run_load(cfg)
     summary = {
         "ops": doc["ops"],

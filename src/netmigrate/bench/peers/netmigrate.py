@@ -70,7 +70,7 @@ DEFAULT_BATCH = 512
 DEFAULT_RATE = 0
 DEFAULT_GRACE = 1.0
 
-#: Client settings of the lab load generator (``netmigrate load``): per-attempt timeout and
+#: Client settings of the lab load generator (``netmigrate bench load``): per-attempt timeout and
 #: retries; a migrating slot answers WRONG_OWNER / BUSY for a moment, which retries absorb.
 CLIENT_TIMEOUT = 0.25
 CLIENT_RETRIES = 8
@@ -227,7 +227,7 @@ def migration_options(options: Mapping[str, Any]) -> Any:
 
 def _cpu_ms(pid: int) -> int:
     """User + system CPU of ``pid`` in ms (0 if it is gone)."""
-    from netmigrate.agent.bench import process_cpu
+    from netmigrate.bench.micro.agent import process_cpu
 
     try:
         return round(1000 * process_cpu(pid))

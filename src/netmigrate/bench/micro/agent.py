@@ -1,6 +1,6 @@
 """Agent throughput vs ``redis-benchmark``, on one Redis, in one run.
 
-``python -m netmigrate.agent.bench`` starts a cluster-mode redis-server in a temporary folder,
+``netmigrate bench agent`` starts a cluster-mode redis-server in a temporary folder,
 preloads the key space and starts a ``netmigrate agent`` subprocess (reaching Redis over its
 unix socket, as a co-located agent should). Each round then runs:
 
@@ -316,7 +316,7 @@ def machine() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netmigrate.agent.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="netmigrate bench agent", description=__doc__)
     p.add_argument("--concurrency", type=int, default=64, help="outstanding requests (-c)")
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (-d)")
     p.add_argument("--keys", type=int, default=100_000, help="key space size (-r)")

@@ -2,7 +2,7 @@
 
 The state is a minimal dict-backed PipelineState (one dict lookup per table, prebuilt
 ActionCalls), so the number is the pipeline's own cost, not the runtime's. Run with
-``pytest tests/benchmarks --benchmark-only``; ``packets_per_second`` is in the extra info.
+``pytest tests/bench/micro --benchmark-only``; ``packets_per_second`` is in the extra info.
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Per-phase latency histograms and a 100 ms timeline of one run phase.
+"""The timeline: per-phase latency histograms and 100 ms bins, for every load runner.
+
+The one timeline of the project: the YCSB harness (``netmigrate bench run``) records into a
+:class:`Recorder` and switches phases as its migration starts and ends; the load generator
+(``netmigrate bench load``) records into one too but cannot know when a migration in another
+process runs, so its timeline carries one HdrHistogram per bin (``timeline(..., hdr=True)``)
+and :func:`merged` combines the bins of any window after the fact (``netmigrate bench
+report``).
 
 The hot path (:meth:`Recorder.record`) costs one HdrHistogram record (the histogram of the
 current phase and operation) plus a few list operations for the time bin the operation
@@ -16,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,16 +85,23 @@ class PhaseMark:
 class Recorder:
     """Collects one run phase; also the :class:`~netmigrate.bench.kv.ClientEvents` sink."""
 
-    def __init__(self, bin_ms: int = 100, clock=time.perf_counter_ns) -> None:
+    def __init__(
+        self,
+        bin_ms: int = 100,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        op_names: Sequence[str] = OP_NAMES,
+    ) -> None:
         if bin_ms <= 0:
             raise ValueError(f"bin width must be positive, got {bin_ms} ms")
         self.bin_ms = bin_ms
+        #: Operation index (the ``op`` of :meth:`record`) -> name in the summaries.
+        self.op_names = tuple(op_names)
         self._bin_ns = bin_ms * 1_000_000
         self._clock = clock
         self.t0_ns = clock()
         self.phase = BEFORE
         self.marks: list[PhaseMark] = [PhaseMark(BEFORE, self.t0_ns)]
-        n_ops = len(OP_NAMES)
+        n_ops = len(self.op_names)
         self._hist = [[new_histogram() for _ in range(n_ops)] for _ in PHASES]
         self._phase_errors: list[dict[str, int]] = [{} for _ in PHASES]
         self._phase_events: list[dict[str, int]] = [{} for _ in PHASES]
@@ -186,7 +201,7 @@ class Recorder:
             total = new_histogram()
             per_op: dict[str, Any] = {}
             ops = 0
-            for op, op_name in enumerate(OP_NAMES):
+            for op, op_name in enumerate(self.op_names):
                 h = self._hist[p][op]
                 if h.get_total_count():
                     total.add(h)
@@ -206,16 +221,25 @@ class Recorder:
     def histogram(self, phase: int, op: int | None = None) -> HdrHistogram:
         """A copy of one phase's histogram (all operations if ``op`` is None)."""
         h = new_histogram()
-        for o in range(len(OP_NAMES)) if op is None else (op,):
+        for o in range(len(self.op_names)) if op is None else (op,):
             h.add(self._hist[phase][o])
         return h
 
-    def timeline(self, end_ns: int) -> dict[str, Any]:
-        """Per-bin series; bins run from t0 to ``end_ns`` (a partial last bin is dropped)."""
+    def bin_end(self, t_ns: int) -> int:
+        """The end of the bin holding ``t_ns``: a ``timeline`` end that keeps that bin."""
+        return self.t0_ns + ((t_ns - self.t0_ns) // self._bin_ns + 1) * self._bin_ns
+
+    def timeline(self, end_ns: int, hdr: bool = False) -> dict[str, Any]:
+        """Per-bin series; bins run from t0 to ``end_ns`` (a partial last bin is dropped).
+
+        ``hdr``: also each bin's latencies as an encoded HdrHistogram and ``t0_monotonic``
+        (the recorder's clock must then be ``time.monotonic_ns``), for :func:`merged`.
+        """
         n_bins = max(0, (end_ns - self.t0_ns) // self._bin_ns)
         self._bin(self.t0_ns + max(n_bins - 1, 0) * self._bin_ns)
         width = self.bin_ms / 1000.0
-        ops = [sum(self._bin_ops[op][b] for op in range(len(OP_NAMES))) for b in range(n_bins)]
+        n_ops = len(self.op_names)
+        ops = [sum(self._bin_ops[op][b] for op in range(n_ops)) for b in range(n_bins)]
         # None marks a bin without any completed operation (a stall), not a zero latency.
         p50: list[int | None] = []
         p99: list[int | None] = []
@@ -239,14 +263,14 @@ class Recorder:
                 if mark.t_ns < t_end:
                     current = mark.phase
             phase.append(PHASES[current])
-        return {
+        out: dict[str, Any] = {
             "bin_ms": self.bin_ms,
             "t_s": [round(b * width, 3) for b in range(n_bins)],
             "ops": ops,
             "ops_per_s": [round(n / width, 1) for n in ops],
             "ops_by_type": {
-                OP_NAMES[op]: self._bin_ops[op][:n_bins]
-                for op in range(len(OP_NAMES))
+                self.op_names[op]: self._bin_ops[op][:n_bins]
+                for op in range(n_ops)
                 if any(self._bin_ops[op][:n_bins])
             },
             "p50_us": p50,
@@ -257,3 +281,47 @@ class Recorder:
             "client_events": {k: v[:n_bins] for k, v in sorted(self._bin_events.items())},
             "phase": phase,
         }
+        if hdr:
+            out["t0_monotonic"] = self.t0_ns / 1e9
+            out["hdr"] = [_encode(self._bin_lat[b]) for b in range(n_bins)]
+        return out
+
+
+def _encode(latencies_us: array) -> str:
+    """One bin's latencies as a base64 HdrHistogram ("" for an empty bin)."""
+    if not latencies_us:
+        return ""
+    h = new_histogram()
+    for us in latencies_us:
+        h.record_value(us)
+    return h.encode().decode()
+
+
+def merged(tl: dict[str, Any], start: float, end: float) -> tuple[int, float, HdrHistogram]:
+    """(ops, seconds covered, merged histogram) of the whole bins of a ``timeline(hdr=True)``
+    within [start, end) (monotonic seconds)."""
+    t0, width = tl["t0_monotonic"], tl["bin_ms"] / 1000
+    h = new_histogram()
+    ops = 0
+    n = 0
+    for i, count in enumerate(tl["ops"]):
+        b0 = t0 + i * width
+        if b0 < start or b0 + width > end:
+            continue
+        n += 1
+        ops += count
+        if tl["hdr"][i]:
+            h.add(HdrHistogram.decode(tl["hdr"][i].encode()))
+    return ops, n * width, h
+
+
+def errors_between(tl: dict[str, Any], start: float, end: float) -> dict[str, int]:
+    """Errors per kind in the bins of a ``timeline(hdr=True)`` whose middle lies within
+    [start, end) (monotonic seconds); kinds without any there are left out."""
+    t0, width = tl["t0_monotonic"], tl["bin_ms"] / 1000
+    out: dict[str, int] = {}
+    for kind, series in sorted(tl["errors"].items()):
+        n = sum(c for i, c in enumerate(series) if start <= t0 + (i + 0.5) * width < end)
+        if n:
+            out[kind] = n
+    return out

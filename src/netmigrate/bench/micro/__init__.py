@@ -1,0 +1,1 @@
+"""Micro-benchmarks of one component each: agent, lab switch, slot copy."""
