@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.interfaces import DatagramOut
 from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.slots import SlotTable
@@ -26,15 +27,12 @@ from netmigrate.agent.source.transitions import Transitions
 from netmigrate.agent.source.waves import Runner
 from netmigrate.protocol.codec import HeaderFields
 
-if TYPE_CHECKING:
-    from netmigrate.agent.datapath import DataPath
-
 
 class SourceSide:
     def __init__(
         self,
         *,
-        datapath: DataPath,
+        datapath: DatagramOut,
         table: SlotTable,
         dedup: DedupWindow,
         store: MigrationStore,

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netmigrate.agent.config import parse_host_port
+from netmigrate.agent.interfaces import DatagramOut
 from netmigrate.agent.migration_store import MigrationRecord
 from netmigrate.agent.slots import SlotState
 from netmigrate.agent.source.context import SourceContext
@@ -27,9 +28,6 @@ from netmigrate.protocol.constants import (
     Status,
 )
 
-if TYPE_CHECKING:
-    from netmigrate.agent.datapath import DataPath
-
 #: SLOT_START / SLOT_COMPLETE: first resend after this long, doubling up to the maximum.
 TRANSITION_TIMEOUT = 0.2
 TRANSITION_MAX_TIMEOUT = 1.0
@@ -38,7 +36,7 @@ _PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 class Transitions:
-    def __init__(self, ctx: SourceContext, datapath: DataPath) -> None:
+    def __init__(self, ctx: SourceContext, datapath: DatagramOut) -> None:
         self._ctx = ctx
         self._dp = datapath
         #: (op, slot) -> future of the target's acknowledgement: (status, message).

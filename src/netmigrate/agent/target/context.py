@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from netmigrate.agent.interfaces import RequestPath
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.resp import ConnectionLost, ReplyError, collect_replies
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.target.model import Incoming
-
-if TYPE_CHECKING:
-    from netmigrate.agent.datapath import DataPath
 
 
 def _counters() -> dict[str, int]:
@@ -32,7 +30,7 @@ def _counters() -> dict[str, int]:
 
 @dataclass
 class TargetContext:
-    dp: DataPath
+    dp: RequestPath
     table: SlotTable
     store: MigrationStore
     #: A redis-py client for control-plane calls (bookkeeping keys, request id records).

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.commands import OpSpec
+from netmigrate.agent.interfaces import RequestPath
 from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.reserved import dirty_key, marker_key
@@ -23,9 +24,6 @@ from netmigrate.agent.target.requests import IncomingRequests
 from netmigrate.agent.target.transitions import TargetTransitions
 from netmigrate.protocol.codec import HeaderFields
 
-if TYPE_CHECKING:
-    from netmigrate.agent.datapath import DataPath
-
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +31,7 @@ class TargetSide:
     def __init__(
         self,
         *,
-        datapath: DataPath,
+        datapath: RequestPath,
         table: SlotTable,
         store: MigrationStore,
         admin: Any,
