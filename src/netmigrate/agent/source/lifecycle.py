@@ -73,16 +73,8 @@ class Lifecycle:
                     f"migration {mrec.migration_id} exists with other slots or another target",
                 )
             return self.status(existing, changed=False)
-        info, target_owned = await self._planner.target_slots(mrec)
-        move, skipped, refused = self._planner.classify(mrec, target_owned)
-        for m in info.migrations:
-            if m.slot in move:
-                move.remove(m.slot)
-                refused[m.slot] = (
-                    f"server {mrec.target_id} has it {m.phase} ({m.role}) in migration "
-                    f"{m.migration_id or '?'}: finish or finalize that first"
-                )
-        estimate = await self._planner.count_keys(move)
+        plan = await self._planner.plan(mrec)
+        move, skipped, refused, estimate = plan.move, plan.skipped, plan.refused, plan.estimate
         if req.dry_run:
             runs = {
                 s: SlotRun(s, "skipped" if s in skipped else "pending") for s in mrec.slot_set()

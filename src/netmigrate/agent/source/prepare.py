@@ -3,6 +3,7 @@ owns, and every slot classified (to move, already at the target, or refused)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,6 +24,17 @@ from netmigrate.agent.source.model import (
     MigrationRequestError,
 )
 from netmigrate.protocol.constants import MAX_SERVER_ID
+
+
+@dataclass
+class Plan:
+    """What a migration's request comes to: the slots to move (in order), those the target
+    has already, those that cannot move (with why), and the keys to copy (an estimate)."""
+
+    move: list[int]
+    skipped: set[int]
+    refused: dict[int, str]
+    estimate: int
 
 
 class Planner:
@@ -86,6 +98,18 @@ class Planner:
             parallel_slots=parallel,
             source_control=source_control,
         )
+
+    async def plan(self, mrec: MigrationRecord) -> Plan:
+        info, target_owned = await self.target_slots(mrec)
+        move, skipped, refused = self.classify(mrec, target_owned)
+        for m in info.migrations:
+            if m.slot in move:
+                move.remove(m.slot)
+                refused[m.slot] = (
+                    f"server {mrec.target_id} has it {m.phase} ({m.role}) in migration "
+                    f"{m.migration_id or '?'}: finish or finalize that first"
+                )
+        return Plan(move, skipped, refused, await self.count_keys(move))
 
     async def target_slots(self, mrec: MigrationRecord) -> tuple[Any, set[int]]:
         """Ask the target who it is, what it owns and has in flight (GetSlotsResponse, owned
