@@ -45,11 +45,9 @@ class TargetSide:
         )
         self.counters = ctx.counters
         self._slots = ctx.slots
-        self._store = store
         self._holds = HoldQueue(ctx, hold_limit, hold_timeout)
         self._transitions = TargetTransitions(ctx, self._holds)
         self._requests = IncomingRequests(ctx, self._holds)
-        self._chains = self._requests.chains
         self._intake = Intake(ctx, self._holds)
         self._sweeper: asyncio.Task[None] | None = None
 
