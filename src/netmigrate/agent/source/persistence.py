@@ -78,6 +78,13 @@ class OutgoingSlots:
             owned = dict.fromkeys((rec.slot for rec in recs), state in OWNER_STATES)
         await self.store.persist(slots={rec.slot: rec for rec in recs}, owned=owned, then=apply)
 
+    async def moved(self, recs: list[SlotRecord]) -> None:
+        """Persist the slots as done: the target owns them, they are MOVED here (double reads
+        only) until finalize, and their freeze is over."""
+        await self.save_many(recs, SlotState.MOVED)
+        for rec in recs:
+            self.barriers.pop(rec.slot, None)
+
     async def finalized(self, slots: list[int], then: Any) -> None:
         """Persist the slots as finalized; then they are NOT_OWNED here and forgotten, and
         ``then()`` runs (in the same step)."""

@@ -210,12 +210,10 @@ class Runner:
                 m.slots[s].phase = "completing"
             live = leave(live, await self._transitions.send(mrec, live, Op.SLOT_COMPLETE))
             now = time.time()
-            await self._ctx.slots.save_many(
-                [self._ctx.slots.records[s].evolve(phase="done", finished=now) for s in live],
-                SlotState.MOVED,
+            await self._ctx.slots.moved(
+                [self._ctx.slots.records[s].evolve(phase="done", finished=now) for s in live]
             )
             for s in live:
-                self._ctx.slots.barriers.pop(s, None)
                 m.slots[s].phase, m.slots[s].finished = "done", now
         except asyncio.CancelledError:
             for t in alone:
@@ -296,10 +294,8 @@ class Runner:
                 # path; the target itself knows whether it owns the slot now.
                 if not await self._planner.target_owns(mrec, slot):
                     raise
-            rec = await self._ctx.slots.save(
-                rec.evolve(phase="done", finished=time.time()), state=SlotState.MOVED
-            )
-            self._ctx.slots.barriers.pop(slot, None)
+            rec = rec.evolve(phase="done", finished=time.time())
+            await self._ctx.slots.moved([rec])
             run.phase, run.finished = "done", rec.finished
 
 
