@@ -19,7 +19,7 @@ from netmigrate.agent.reserved import (
 )
 from netmigrate.agent.restore import ttl_from_pttl
 from netmigrate.agent.slots import Admission, SlotState, SlotTable
-from netmigrate.agent.source import RateLimiter
+from netmigrate.agent.source.rate import RateLimiter
 from netmigrate.protocol.constants import Flag, Op
 from netmigrate.protocol.slot import key_slot
 from netmigrate.protocol.slotset import to_ranges

@@ -54,7 +54,7 @@ async def test_a_wave_of_slots_at_the_target(raw_agent, cluster_redis) -> None:
     )
     peer, addr = rpc.peer, rpc.address
     r = cluster_redis.client()
-    store = agent.target._store
+    store = agent.target._ctx.store
     writes = store.writes
 
     # STARTs back to back: each acknowledged, all entered with one persisted change.

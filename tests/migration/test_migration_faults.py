@@ -192,10 +192,10 @@ async def test_abort_leaves_every_slot_wholly_on_one_side_and_resume_finishes(pa
 
 
 async def test_lost_transitions_fail_the_slot_and_resume_finishes_it(pair, monkeypatch) -> None:
-    from netmigrate.agent import source as source_module
+    from netmigrate.agent.source import transitions
 
-    monkeypatch.setattr(source_module, "TRANSITION_ATTEMPTS", 2)
-    monkeypatch.setattr(source_module, "TRANSITION_TIMEOUT", 0.05)
+    monkeypatch.setattr(transitions, "TRANSITION_ATTEMPTS", 2)
+    monkeypatch.setattr(transitions, "TRANSITION_TIMEOUT", 0.05)
     p = await pair(relay=True)
     p.source.source.slot_retry_seconds = 0.3
     data = preload(p.redis_a.client(), [600], 10)

@@ -14,8 +14,8 @@ async def test_listing_a_frozen_reserved_slot_misses_no_client_key(pair) -> None
     keys = keys_in(RESERVED_SLOT, 20)
     for k in keys:
         ra.set(k, b"v")
-    src = p.source.source
-    real = src._redis_calls
+    src = p.source.source._ctx.keys  # the source's reads of its Redis
+    real = src.calls
     calls = 0
 
     async def records_arrive_after_the_count(commands: list[bytes]) -> list[object]:
@@ -29,7 +29,7 @@ async def test_listing_a_frozen_reserved_slot_misses_no_client_key(pair) -> None
             pipe.execute()
         return out
 
-    src._redis_calls = records_arrive_after_the_count
-    (listed,) = await src._list([RESERVED_SLOT])
+    src.calls = records_arrive_after_the_count  # type: ignore[method-assign]
+    (listed,) = await src.list_keys([RESERVED_SLOT])
     assert sorted(listed) == sorted(keys)
     assert calls >= 3  # the first listing came back full and was asked again

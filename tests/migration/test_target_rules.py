@@ -112,7 +112,7 @@ async def test_writes_win_deletes_stay_pulls_happen_once_and_reads_are_authorita
         encode_request(Op.MGET, 2001, KEYSPACE, SLOT, MGet((late[0], late[5])), DR_TARGET),
         to_b.address,
     )
-    chains = p.target.target._chains  # observed: the MGET waits on its pull
+    chains = p.target.target._requests.chains  # observed: the MGET waits on its pull
     await until(lambda: late[0] in chains, timeout=3, interval=0)
     to_b.peer.send(
         encode_request(Op.GET, 2002, KEYSPACE, SLOT, Get(late[0]), DR_TARGET), to_b.address

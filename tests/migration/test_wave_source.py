@@ -20,7 +20,7 @@ from netmigrate.agent.app import Agent
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.reserved import dirty_key, marker_key
 from netmigrate.agent.slots import SlotState
-from netmigrate.agent.source import WAVE_KEYS, _waves
+from netmigrate.agent.source.waves import WAVE_KEYS, form_waves
 from netmigrate.migration import AgentEndpoint, KeyspaceRef, MigrationOptions
 from netmigrate.protocol.constants import Op
 
@@ -77,19 +77,19 @@ def preload(client, slots: list[int], n: int) -> dict[bytes, bytes]:  # type: ig
 
 def test_waves_are_bounded_by_slots_and_keys() -> None:
     slots = list(range(10))
-    assert _waves(slots, [1] * 10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert form_waves(slots, [1] * 10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     big = WAVE_KEYS + 1
     # A slot with more keys than a wave holds goes alone; the key bound closes a wave early.
     counts = [10, big, 10, WAVE_KEYS - 20, 15, 5, 0]
-    assert _waves(slots[:7], counts, 8) == [[0], [1], [2, 3], [4, 5, 6]]
-    assert _waves([], [], 4) == []
+    assert form_waves(slots[:7], counts, 8) == [[0], [1], [2, 3], [4, 5, 6]]
+    assert form_waves([], [], 4) == []
 
 
 async def test_lost_transitions_in_a_wave_fall_back_per_slot(agents, monkeypatch) -> None:
-    from netmigrate.agent import source as source_module
+    from netmigrate.agent.source import transitions
 
-    monkeypatch.setattr(source_module, "TRANSITION_ATTEMPTS", 2)
-    monkeypatch.setattr(source_module, "TRANSITION_TIMEOUT", 0.05)
+    monkeypatch.setattr(transitions, "TRANSITION_ATTEMPTS", 2)
+    monkeypatch.setattr(transitions, "TRANSITION_TIMEOUT", 0.05)
     source, target, relay = agents
     slots = list(range(700, 708))
     data = preload(source_redis(source), slots, 5)
@@ -110,10 +110,10 @@ async def test_lost_transitions_in_a_wave_fall_back_per_slot(agents, monkeypatch
 
 
 async def test_a_slot_that_keeps_failing_stays_wholly_at_the_source(agents, monkeypatch) -> None:
-    from netmigrate.agent import source as source_module
+    from netmigrate.agent.source import transitions
 
-    monkeypatch.setattr(source_module, "TRANSITION_ATTEMPTS", 2)
-    monkeypatch.setattr(source_module, "TRANSITION_TIMEOUT", 0.05)
+    monkeypatch.setattr(transitions, "TRANSITION_ATTEMPTS", 2)
+    monkeypatch.setattr(transitions, "TRANSITION_TIMEOUT", 0.05)
     source, target, relay = agents
     source.source.slot_retry_seconds = 0.3
     slots = list(range(720, 726))

@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 
 from netmigrate.agent import dedup, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget
+from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
@@ -136,8 +137,6 @@ class Agent:
             self.address = self._datapath.bind(*cfg.listen)
             self._supervisor = asyncio.create_task(self._supervise_redis())
             if cfg.control is not None:
-                from netmigrate.agent.control import format_address, start_control_server
-
                 self._control, self.control_port = await start_control_server(
                     self, *cfg.control, cfg.control_tls
                 )

@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
 from netmigrate import __version__
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
-from netmigrate.agent.config import TlsFiles
+from netmigrate.agent.config import AgentConfig, TlsFiles
+from netmigrate.agent.dedup import DedupWindow
 from netmigrate.agent.peers import MAX_MESSAGE
 from netmigrate.agent.restore import Dump
-from netmigrate.agent.source import MigrationRequestError
-from netmigrate.agent.target import NotMigratingIn
-
-if TYPE_CHECKING:
-    from netmigrate.agent.app import Agent
+from netmigrate.agent.slots import SlotTable
+from netmigrate.agent.source import MigrationRequestError, SourceSide
+from netmigrate.agent.stats import AgentStats
+from netmigrate.agent.target import NotMigratingIn, TargetSide
 
 log = logging.getLogger(__name__)
+
+
+class ControlledAgent(Protocol):
+    """What the control service reads of the agent process (``app.Agent`` is one), so that
+    the service does not import the process that starts it."""
+
+    config: AgentConfig
+    stats: AgentStats
+    dedup: DedupWindow
+    table: SlotTable
+    #: The bound UDP address, once serving.
+    address: tuple[str, int] | None
+    #: The migration sides, None while the agent starts.
+    source: SourceSide | None
+    target: TargetSide | None
 
 
 def format_address(host: str, port: int) -> str:
@@ -32,7 +47,7 @@ def format_address(host: str, port: int) -> str:
 
 
 class ControlService(control_pb2_grpc.AgentControlServicer):
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: ControlledAgent) -> None:
         self._agent = agent
 
     def _info(self) -> control_pb2.AgentInfo:
@@ -232,7 +247,7 @@ def _read(path: object) -> bytes:
 
 
 async def start_control_server(
-    agent: Agent, host: str, port: int, tls: TlsFiles | None
+    agent: ControlledAgent, host: str, port: int, tls: TlsFiles | None
 ) -> tuple[grpc.aio.Server, int]:
     """Serve the control API; returns the server and its bound port (``port`` may be 0)."""
     server = grpc.aio.server(

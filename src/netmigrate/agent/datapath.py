@@ -12,7 +12,7 @@ A write's command runs inside the script that also records its request id and an
 Migration hooks (docs/migration.md): SLOT_START / SLOT_COMPLETE requests go to the target side,
 their replies (the target's acknowledgements) to the source side, both *in arrival order* with
 the client requests of the same wakeup, and requests for a slot that migrates in go to the
-target side's bookkeeping (:class:`~netmigrate.agent.target.TargetSide`).
+target side's bookkeeping, each through its interface (``interfaces``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS, OpSpec
 from netmigrate.agent.config import RedisTarget
@@ -37,6 +37,7 @@ from netmigrate.agent.dedup import (
     WriteRecorder,
     decode_record,
 )
+from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.reserved import RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, ReplyError, RespConnection
 from netmigrate.agent.slots import Admission, SlotTable
@@ -65,10 +66,6 @@ from netmigrate.protocol.constants import (
     Status,
 )
 from netmigrate.protocol.slot import key_slot
-
-if TYPE_CHECKING:
-    from netmigrate.agent.source import SourceSide
-    from netmigrate.agent.target import TargetSide
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +116,9 @@ class DataPath:
         self.redis: RespConnection | None = None
         self._recorder = WriteRecorder(record_ttl_ms)
         self._reloading_script = False
-        #: Migration sides; None until the agent wires them in.
-        self.source: SourceSide | None = None
-        self.target: TargetSide | None = None
+        #: Migration sides (``interfaces``); None until the agent wires them in.
+        self.source: TransitionReplies | None = None
+        self.target: IncomingSlots | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -1,0 +1,111 @@
+"""The source's reads of its own Redis for a migration: counting and listing a slot's keys,
+DUMP + PTTL of keys, and the UNLINKs of finalize, on a raw connection of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from netmigrate._generated.agent.v1 import control_pb2
+from netmigrate.agent.config import RedisTarget
+from netmigrate.agent.reserved import is_reserved
+from netmigrate.agent.resp import RespConnection
+from netmigrate.agent.resp import command as resp_command
+from netmigrate.agent.restore import ttl_from_pttl
+from netmigrate.agent.source.model import StepFailed
+
+#: Keys asked for beyond a slot's count when listing it (see ``SourceKeys.list_keys``).
+_LIST_MARGIN = 256
+#: DUMP key + PTTL key, formatted with (len, key, len, key).
+_DUMP_PTTL = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+
+
+class SourceKeys:
+    def __init__(self, redis_target: RedisTarget | None) -> None:
+        self._redis_target = redis_target
+        self._conn: RespConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _connection(self) -> RespConnection:
+        """A raw RESP connection of its own for DUMP / PTTL and key listing (hiredis, no
+        per-command objects: the copy's per-key cost at the source), opened on first use and
+        after a drop."""
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            if self._redis_target is None:
+                raise StepFailed("no Redis target to copy from")
+            conn = self._conn = await RespConnection.open(
+                self._redis_target, name="netmigrate-agent-copy"
+            )
+        return conn
+
+    async def calls(self, commands: list[bytes]) -> list[Any]:
+        """Commands on the raw connection, pipelined; their replies (an error raises)."""
+        return await self._send(b"".join(commands), len(commands))
+
+    async def _send(self, payload: bytes, n: int) -> list[Any]:
+        """``n`` commands in ``payload`` on the raw connection; their replies."""
+        if not n:
+            return []
+        conn = await self._connection()
+        replies = await conn.calls(payload, n)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StepFailed(f"Redis: {reply}")
+        return replies
+
+    async def list_keys(self, slots: list[int]) -> list[list[bytes]]:
+        """The (non-reserved) keys of each slot, in pipelined round trips on the raw
+        connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` asking for more than counted,
+        again (asking for twice as many) for any slot whose answer came back full.
+
+        The slots are frozen (or moved), so no client key is added to them. Reserved keys
+        are: the reserved slot is a slot of the keyspace too, and every write adds a
+        request-id record to it (D16). Listing exactly the count would then leave out as
+        many client keys as records were added since, and those keys would not be copied.
+        """
+        counts = [
+            int(n)
+            for n in await self.calls(
+                [resp_command(b"CLUSTER", b"COUNTKEYSINSLOT", s) for s in slots]
+            )
+        ]
+        want = {s: n + _LIST_MARGIN for s, n in zip(slots, counts, strict=True) if n}
+        listed: dict[int, list[bytes]] = {}
+        while want:
+            replies = await self.calls(
+                [resp_command(b"CLUSTER", b"GETKEYSINSLOT", s, n) for s, n in want.items()]
+            )
+            again: dict[int, int] = {}
+            for (s, n), keys in zip(want.items(), replies, strict=True):
+                if len(keys) >= n:
+                    again[s] = 2 * n
+                else:
+                    listed[s] = [k for k in keys if not is_reserved(k)]
+            want = again
+        return [listed.get(s, []) for s in slots]
+
+    async def dump(self, keys: Iterable[bytes]) -> list[control_pb2.KeyDump]:
+        keys = list(keys)
+        if not keys:
+            return []
+        try:
+            replies = await self._send(
+                b"".join([_DUMP_PTTL % (len(k), k, len(k), k) for k in keys]), 2 * len(keys)
+            )
+        except StepFailed as e:
+            raise StepFailed(f"DUMP / PTTL failed: {e}") from None
+        out = []
+        for i, k in enumerate(keys):
+            payload, pttl = replies[2 * i], replies[2 * i + 1]
+            if payload is None or pttl == -2:
+                out.append(control_pb2.KeyDump(key=k, present=False))
+            else:
+                out.append(
+                    control_pb2.KeyDump(key=k, dump=payload, pttl=ttl_from_pttl(pttl), present=True)
+                )
+        return out

@@ -1,0 +1,75 @@
+"""A migration's status as the control API reports it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from netmigrate._generated.agent.v1 import control_pb2
+from netmigrate.agent.source.model import Migration
+
+PHASE_NAMES = {
+    "pending": control_pb2.PENDING,
+    "starting": control_pb2.STARTING,
+    "copying": control_pb2.COPYING,
+    "completing": control_pb2.COMPLETING,
+    "done": control_pb2.DONE,
+    "skipped": control_pb2.SKIPPED,
+    "failed": control_pb2.FAILED,
+    "finalized": control_pb2.FINALIZED,
+}
+#: Phases of the slots a status lists without include_slots.
+_SHOWN_PHASES = frozenset({"starting", "copying", "completing", "failed"})
+
+
+def migration_status(
+    m: Migration, server_id: int, *, changed: bool = False, include_slots: bool = False
+) -> control_pb2.MigrationStatus:
+    rec = m.record
+    # Polled while the migration runs: one pass to count, details only for what is shown.
+    counts = dict.fromkeys(PHASE_NAMES, 0)
+    counts.update(Counter(run.phase for run in m.slots.values()))
+    shown = (
+        m.slots.items()
+        if include_slots
+        else [(s, run) for s, run in m.slots.items() if run.phase in _SHOWN_PHASES]
+    )
+    slots = []
+    for slot, run in sorted(shown, key=lambda item: item[0]):
+        slots.append(
+            control_pb2.SlotStatus(
+                slot=slot,
+                phase=PHASE_NAMES[run.phase],
+                keys_copied=run.keys_copied,
+                keys_total=run.keys_total,
+                started=run.started,
+                frozen=run.frozen,
+                finished=run.finished,
+                attempts=run.attempts,
+                error=run.error,
+            )
+        )
+    in_flight = counts["starting"] + counts["copying"] + counts["completing"]
+    return control_pb2.MigrationStatus(
+        migration_id=rec.migration_id,
+        state=rec.state,
+        source_id=server_id,
+        target_id=rec.target_id,
+        target_control=rec.target_control,
+        slots_total=len(m.slots),
+        slots_pending=counts["pending"],
+        slots_in_flight=in_flight,
+        slots_done=counts["done"] + counts["finalized"],
+        slots_skipped=counts["skipped"],
+        slots_failed=counts["failed"],
+        keys_copied=m.keys_copied,
+        keys_remaining_estimate=max(m.keys_estimate - m.keys_copied, 0),
+        started=rec.started,
+        finished=rec.finished,
+        error=rec.error,
+        slots=slots,
+        changed=changed,
+        batch_keys=rec.batch_keys,
+        rate_keys_per_second=rec.rate_keys_per_second,
+        parallel_slots=rec.parallel_slots,
+        service=rec.service,
+    )
