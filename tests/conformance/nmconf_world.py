@@ -13,7 +13,7 @@ listens on UDP ``SERVICE_PORT_BASE + s``. Two keyspaces, so that ``slot_base`` m
   slots 10 and up fall off the register: id 3, default owner 3.
 
 Frames carry the NetMigrate header of the shared scapy layer
-(:mod:`netmigrate.switch.scapy_layer`); the layout is never spelled here.
+(:mod:`support.scapy_layer`, in tests/support); the layout is never spelled here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from finsy import P4CloneSessionEntry, P4TableAction, P4TableEntry, P4TableMatch
 from scapy.layers.inet import IP, UDP, IPOption_NOP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
+from support.scapy_layer import NetMigrate
 
 from netmigrate.lab import Host, Topology, build_topology
 from netmigrate.protocol.codec import Header, decode_header
@@ -36,7 +37,6 @@ from netmigrate.protocol.constants import (
     SLOT_MAP_SIZE,
 )
 from netmigrate.protocol.layout import NM_LAYOUT
-from netmigrate.switch.scapy_layer import NetMigrate
 
 CLIENT_PORT = 40000
 #: A server id no table knows.

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from netmigrate.lab import LabError, tcp_ready
 from netmigrate.netns import NetnsError, call_in_netns, enter_netns, netns_path
 
 pytestmark = pytest.mark.root
@@ -35,6 +36,12 @@ def test_bad_and_missing_names_are_clear_errors() -> None:
         call_in_netns("nmt4l-none", lambda: None)
     with pytest.raises(NetnsError, match="'nmt4l-none' does not exist"):
         enter_netns("nmt4l-none")
+
+
+def test_lab_readiness_probe_reports_a_missing_namespace_as_a_lab_error() -> None:
+    # The supervisor stops a process it just started only on a LabError.
+    with pytest.raises(LabError, match="'nmt4l-none' does not exist"):
+        tcp_ready("127.0.0.1", 1, netns="nmt4l-none")()
 
 
 def test_none_calls_in_this_thread() -> None:

@@ -20,11 +20,11 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import checksum
+from support.scapy_layer import NetMigrate
 
 from netmigrate.protocol.constants import CPU_PORT, SLOT_COUNT
 from netmigrate.resources import p4info_path
 from netmigrate.switch.interfaces import ActionCall
-from netmigrate.switch.scapy_layer import NetMigrate
 
 
 def load_p4info() -> p4i.P4Info:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import checksum
+from support.scapy_layer import SERVICE_PORTS, NetMigrate
 
 from netmigrate.protocol.codec import Header
 from netmigrate.protocol.constants import HEADER, HEADER_LEN, SERVICE_PORT_BASE, Op
@@ -25,7 +26,6 @@ from netmigrate.switch.packet import (
     ipv4_checksum_after_ttl_decrement,
     ipv4_header_ok,
 )
-from netmigrate.switch.scapy_layer import SERVICE_PORTS, NetMigrate
 
 headers = st.binary(min_size=20, max_size=20).map(lambda b: bytes([0x45]) + b[1:])
 

@@ -14,6 +14,7 @@ from pipeline_lab import (
     request,
 )
 from scapy.layers.inet import IP, UDP
+from support.scapy_layer import NetMigrate, PacketOut
 
 from netmigrate.protocol.constants import (
     CPU_PORT,
@@ -25,7 +26,6 @@ from netmigrate.protocol.constants import (
 )
 from netmigrate.protocol.layout import encode_packet_out
 from netmigrate.switch.pipeline import process, process_packet_out
-from netmigrate.switch.scapy_layer import NetMigrate, PacketOut
 
 SLOT = 5
 IDX = SLOT_BASE + SLOT

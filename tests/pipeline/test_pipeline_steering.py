@@ -16,6 +16,7 @@ from pipeline_lab import (
     steered_copy,
 )
 from scapy.layers.inet import IP, UDP
+from support.scapy_layer import NetMigrate
 
 from netmigrate.protocol.constants import (
     READ_OPS,
@@ -27,7 +28,6 @@ from netmigrate.protocol.constants import (
     Op,
 )
 from netmigrate.switch.pipeline import process
-from netmigrate.switch.scapy_layer import NetMigrate
 
 SLOT = 7
 IDX = SLOT_BASE + SLOT

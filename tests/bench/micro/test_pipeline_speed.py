@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+from support.scapy_layer import NetMigrate
 
 from netmigrate.protocol.constants import CPU_PORT, Op
 from netmigrate.switch.interfaces import ActionCall
 from netmigrate.switch.pipeline import process
-from netmigrate.switch.scapy_layer import NetMigrate
 
 SERVICE_IP = 0x0A0000C8  # 10.0.0.200
 SERVICE_PORT = 50000
