@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS, OpSpec
@@ -323,10 +323,13 @@ class DataPath:
         *,
         dirty: bytes | None = None,
         keys: tuple[bytes, ...] = (),
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         """Queue the request's command. A write runs in the recording script; with ``dirty``
         the script also adds ``keys`` (the write's keys) to that set, so a migration target's
-        write, its dirty mark and its request id record are one step."""
+        write, its dirty mark and its request id record are one step. ``on_applied`` runs once
+        Redis answered that this very request applied the write (not on an error, a lost
+        connection, or a replay of an earlier record)."""
         if not spec.read_only:
             if dirty is not None and not keys:
                 raise ValueError("a dirty mark needs the written keys")
@@ -334,7 +337,18 @@ class DataPath:
                 command, keys, HEADER.pack(*fields), fields[F_REQUEST_ID], spec.readback, dirty
             )
         commands.append(command)
-        callbacks.append((self._on_redis_reply, (fields, spec, entry)))
+        if on_applied is None:
+            callbacks.append((self._on_redis_reply, (fields, spec, entry)))
+        else:
+            callbacks.append((self._on_write_reply, (fields, spec, entry, on_applied)))
+
+    def _on_write_reply(
+        self, reply: Any, ctx: tuple[HeaderFields, OpSpec, DedupEntry, Callable[[], None]]
+    ) -> None:
+        fields, spec, entry, on_applied = ctx
+        if not isinstance(reply, Exception) and type(reply) is not list:
+            on_applied()
+        self._on_redis_reply(reply, (fields, spec, entry))
 
     def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:
         """Answer a begun request that was not applied (every waiting copy), and forget it."""

@@ -130,10 +130,12 @@ class IncomingRequests:
             callbacks,
             dirty=dirty_key(inc.slot),
             keys=keys,
+            # Authoritative once Redis applied it, not when queued: a write Redis refuses (OOM,
+            # MISCONF, a dropped connection) changed nothing, and the source's value is still
+            # the current one. Until the answer, a double read of these keys is a MISS: the
+            # write is not acknowledged yet, so the source's older value is a valid answer.
+            on_applied=lambda: inc.authoritative.update(keys),
         )
-        # Queued behind every earlier command on the data connection: any later read of
-        # these keys is queued behind the write, so the target may answer for them now.
-        inc.authoritative.update(keys)
 
     async def _deferred(
         self,
