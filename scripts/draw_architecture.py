@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Horizontal distance between box centres, in box widths of 1.4 (so boxes never overlap).
+_SPACING = 1.7
 
 
 def _layer_test():  # type: ignore[no-untyped-def]
@@ -56,8 +58,8 @@ def draw(out: Path) -> None:
     width = max(len(v) for v in rows.values())
     for layer, names in rows.items():
         for i, name in enumerate(names):
-            pos[name] = ((i + 0.5) * width / len(names), layer * 1.6)
-    fig, ax = plt.subplots(figsize=(2.2 * width + 2.5, 1.25 * len(rows) + 1))
+            pos[name] = ((i + 0.5) * width / len(names) * _SPACING, layer * 1.6)
+    fig, ax = plt.subplots(figsize=(2.2 * width * _SPACING / 1.4 + 2.5, 1.25 * len(rows) + 1))
     for layer in rows:
         ax.text(
             -0.25,
@@ -94,7 +96,7 @@ def draw(out: Path) -> None:
         )
         ax.add_patch(box)
         ax.text(x, y, name, ha="center", va="center", fontsize=10, family="monospace")
-    ax.set_xlim(-3.2, width + 0.3)
+    ax.set_xlim(-3.2, width * _SPACING + 0.3)
     ax.set_ylim(min(rows) * 1.6 - 0.6, max(rows) * 1.6 + 0.6)
     ax.axis("off")
     ax.set_title("netmigrate packages by layer (arrows: imports, drawn from the code)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from netmigrate import addresses
 from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
 
@@ -118,18 +119,12 @@ def _with_password(target: RedisTarget, password: str) -> RedisTarget:
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT``; port 0 means any free port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
-    host = host.strip("[]")
+    """``HOST:PORT`` or ``[V6]:PORT`` (:func:`netmigrate.addresses.parse_host_port`), as a
+    ConfigError."""
     try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"{what}: port {port!r} is not a number") from None
-    if not 0 <= number <= 0xFFFF:
-        raise ConfigError(f"{what}: port {number} out of range")
-    return host, number
+        return addresses.parse_host_port(text, what)
+    except addresses.AddressError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_slots(text: str) -> frozenset[int]:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from netmigrate.agent.config import ConfigError, parse_host_port
+from netmigrate.addresses import AddressError, parse_host_port
 from netmigrate.client.errors import NetMigrateError
 from netmigrate.client.sync import Client
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         address = parse_host_port(args.to, "--to")
         with Client(address, args.keyspace, timeout=args.timeout, retries=args.retries) as c:
             _execute(c, args)
-    except ConfigError as e:
+    except AddressError as e:
         print(f"netmigrate kv: {e}", file=sys.stderr)
         return 2
     except (NetMigrateError, ValueError) as e:
