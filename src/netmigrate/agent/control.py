@@ -15,8 +15,8 @@ import grpc
 
 from netmigrate import __version__
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+from netmigrate.agent.channel import MAX_MESSAGE
 from netmigrate.agent.config import TlsFiles
-from netmigrate.agent.peers import MAX_MESSAGE
 from netmigrate.agent.restore import Dump
 from netmigrate.agent.source import MigrationRequestError
 from netmigrate.agent.target import NotMigratingIn
