@@ -161,7 +161,7 @@ async def test_finalize_with_repair_writes_back_slots_a_switch_lost(switch, pair
 async def test_register_read_and_packet_read_of_the_slot_map_agree(switch) -> None:
     """The controller reads the lab switch's slot map with one RegisterEntry read; BMv2 only
     answers packet-outs. Both must give the same map (a switch restart's zeros included)."""
-    from netmigrate.migration.switch import check_switch, read_slots, switch_session
+    from netmigrate.migration.switch_view import check_switch, read_slots, switch_session
     from netmigrate.p4rt import Keyspace, SlotEntry, SlotMapIO, read_slot_map_register
 
     await configure(switch.address)

@@ -29,7 +29,7 @@ from netmigrate.migration.model import (
     normalize_slots,
     to_ranges,
 )
-from netmigrate.migration.switch import (
+from netmigrate.migration.switch_view import (
     check_switch,
     effective,
     read_slots,
