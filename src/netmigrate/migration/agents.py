@@ -53,12 +53,20 @@ class AgentClient:
             self._channel = None
             self._stub = None
 
-    async def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
+    async def _call(
+        self,
+        name: str,
+        request: Any,
+        timeout: float | None = None,
+        wait_for_ready: bool | None = None,
+    ) -> Any:
         self.open()
         method = getattr(self._stub, name)
+        if wait_for_ready is None:
+            wait_for_ready = self.wait_for_ready
         try:
             return await method(
-                request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready
+                request, timeout=timeout or self.timeout, wait_for_ready=wait_for_ready
             )
         except grpc.aio.AioRpcError as e:
             raise MigrationError(
@@ -112,13 +120,21 @@ class AgentClient:
         return await self._call("StartMigration", request, timeout=max(self.timeout, 60.0))
 
     async def status(
-        self, migration_id: str = "", *, include_slots: bool = False
+        self,
+        migration_id: str = "",
+        *,
+        include_slots: bool = False,
+        timeout: float | None = None,
+        wait_for_ready: bool | None = None,
     ) -> list[control_pb2.MigrationStatus]:
+        """``timeout`` / ``wait_for_ready``: this call's, instead of the client's."""
         reply = await self._call(
             "GetMigrationStatus",
             control_pb2.GetMigrationStatusRequest(
                 migration_id=migration_id, include_slots=include_slots
             ),
+            timeout,
+            wait_for_ready,
         )
         return list(reply.migrations)
 
