@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import optional_import
+
 CONTROL_TLS_SPEC: dict[str, t.Any] = dict(
     type="dict",
     options=dict(
@@ -27,8 +29,10 @@ def agent_endpoint(mig: t.Any, params: dict[str, t.Any], tls: dict[str, t.Any] |
     """``AgentEndpoint`` for ``params`` (server_id, control, optional data) and TLS options."""
     control_tls = None
     if tls:
-        control_tls = mig.ControlTls(
-            ca=tls["ca"], cert=tls.get("cert"), key=tls.get("key"), server_name=tls["server_name"]
+        # The package's one builder of the channel's TLS options: paths as Path objects.
+        channel = optional_import("netmigrate.agent.channel")
+        control_tls = channel.tls_from_files(
+            tls["ca"], tls.get("cert"), tls.get("key"), tls.get("server_name")
         )
     return mig.AgentEndpoint(
         server_id=params["server_id"],

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from migration_helpers import SOURCE, TARGET, keys_in
 
 from netmigrate import migration
-from netmigrate.agent.config import PeerTls, TlsFiles
+from netmigrate.agent.config import TlsFiles
 from netmigrate.migration import AgentEndpoint, ControlTls, MigrationError, MigrationOptions
 
 
@@ -54,7 +54,7 @@ async def test_migration_over_mutual_tls(pair, tmp_path: Path) -> None:
     _, ctl_cert, ctl_key = _pem_pair(tmp_path, "controller", ca_key, "ca")
     tls = {
         "control_tls": TlsFiles(agent_cert, agent_key, client_ca=ca),
-        "peer_tls": PeerTls(ca, agent_cert, agent_key),
+        "peer_tls": ControlTls(ca, agent_cert, agent_key),
     }
     p = await pair(target_kw=tls, **tls)
     ra, rb = p.redis_a.client(), p.redis_b.client()

@@ -5,8 +5,14 @@ finalize refusing to delete keys while the switch disagrees with the agents."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import traceback
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
+import grpc
 import pytest
 from migration_helpers import KEYSPACE, SOURCE, TARGET, keys_in, until
 
@@ -155,7 +161,7 @@ async def test_finalize_with_repair_writes_back_slots_a_switch_lost(switch, pair
 async def test_register_read_and_packet_read_of_the_slot_map_agree(switch) -> None:
     """The controller reads the lab switch's slot map with one RegisterEntry read; BMv2 only
     answers packet-outs. Both must give the same map (a switch restart's zeros included)."""
-    from netmigrate.migration.switch import check_switch, read_slots, switch_session
+    from netmigrate.migration.switch_view import check_switch, read_slots, switch_session
     from netmigrate.p4rt import Keyspace, SlotEntry, SlotMapIO, read_slot_map_register
 
     await configure(switch.address)
@@ -174,3 +180,122 @@ async def test_register_read_and_packet_read_of_the_slot_map_agree(switch) -> No
         assert fast == {s: (e.owner, e.target) for s, e in by_packets.items()}
         with pytest.raises(ValueError):
             await read_slot_map_register(session, facts.slot_base, [16384])
+
+
+class ConnectionCounter:
+    """Channels the controller opens, by address, and switch sessions opened: counted where
+    gRPC channels and P4Runtime sessions are made, whatever code of the controller asks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.channels: Counter[str] = Counter()
+        self.sessions = 0
+        for name in ("insecure_channel", "secure_channel"):
+            monkeypatch.setattr(grpc.aio, name, self._counting(getattr(grpc.aio, name)))
+        real_open = P4RTSession.open
+
+        async def open_session(session: P4RTSession, *args: Any, **kw: Any) -> None:
+            self.sessions += 1
+            await real_open(session, *args, **kw)
+
+        monkeypatch.setattr(P4RTSession, "open", open_session)
+
+    def _counting(self, make: Any) -> Any:
+        def counted(target: str, *args: Any, **kw: Any) -> Any:
+            # The in-process agents open channels to each other: count the controller's only.
+            frames = traceback.extract_stack()
+            if any("/netmigrate/migration/" in f.filename for f in frames):
+                self.channels[target] += 1
+            return make(target, *args, **kw)
+
+        return counted
+
+
+async def configure_agent_level(address: str, p: Any, *, default_owner: int) -> KeyspaceRef:
+    """The switch's tables for the pair's keyspace as the agents reach it (the target's data
+    address, where SLOT_START goes without a switch); the slot map is never consulted on the
+    data path here, so the controller's checks and reads are what is exercised."""
+    host, port = p.target.address
+    table, clones = netmigrate_entries(
+        lab_servers([SOURCE, TARGET]),
+        keyspace_id=KEYSPACE,
+        default_owner=default_owner,
+        service_ip=host,
+    )
+    table = [
+        dataclasses.replace(e, match={"hdr.ipv4.dstAddr": host, "hdr.udp.dstPort": port})
+        if e.table.endswith(".keyspace")
+        else e
+        for e in table
+    ]
+    async with P4RTSession(address, device_id=1, election_id=5) as s:
+        await install_pipeline(s, PipelineConfig.load(p4info_path(), DEVICE_CONFIG))
+        await ensure_table_entries(s, table)
+        await ensure_clone_sessions(s, clones)
+    return KeyspaceRef(KEYSPACE, host, port)
+
+
+async def test_a_run_uses_one_channel_per_agent_and_one_switch_session(
+    switch, pair, monkeypatch
+) -> None:
+    """Plan to finalize: readiness check, start, wait, the switch's slot map verified, the
+    moved keys deleted, the final status read; each agent over one channel, the switch over
+    one session (it used to be five channels to the source and two to four sessions)."""
+    p = await pair(initial_slots=frozenset(range(16)))
+    # The switch sends slot 3 to the target already, so finalize finds it agreeing.
+    keyspace = await configure_agent_level(switch.address, p, default_owner=TARGET)
+    ra = p.redis_a.client()
+    for k in keys_in(3, 7):
+        ra.set(k, b"v")
+    counter = ConnectionCounter(monkeypatch)
+    result = await migration.run(
+        p.source_ep,
+        p.target_ep,
+        [3],
+        keyspace=keyspace,
+        switch=SwitchEndpoint(switch.address, election_id=11),
+        options=MigrationOptions(grace=0, poll=0.05),
+    )
+    assert result.state == "FINALIZED", result.message
+    assert result.finalize is not None and result.finalize.switch_verified
+    assert result.finalize.keys_deleted == 7
+    # The switch session is a gRPC channel too.
+    agents = {p.source_ep.control: 1, p.target_ep.control: 1}
+    assert counter.channels == {**agents, switch.address: 1}
+    assert counter.sessions == 1
+
+
+async def test_runs_at_once_share_the_switch_session_instead_of_waiting(
+    switch, pair, monkeypatch
+) -> None:
+    """A reconcile beside a running migration (same switch, same election id) uses the run's
+    session and returns while the migration goes on."""
+    p = await pair(initial_slots=frozenset(range(16)))
+    keyspace = await configure_agent_level(switch.address, p, default_owner=SOURCE)
+    ra = p.redis_a.client()
+    for k in keys_in(8, 300):
+        ra.set(k, b"v")
+    counter = ConnectionCounter(monkeypatch)
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    slow = asyncio.create_task(
+        migration.run(
+            p.source_ep,
+            p.target_ep,
+            [8],
+            keyspace=keyspace,
+            switch=endpoint,
+            finalize=False,
+            options=MigrationOptions(batch=5, rate=100, grace=0, poll=0.05),
+        )
+    )
+    try:
+        await until(lambda: 8 in p.target.target._slots)
+        check = await asyncio.wait_for(
+            migration.reconcile(endpoint, keyspace, [p.source_ep, p.target_ep], check=True), 10
+        )
+        assert not slow.done()
+        assert check.diff == {8: {"before": [SOURCE, 0], "after": [SOURCE, TARGET]}}
+        assert counter.sessions == 1
+    finally:
+        slow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slow

@@ -12,10 +12,10 @@ from pathlib import Path
 import redis.exceptions
 
 from netmigrate import gc_policy
+from netmigrate.agent.channel import ControlTls
 from netmigrate.agent.config import (
     AgentConfig,
     ConfigError,
-    PeerTls,
     TlsFiles,
     parse_host_port,
     parse_redis_url,
@@ -139,7 +139,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     if args.peer_tls_ca:
         if not Path(args.peer_tls_ca).is_file():
             raise ConfigError(f"--peer-tls-ca: no such file {args.peer_tls_ca}")
-        peer_tls = PeerTls(
+        peer_tls = ControlTls(
             ca=Path(args.peer_tls_ca),
             cert=tls.cert if tls else None,
             key=tls.key if tls else None,

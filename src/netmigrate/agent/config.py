@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from netmigrate import addresses
+from netmigrate.agent.channel import ControlTls
 from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
 
@@ -145,18 +146,6 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
-class PeerTls:
-    """TLS towards other agents' control services (migration peers): ``ca`` verifies their
-    certificates; ``cert`` / ``key`` answer peers that require client certificates."""
-
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-    #: Name expected in the peers' certificates when it differs from the address' host.
-    server_name: str = ""
-
-
-@dataclass(frozen=True)
 class AgentConfig:
     redis: RedisTarget
     listen: tuple[str, int]
@@ -177,7 +166,7 @@ class AgentConfig:
     #: when StartMigration names none.
     service: tuple[str, int] | None = None
     #: TLS towards peer agents (None: plain gRPC).
-    peer_tls: PeerTls | None = None
+    peer_tls: ControlTls | None = None
     #: How this agent's control service is reached by peers (default: its bound address).
     advertise_control: str | None = None
     #: Migration target: most client requests held at once while waiting for the source's

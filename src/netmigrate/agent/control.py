@@ -15,9 +15,9 @@ import grpc
 
 from netmigrate import __version__
 from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+from netmigrate.agent.channel import MAX_MESSAGE
 from netmigrate.agent.config import AgentConfig, TlsFiles
 from netmigrate.agent.dedup import DedupWindow
-from netmigrate.agent.peers import MAX_MESSAGE
 from netmigrate.agent.restore import Dump
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import MigrationRequestError, SourceSide

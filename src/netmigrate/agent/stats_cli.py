@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+from netmigrate.agent.channel import (
+    AgentControlStub,
+    ControlTls,
+    control_pb2,
+    open_channel,
+    tls_from_files,
+)
 from netmigrate.agent.config import ConfigError, parse_host_port
 from netmigrate.agent.control import format_address
 from netmigrate.protocol.slotset import format_ranges
@@ -28,32 +34,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-server-name", metavar="NAME", help="expected name in the server cert")
 
 
-def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    host, port = parse_host_port(args.control, "--control")
-    target = format_address(host, port)
-    if not args.tls_ca:
-        if args.tls_cert or args.tls_key:
-            raise ConfigError("--tls-cert/--tls-key need --tls-ca")
-        return grpc.insecure_channel(target)
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise ConfigError("--tls-cert and --tls-key go together")
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(args.tls_ca).read_bytes(),
-        private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
-        certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
-    )
-    options = []
-    if args.tls_server_name:
-        options.append(("grpc.ssl_target_name_override", args.tls_server_name))
-    return grpc.secure_channel(target, credentials, options=options)
+def _tls(args: argparse.Namespace) -> ControlTls | None:
+    try:
+        return tls_from_files(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+async def _fetch(target: str, tls: ControlTls | None, timeout: float) -> tuple[Any, Any]:
+    async with open_channel(target, tls) as channel:
+        stub = AgentControlStub(channel)
+        stats = await stub.GetStats(control_pb2.GetStatsRequest(), timeout=timeout)
+        slots = await stub.GetSlots(control_pb2.GetSlotsRequest(), timeout=timeout)
+    return stats, slots
 
 
 def fetch(args: argparse.Namespace) -> tuple[Any, Any]:
-    with open_channel(args) as channel:
-        stub = control_pb2_grpc.AgentControlStub(channel)
-        stats = stub.GetStats(control_pb2.GetStatsRequest(), timeout=args.timeout)
-        slots = stub.GetSlots(control_pb2.GetSlotsRequest(), timeout=args.timeout)
-    return stats, slots
+    host, port = parse_host_port(args.control, "--control")
+    return asyncio.run(_fetch(format_address(host, port), _tls(args), args.timeout))
 
 
 def render(stats: Any, slots: Any, show_all: bool) -> str:

@@ -58,6 +58,11 @@ attempts, error; ``finalize``: FinalizeResult). Failures raise MigrationError (`
 ``result`` when there is one). A migration keeps running at the agents when the controller goes
 away; ``status`` / ``wait`` / ``resume`` pick it up again.
 
+Each call reaches each agent over one gRPC channel and the switch over one session, kept from
+its first use to its end; several calls inside one ``async with connections():`` (from
+:mod:`netmigrate.migration.connections`) share them, and calls of one process that reach the
+same switch with the same election id share its session.
+
 ``netmigrate migrate`` (migration/cli.py) is the command-line front end: progress bar on stderr,
 JSON result on stdout.
 """

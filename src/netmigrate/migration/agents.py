@@ -7,27 +7,25 @@ from typing import Any
 
 import grpc
 
-from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+from netmigrate.agent.channel import (
+    DEFAULT_TIMEOUT,
+    AgentControlStub,
+    control_pb2,
+    open_channel,
+)
 from netmigrate.migration.model import AgentEndpoint, MigrationError
 from netmigrate.protocol.slotset import to_ranges
-
-_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    # gRPC's default reconnect backoff grows to minutes: an agent restarted during a
-    # migration would stay "UNAVAILABLE" to a long-lived channel long after it is back.
-    # (Not grpc.min_reconnect_backoff_ms: gRPC core also takes it as the connect timeout, and
-    # 100 ms fails fresh channels of a busy event loop before the HTTP/2 handshake is done.)
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 
 
 class AgentClient:
     """``async with AgentClient(endpoint) as agent: await agent.slots()``."""
 
     def __init__(
-        self, endpoint: AgentEndpoint, *, timeout: float = 10.0, wait_for_ready: bool = False
+        self,
+        endpoint: AgentEndpoint,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        wait_for_ready: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -35,7 +33,7 @@ class AgentClient:
         #: failing at once with UNAVAILABLE: for pollers of an agent that may be restarting.
         self.wait_for_ready = wait_for_ready
         self._channel: grpc.aio.Channel | None = None
-        self._stub: control_pb2_grpc.AgentControlStub | None = None
+        self._stub: AgentControlStub | None = None
 
     async def __aenter__(self) -> AgentClient:
         self.open()
@@ -47,20 +45,8 @@ class AgentClient:
     def open(self) -> None:
         if self._channel is not None:
             return
-        tls = self.endpoint.tls
-        options = list(_OPTIONS)
-        if tls is None:
-            self._channel = grpc.aio.insecure_channel(self.endpoint.control, options=options)
-        else:
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca.read_bytes(),
-                private_key=tls.key.read_bytes() if tls.key else None,
-                certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-            )
-            self._channel = grpc.aio.secure_channel(self.endpoint.control, creds, options=options)
-        self._stub = control_pb2_grpc.AgentControlStub(self._channel)
+        self._channel = open_channel(self.endpoint.control, self.endpoint.tls)
+        self._stub = AgentControlStub(self._channel)
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -68,12 +54,20 @@ class AgentClient:
             self._channel = None
             self._stub = None
 
-    async def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
+    async def _call(
+        self,
+        name: str,
+        request: Any,
+        timeout: float | None = None,
+        wait_for_ready: bool | None = None,
+    ) -> Any:
         self.open()
         method = getattr(self._stub, name)
+        if wait_for_ready is None:
+            wait_for_ready = self.wait_for_ready
         try:
             return await method(
-                request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready
+                request, timeout=timeout or self.timeout, wait_for_ready=wait_for_ready
             )
         except grpc.aio.AioRpcError as e:
             raise MigrationError(
@@ -127,13 +121,21 @@ class AgentClient:
         return await self._call("StartMigration", request, timeout=max(self.timeout, 60.0))
 
     async def status(
-        self, migration_id: str = "", *, include_slots: bool = False
+        self,
+        migration_id: str = "",
+        *,
+        include_slots: bool = False,
+        timeout: float | None = None,
+        wait_for_ready: bool | None = None,
     ) -> list[control_pb2.MigrationStatus]:
+        """``timeout`` / ``wait_for_ready``: this call's, instead of the client's."""
         reply = await self._call(
             "GetMigrationStatus",
             control_pb2.GetMigrationStatusRequest(
                 migration_id=migration_id, include_slots=include_slots
             ),
+            timeout,
+            wait_for_ready,
         )
         return list(reply.migrations)
 

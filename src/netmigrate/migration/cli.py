@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from netmigrate.agent.channel import tls_from_files
 from netmigrate.migration import controller
+from netmigrate.migration.connections import connections
 from netmigrate.migration.model import (
     AgentEndpoint,
     ControlTls,
@@ -137,20 +139,16 @@ def _keyspace(args: argparse.Namespace) -> KeyspaceRef:
 
 
 def _tls(args: argparse.Namespace) -> ControlTls | None:
-    if not args.control_tls_ca:
-        if args.control_tls_cert or args.control_tls_key:
-            raise UsageError("--control-tls-cert/--control-tls-key need --control-tls-ca")
-        return None
-    if bool(args.control_tls_cert) != bool(args.control_tls_key):
-        raise UsageError("--control-tls-cert and --control-tls-key go together")
-    for f in (args.control_tls_ca, args.control_tls_cert, args.control_tls_key):
+    flags = ("--control-tls-ca", "--control-tls-cert", "--control-tls-key")
+    files = (args.control_tls_ca, args.control_tls_cert, args.control_tls_key)
+    try:
+        tls = tls_from_files(*files, flags=flags)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for f in files:
         if f and not Path(f).is_file():
             raise UsageError(f"no such file {f}")
-    return ControlTls(
-        Path(args.control_tls_ca),
-        Path(args.control_tls_cert) if args.control_tls_cert else None,
-        Path(args.control_tls_key) if args.control_tls_key else None,
-    )
+    return tls
 
 
 class ProgressBar:
@@ -199,6 +197,13 @@ class ProgressBar:
 
 
 async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # One command, one channel per agent and one switch session, however many calls it makes
+    # (--abort without --migration-id looks the id up, aborts, then waits).
+    async with connections():
+        return await _act(args, out, err)
+
+
+async def _act(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tls = _tls(args)
     keyspace = _keyspace(args)
     switch = (

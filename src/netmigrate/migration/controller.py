@@ -14,6 +14,7 @@ from typing import Any
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.migration.agents import AgentClient
+from netmigrate.migration.connections import Connections, connections
 from netmigrate.migration.model import (
     AgentEndpoint,
     FinalizeResult,
@@ -28,11 +29,11 @@ from netmigrate.migration.model import (
     migration_id_for,
     normalize_slots,
 )
-from netmigrate.migration.switch import (
+from netmigrate.migration.switch_view import (
+    SwitchLink,
     check_switch,
     effective,
     read_slots,
-    switch_session,
     write_slots,
 )
 from netmigrate.protocol.slotset import from_ranges, to_ranges
@@ -125,11 +126,13 @@ def progress_of(status: control_pb2.MigrationStatus, started: float, meter: _Rat
     )
 
 
-async def _prepare(src: AgentClient, dst: AgentClient, keyspace: KeyspaceRef, switch: Any) -> None:
+async def _prepare(
+    src: AgentClient, dst: AgentClient, keyspace: KeyspaceRef, switch: SwitchLink
+) -> None:
     """Both agents reachable and who they claim; the switch ready to steer between them."""
     await asyncio.gather(src.identify(keyspace.keyspace_id), dst.identify(keyspace.keyspace_id))
-    if switch is not None:
-        async with switch_session(switch) as session:
+    if switch.switch is not None:
+        async with switch.step() as session:
             await check_switch(
                 session,
                 keyspace,
@@ -152,8 +155,9 @@ async def plan(
     mid = migration_id or migration_id_for(
         keyspace.keyspace_id, source.server_id, target.server_id, wanted
     )
-    async with AgentClient(source) as src, AgentClient(target) as dst:
-        await _prepare(src, dst, keyspace, switch)
+    async with connections() as conns:
+        src, dst = conns.agent(source), conns.agent(target)
+        await _prepare(src, dst, keyspace, conns.switch(switch))
         mid, existing = await _current_run(src, mid, wanted, derived=migration_id is None)
         if existing is not None:
             return await _plan_existing(src, existing)
@@ -235,8 +239,8 @@ async def set_rate(source: AgentEndpoint, migration_id: str, rate: int) -> Migra
     """Change the rate limit of a migration, running or not (0: none). Idempotent."""
     if rate < 0:
         raise ValueError("rate must be >= 0")
-    async with AgentClient(source) as src:
-        status = await src.set_rate(migration_id, rate)
+    async with connections() as conns:
+        status = await conns.agent(source).set_rate(migration_id, rate)
     message = f"migration {migration_id}: rate limit {rate or 'none'}"
     if not status.changed:
         message += " already"
@@ -268,8 +272,8 @@ async def current_migration_id(
     ``BASE.2``...): what abort, resume and set_rate act on when no id is given."""
     wanted = normalize_slots(slots)
     base = migration_id_for(keyspace.keyspace_id, source.server_id, target.server_id, wanted)
-    async with AgentClient(source) as src:
-        generation, _ = await _latest_run(src, base)
+    async with connections() as conns:
+        generation, _ = await _latest_run(conns.agent(source), base)
     return _run_id(base, generation)
 
 
@@ -318,12 +322,12 @@ async def wait(
     meter = _RateMeter()
     unreachable_since: float | None = None
     # Each poll waits up to a few seconds for a reconnecting channel (a restarted source).
-    async with AgentClient(
-        source, timeout=min(unreachable, 5.0) or 1.0, wait_for_ready=True
-    ) as src:
+    call = {"timeout": min(unreachable, 5.0) or 1.0, "wait_for_ready": True}
+    async with connections() as conns:
+        src = conns.agent(source)
         while True:
             try:
-                (status,) = await src.status(migration_id)
+                (status,) = await src.status(migration_id, **call)
                 unreachable_since = None
             except MigrationError as e:
                 if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
@@ -337,7 +341,7 @@ async def wait(
             if progress is not None:
                 progress(progress_of(status, started, meter))
             if status.state not in _RUNNING:
-                (full,) = await src.status(migration_id, include_slots=True)
+                (full,) = await src.status(migration_id, include_slots=True, **call)
                 return full
             if timeout is not None and time.monotonic() - started > timeout:
                 raise MigrationError(
@@ -372,14 +376,15 @@ async def run(
     mid = migration_id or migration_id_for(
         keyspace.keyspace_id, source.server_id, target.server_id, wanted
     )
-    async with AgentClient(source) as src, AgentClient(target) as dst:
+    async with connections() as conns:
+        src, dst = conns.agent(source), conns.agent(target)
         mid, existing = await _current_run(src, mid, wanted, derived=migration_id is None)
         if existing is not None and existing.state == "FINALIZED":
             (full,) = await src.status(mid, include_slots=True)
             return result_from_status(
                 full, changed=False, message=f"migration {mid} is finished already: nothing to do"
             )
-        await _prepare(src, dst, keyspace, switch)
+        await _prepare(src, dst, keyspace, conns.switch(switch))
         if existing is None:
             status = await src.start(
                 mid,
@@ -398,42 +403,43 @@ async def run(
                 changed = True
             else:
                 changed = existing.state in _RUNNING or rate_changed
-    final = await wait(
-        source,
-        mid,
-        progress=progress,
-        poll=opts.poll,
-        timeout=timeout,
-        unreachable=opts.source_unreachable,
-    )
-    if final.state != "DONE" and final.state != "FINALIZED":
-        result = result_from_status(
-            final, changed=changed, message=f"migration {mid} ended {final.state}: {final.error}"
+        final = await wait(
+            source,
+            mid,
+            progress=progress,
+            poll=opts.poll,
+            timeout=timeout,
+            unreachable=opts.source_unreachable,
         )
-        if final.state == "ABORTED":
-            return result
-        raise MigrationError(result.message, code=final.state, result=result)
-    result = result_from_status(final, changed=changed, message=f"migration {mid} done")
-    if finalize and final.state == "DONE":
-        result.finalize = await _finalize(
-            source, target, mid, keyspace, switch, opts.grace, repair=opts.repair_switch
-        )
-        result.changed = result.changed or result.finalize.changed
-        async with AgentClient(source) as src:
+        if final.state != "DONE" and final.state != "FINALIZED":
+            result = result_from_status(
+                final,
+                changed=changed,
+                message=f"migration {mid} ended {final.state}: {final.error}",
+            )
+            if final.state == "ABORTED":
+                return result
+            raise MigrationError(result.message, code=final.state, result=result)
+        result = result_from_status(final, changed=changed, message=f"migration {mid} done")
+        if finalize and final.state == "DONE":
+            result.finalize = await _finalize(
+                source, target, mid, keyspace, switch, opts.grace, repair=opts.repair_switch
+            )
+            result.changed = result.changed or result.finalize.changed
             (full,) = await src.status(mid, include_slots=True)
-        done = result_from_status(full, changed=result.changed, message=result.message)
-        done.finalize = result.finalize
-        result = done
+            done = result_from_status(full, changed=result.changed, message=result.message)
+            done.finalize = result.finalize
+            result = done
     if not result.changed:
         result.message = f"migration {mid} is finished already: nothing to do"
     return result
 
 
 async def _switch_disagrees(
-    switch: Any, keyspace: KeyspaceRef, target: AgentEndpoint, moved: list[int]
+    switch: SwitchLink, keyspace: KeyspaceRef, target: AgentEndpoint, moved: list[int]
 ) -> dict[int, tuple[int, int]]:
     """Moved slots the switch does not send to ``target`` (slot -> its entry)."""
-    async with switch_session(switch) as session:
+    async with switch.step() as session:
         facts = await check_switch(session, keyspace, [target.server_id])
         have = await read_slots(session, keyspace, moved, facts=facts)
     return {
@@ -452,30 +458,31 @@ async def _finalize(
     repair: bool = False,
 ) -> FinalizeResult:
     out = FinalizeResult()
-    async with AgentClient(source) as src:
+    async with connections() as conns:
+        src = conns.agent(source)
         (status,) = await src.status(mid, include_slots=True)
-    moved = [s.slot for s in status.slots if _PHASES.get(s.phase) == "done"]
-    if not moved:
-        return out
-    if switch is not None:
-        wrong = await _switch_disagrees(switch, keyspace, target, moved)
-        if wrong and repair:
-            # A switch restarted during the migration lost the slots moved before; the agents
-            # know where they are. Only slots of these two agents are touched.
-            log.warning("the switch lost %d moved slots; reconciling them", len(wrong))
-            fixed = await reconcile(switch, keyspace, [source, target])
-            out.slots_reconciled = fixed.slots_written
-            wrong = await _switch_disagrees(switch, keyspace, target, moved)
-        if wrong:
-            first = min(wrong)
-            raise MigrationError(
-                f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
-                f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
-                "run reconcile first: the moved keys are kept at the source",
-                code="FAILED_PRECONDITION",
-            )
-        out.switch_verified = True
-    async with AgentClient(source) as src:
+        moved = [s.slot for s in status.slots if _PHASES.get(s.phase) == "done"]
+        if not moved:
+            return out
+        if switch is not None:
+            link = conns.switch(switch)
+            wrong = await _switch_disagrees(link, keyspace, target, moved)
+            if wrong and repair:
+                # A switch restarted during the migration lost the slots moved before; the
+                # agents know where they are. Only slots of these two agents are touched.
+                log.warning("the switch lost %d moved slots; reconciling them", len(wrong))
+                fixed = await reconcile(switch, keyspace, [source, target])
+                out.slots_reconciled = fixed.slots_written
+                wrong = await _switch_disagrees(link, keyspace, target, moved)
+            if wrong:
+                first = min(wrong)
+                raise MigrationError(
+                    f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
+                    f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
+                    "run reconcile first: the moved keys are kept at the source",
+                    code="FAILED_PRECONDITION",
+                )
+            out.switch_verified = True
         reply = await src.finalize(mid, grace)
     out.changed = reply.changed or bool(out.slots_reconciled)
     out.keys_deleted = reply.keys_deleted
@@ -503,8 +510,8 @@ async def finalize(
 async def status(
     source: AgentEndpoint, migration_id: str | None = None, *, include_slots: bool = False
 ) -> list[MigrationResult]:
-    async with AgentClient(source) as src:
-        found = await src.status(migration_id or "", include_slots=include_slots)
+    async with connections() as conns:
+        found = await conns.agent(source).status(migration_id or "", include_slots=include_slots)
     return [result_from_status(s, changed=False, message=s.state.lower()) for s in found]
 
 
@@ -517,11 +524,11 @@ async def abort(
     poll: float = 0.2,
 ) -> MigrationResult:
     """Start no further slot; with ``wait_done`` wait until the slots in flight finished."""
-    async with AgentClient(source) as src:
-        first = await src.abort(migration_id)
-    if not wait_done:
-        return result_from_status(first, changed=first.changed, message="aborting")
-    final = await wait(source, migration_id, progress=progress, poll=poll)
+    async with connections() as conns:
+        first = await conns.agent(source).abort(migration_id)
+        if not wait_done:
+            return result_from_status(first, changed=first.changed, message="aborting")
+        final = await wait(source, migration_id, progress=progress, poll=poll)
     return result_from_status(
         final, changed=first.changed, message=f"migration {migration_id} is {final.state.lower()}"
     )
@@ -542,28 +549,37 @@ async def resume(
     """Continue a migration from the agents' persisted progress. ``finalize`` needs
     ``target`` and ``keyspace``."""
     opts = options or MigrationOptions()
-    async with AgentClient(source) as src:
+    async with connections() as conns:
+        src = conns.agent(source)
         if opts.rate is not None:
             await src.set_rate(migration_id, opts.rate)
         first = await src.resume(migration_id)
-    if not wait_done:
-        return result_from_status(first, changed=first.changed, message="resumed")
-    final = await wait(
-        source,
-        migration_id,
-        progress=progress,
-        poll=opts.poll,
-        unreachable=opts.source_unreachable,
-    )
-    result = result_from_status(
-        final, changed=first.changed, message=f"migration {migration_id} is {final.state.lower()}"
-    )
-    if finalize and final.state == "DONE":
-        if target is None or keyspace is None:
-            raise ValueError("finalize needs target and keyspace")
-        result.finalize = await _finalize(
-            source, target, migration_id, keyspace, switch, opts.grace, repair=opts.repair_switch
+        if not wait_done:
+            return result_from_status(first, changed=first.changed, message="resumed")
+        final = await wait(
+            source,
+            migration_id,
+            progress=progress,
+            poll=opts.poll,
+            unreachable=opts.source_unreachable,
         )
+        result = result_from_status(
+            final,
+            changed=first.changed,
+            message=f"migration {migration_id} is {final.state.lower()}",
+        )
+        if finalize and final.state == "DONE":
+            if target is None or keyspace is None:
+                raise ValueError("finalize needs target and keyspace")
+            result.finalize = await _finalize(
+                source,
+                target,
+                migration_id,
+                keyspace,
+                switch,
+                opts.grace,
+                repair=opts.repair_switch,
+            )
     return result
 
 
@@ -635,12 +651,11 @@ def _agent_views(
 
 
 async def _identify_all(
-    agents: Sequence[AgentEndpoint], keyspace: KeyspaceRef
+    conns: Connections, agents: Sequence[AgentEndpoint], keyspace: KeyspaceRef
 ) -> list[tuple[int, control_pb2.GetSlotsResponse]]:
     out = []
     for ep in agents:
-        async with AgentClient(ep) as agent:
-            out.append((ep.server_id, await agent.identify(keyspace.keyspace_id)))
+        out.append((ep.server_id, await conns.agent(ep).identify(keyspace.keyspace_id)))
     return out
 
 
@@ -662,22 +677,23 @@ async def reconcile(
     """
     if switch is None:
         raise ValueError("reconcile needs a switch")
-    views, conflicts = _agent_views(await _identify_all(agents, keyspace))
-    async with switch_session(switch) as session:
-        facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
-        raw = await read_slots(session, keyspace, sorted(views), facts=facts)
-        have = {s: effective(e, facts.default_owner) for s, e in raw.items()}
-        changes = {s: w for s, v in views.items() if (w := wanted_entry(v, have[s])) != have[s]}
-        if changes and not check:
-            # A transition between the first read and now would make the write stale.
-            again, _ = _agent_views(await _identify_all(agents, keyspace))
-            changes = {
-                s: w
-                for s, w in changes.items()
-                if s in again and wanted_entry(again[s], have[s]) == w
-            }
-            if changes:
-                await write_slots(session, keyspace, changes)
+    async with connections() as conns:
+        views, conflicts = _agent_views(await _identify_all(conns, agents, keyspace))
+        async with conns.switch(switch).step() as session:
+            facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
+            raw = await read_slots(session, keyspace, sorted(views), facts=facts)
+            have = {s: effective(e, facts.default_owner) for s, e in raw.items()}
+            changes = {s: w for s, v in views.items() if (w := wanted_entry(v, have[s])) != have[s]}
+            if changes and not check:
+                # A transition between the first read and now would make the write stale.
+                again, _ = _agent_views(await _identify_all(conns, agents, keyspace))
+                changes = {
+                    s: w
+                    for s, w in changes.items()
+                    if s in again and wanted_entry(again[s], have[s]) == w
+                }
+                if changes:
+                    await write_slots(session, keyspace, changes)
     diff = {
         s: {"before": list(have[s]), "after": list(w)} for s, w in sorted(changes.items())[:100]
     }

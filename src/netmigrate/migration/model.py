@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# ControlTls is the controller's name for the agent channel's TLS options (re-exported).
+from netmigrate.agent.channel import ControlTls as ControlTls
 from netmigrate.protocol.constants import MAX_SERVER_ID, SLOT_COUNT
 from netmigrate.protocol.slotset import to_ranges
 
@@ -20,18 +22,6 @@ class MigrationError(Exception):
         self.code = code
         #: The MigrationResult so far, when there is one.
         self.result = result
-
-
-@dataclass(frozen=True)
-class ControlTls:
-    """TLS towards an agent's control service: ``ca`` verifies the agent; ``cert`` / ``key``
-    are the controller's client certificate when the agent requires one."""
-
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-    #: Name expected in the agent's certificate when it differs from the address' host.
-    server_name: str = ""
 
 
 @dataclass(frozen=True)

@@ -197,14 +197,16 @@ def _slot_chunks(items: Sequence[Any], *, key: Any) -> list[list[Any]]:
 
 async def _agent_call(control: str, method: str) -> Any:
     """``GetSlots`` or ``GetStats`` of the agent whose control service is at ``control``."""
-    import grpc
-
-    from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
+    from netmigrate.agent.channel import (
+        DEFAULT_TIMEOUT,
+        AgentControlStub,
+        control_pb2,
+        open_channel,
+    )
 
     request = getattr(control_pb2, f"{method}Request")()
-    async with grpc.aio.insecure_channel(control) as channel:
-        stub = control_pb2_grpc.AgentControlStub(channel)
-        return await getattr(stub, method)(request, timeout=10.0)
+    async with open_channel(control) as channel:
+        return await getattr(AgentControlStub(channel), method)(request, timeout=DEFAULT_TIMEOUT)
 
 
 def _option(options: Mapping[str, Any], name: str, default: Any) -> Any:

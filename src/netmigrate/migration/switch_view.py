@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from netmigrate.migration.model import KeyspaceRef, MigrationError, SwitchEndpoint
@@ -32,62 +32,127 @@ class SwitchFacts:
 
 #: Set on a session whose switch refused a RegisterEntry read (it is asked with packets then).
 _NO_REGISTER_READ = "_netmigrate_no_register_read"
-#: Sessions to one switch with one election id exclude each other (P4Runtime refuses a second
-#: live controller with the same id): one at a time per event loop, switch and election id.
-_SESSION_LOCKS: dict[tuple[int, str, int, int, str], asyncio.Lock] = {}
 #: How long to keep retrying when another process holds the same election id.
 SESSION_RETRY_SECONDS = 30.0
+
+#: (event loop, address, device id, election id, role): one session per key and process.
+_Key = tuple[int, str, int, int, str]
+
+
+@dataclass
+class _Shared:
+    """A session to one switch with one election id, shared by the controller runs of this
+    process: P4Runtime refuses a second live controller with the same id, so two runs at once
+    (two migrations, or a reconcile beside a migration) use one session instead of excluding
+    each other."""
+
+    session: Any
+    users: int = 0
+    #: The runs' steps (a readiness check, a slot map read, reconcile's read-then-write) take
+    #: turns on the session, as whole sessions did when each step opened its own.
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+_SHARED: dict[_Key, _Shared] = {}
+#: Opening, reopening and closing the session of one key happen one at a time.
+_KEY_LOCKS: dict[_Key, asyncio.Lock] = {}
+
+
+def _key(switch: SwitchEndpoint) -> _Key:
+    loop = asyncio.get_running_loop()
+    return (id(loop), switch.address, switch.device_id, switch.election_id, switch.role)
+
+
+async def _open(switch: SwitchEndpoint) -> Any:
+    """A primary P4RTSession; a session of another process with the same election id is
+    waited for, up to :data:`SESSION_RETRY_SECONDS`."""
+    from netmigrate.p4rt import NotPrimaryError, P4RTSession, P4RuntimeError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SESSION_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        session = P4RTSession(
+            switch.address,
+            device_id=switch.device_id,
+            election_id=switch.election_id,
+            role=switch.role,
+            p4info=switch.p4info,
+            tls=switch.tls,
+        )
+        try:
+            await session.open()
+            return session
+        except NotPrimaryError as e:
+            if loop.time() > deadline:
+                raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
+        except P4RuntimeError as e:
+            raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+class SwitchLink:
+    """The switch session of one controller run, from its first switch step to its end.
+
+    ``switch`` is a :class:`SwitchEndpoint` (the session is opened on the first
+    :meth:`step`, shared with the other runs of this process that reach the same switch with
+    the same election id, and closed when the last of them ends), an open session (used as it
+    is), or None (steps get None). A session the switch dropped (a restart) or whose primacy
+    another controller took is opened again at the next step.
+    """
+
+    def __init__(self, switch: Any) -> None:
+        self.switch = switch
+        self._shared: _Shared | None = None
+
+    async def _acquire(self) -> _Shared:
+        key = _key(self.switch)
+        async with _KEY_LOCKS.setdefault(key, asyncio.Lock()):
+            shared = self._shared or _SHARED.get(key)
+            if shared is None:
+                shared = _SHARED[key] = _Shared(await _open(self.switch))
+            elif not shared.session.is_primary:
+                log.info("switch %s: the session was lost; opening it again", self.switch.address)
+                await shared.session.close()
+                shared.session = await _open(self.switch)
+            if self._shared is None:
+                shared.users += 1
+                self._shared = shared
+            return shared
+
+    @contextlib.asynccontextmanager
+    async def step(self) -> AsyncIterator[Any]:
+        """The session, for one step of the run (other runs' steps wait meanwhile)."""
+        if not isinstance(self.switch, SwitchEndpoint):
+            yield self.switch
+            return
+        shared = await self._acquire()
+        async with shared.turn:
+            yield shared.session
+
+    async def close(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        key = _key(self.switch)
+        async with _KEY_LOCKS.setdefault(key, asyncio.Lock()):
+            shared.users -= 1
+            if shared.users == 0:
+                if _SHARED.get(key) is shared:
+                    del _SHARED[key]
+                await shared.session.close()
 
 
 @contextlib.asynccontextmanager
 async def switch_session(switch: Any) -> AsyncIterator[Any]:
-    """A P4RTSession for ``switch``: a :class:`SwitchEndpoint` (opened and closed here), an
-    open session (used as it is), or None (yields None).
-
-    Controller sessions are short (a few reads and slot map writes). Two of them in one
-    process (two migrations at once) take turns; a session of another process with the same
-    election id is waited for, up to :data:`SESSION_RETRY_SECONDS`.
-    """
-    if switch is None or not isinstance(switch, SwitchEndpoint):
-        yield switch
-        return
-    from netmigrate.p4rt import NotPrimaryError, P4RTSession, P4RuntimeError
-
-    key = (
-        id(asyncio.get_running_loop()),
-        switch.address,
-        switch.device_id,
-        switch.election_id,
-        switch.role,
-    )
-    lock = _SESSION_LOCKS.setdefault(key, asyncio.Lock())
-    async with lock:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SESSION_RETRY_SECONDS
-        delay = 0.05
-        while True:
-            session = P4RTSession(
-                switch.address,
-                device_id=switch.device_id,
-                election_id=switch.election_id,
-                role=switch.role,
-                p4info=switch.p4info,
-                tls=switch.tls,
-            )
-            try:
-                await session.open()
-                break
-            except NotPrimaryError as e:
-                if loop.time() > deadline:
-                    raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
-            except P4RuntimeError as e:
-                raise MigrationError(f"switch {switch.address}: {e}", code=e.code) from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        try:
+    """A P4RTSession for ``switch`` (see :class:`SwitchLink`) for the length of the block."""
+    link = SwitchLink(switch)
+    try:
+        async with link.step() as session:
             yield session
-        finally:
-            await session.close()
+    finally:
+        await link.close()
 
 
 def _short(name: str) -> str:
