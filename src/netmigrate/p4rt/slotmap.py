@@ -16,7 +16,8 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from finsy.proto import p4r
 
@@ -55,6 +56,10 @@ class SlotEntry:
         for name, v in (("owner", self.owner), ("target", self.target)):
             if not 0 <= v <= MAX_SERVER_ID:
                 raise ValueError(f"slot map {name} {v} out of 0..{MAX_SERVER_ID}")
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (self.owner, self.target)
 
 
 @dataclass(slots=True)
@@ -262,3 +267,97 @@ async def restore_slot_map(
     session: P4RTSession, keyspace: Keyspace, entries: Mapping[int, SlotEntry], **kw
 ) -> dict[int, SlotEntry]:
     return await SlotMapIO(session, keyspace, **kw).write(entries)
+
+
+# ------------------------------------------------------------------ have vs want, as ranges
+
+
+def slot_ranges(slots: Mapping[int, SlotEntry]) -> list[dict[str, int]]:
+    """Consecutive slots with equal entries as ``{first, last, owner, target}`` ranges."""
+    out: list[dict[str, int]] = []
+    for slot in sorted(slots):
+        e = slots[slot]
+        last = out[-1] if out else None
+        if last and last["last"] == slot - 1 and (last["owner"], last["target"]) == e.pair:
+            last["last"] = slot
+        else:
+            out.append({"first": slot, "last": slot, "owner": e.owner, "target": e.target})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMapDiff:
+    """Slots compared with what was wanted: as they were and as they are after the run (in a
+    check, as they would be)."""
+
+    before: dict[int, SlotEntry] = field(default_factory=dict)
+    after: dict[int, SlotEntry] = field(default_factory=dict)
+    #: Slots written to the switch (0 in a check).
+    written: int = 0
+
+    @classmethod
+    def of_changes(
+        cls, changes: Mapping[int, tuple[Iterable[int], Iterable[int]]], written: int = 0
+    ) -> SlotMapDiff:
+        """From ``{slot: (before, after)}`` entries given as ``(owner, target)`` pairs."""
+        return cls(
+            before={s: SlotEntry(*b) for s, (b, _) in changes.items()},
+            after={s: SlotEntry(*a) for s, (_, a) in changes.items()},
+            written=written,
+        )
+
+    @property
+    def changes(self) -> dict[int, tuple[SlotEntry, SlotEntry]]:
+        return {
+            s: (self.before[s], a) for s, a in sorted(self.after.items()) if self.before[s] != a
+        }
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def ranges(self) -> list[dict[str, int]]:
+        """The compared slots after the run, as ranges."""
+        return slot_ranges(self.after)
+
+    def changed_ranges(self) -> list[dict[str, Any]]:
+        """Ranges of consecutive changed slots with the same before and after entries, as
+        ``{first, last, before: {owner, target}, after: {owner, target}}``."""
+        out: list[dict[str, Any]] = []
+        for slot, (b, a) in self.changes.items():
+            old = {"owner": b.owner, "target": b.target}
+            new = {"owner": a.owner, "target": a.target}
+            last = out[-1] if out else None
+            if last and last["last"] == slot - 1 and (last["before"], last["after"]) == (old, new):
+                last["last"] = slot
+            else:
+                out.append({"first": slot, "last": slot, "before": old, "after": new})
+        return out
+
+    def diff(self) -> dict[str, Any]:
+        """The changed ranges as a before/after pair of range lists (Ansible's diff shape)."""
+        changes = self.changed_ranges()
+
+        def side(which: str) -> list[dict[str, int]]:
+            return [{"first": c["first"], "last": c["last"], **c[which]} for c in changes]
+
+        return {"before": {"ranges": side("before")}, "after": {"ranges": side("after")}}
+
+
+async def ensure_slot_map(
+    session: P4RTSession,
+    keyspace: Keyspace,
+    wanted: Mapping[int, SlotEntry],
+    *,
+    check: bool = False,
+    **kw: Any,
+) -> SlotMapDiff:
+    """Make the slots of ``wanted`` hold their entries, writing only those that differ (none
+    with ``check``); what they were and are. ``kw`` goes to :class:`SlotMapIO`."""
+    io = SlotMapIO(session, keyspace, **kw)
+    before = await io.read(wanted)
+    writes = {s: e for s, e in wanted.items() if before[s] != e}
+    if writes and not check:
+        # Raises SlotMapError (DATA_LOSS) when an answer differs from what was set.
+        await io.write(writes)
+    return SlotMapDiff(before, {**before, **writes}, 0 if check else len(writes))
