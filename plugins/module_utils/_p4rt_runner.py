@@ -22,6 +22,7 @@ from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import
 from ansible_collections.netmigrate.core.plugins.module_utils._p4runtime import (
     P4RUNTIME_REQUIRED_TOGETHER,
     p4runtime_argument_spec,
+    tls_options,
 )
 
 #: What every P4Runtime module imports before it touches the switch.
@@ -84,20 +85,12 @@ def load_p4info_or_fail(module: AnsibleModule, option: str = "p4info") -> t.Any:
 def open_session(params: t.Mapping[str, t.Any], p4info: t.Any = None) -> t.Any:
     """A (not yet open) P4RTSession for the connection options in ``params``."""
     lib = p4rt()
-    tls = None
-    if params["tls"]:
-        from pathlib import Path
-
-        def path(name: str) -> t.Any:
-            return Path(params[name]) if params[name] else None
-
-        tls = lib.TlsOptions(ca=path("ca_cert"), cert=path("client_cert"), key=path("client_key"))
     return lib.P4RTSession(
         params["address"],
         device_id=params["device_id"],
         election_id=params["election_id"],
         p4info=p4info,
-        tls=tls,
+        tls=tls_options(lib, params),
         timeout=params["timeout"],
     )
 

@@ -29,6 +29,11 @@ description:
     O(progress_file), the latest one is written to a JSON file while the task runs.
   - With O(state=aborted) no further slot starts; slots in flight finish, so every slot ends
     wholly at the source or wholly at the target.
+  - O(target), O(keyspace) and O(slots) are required with O(state=present).
+  - With O(switch), the module checks before the start that the switch has the keyspace,
+    server and clone session entries, and at finalize that its slot map sends every moved slot
+    to the target (RV(migration.finalize.switch_verified)); a finished migration run again is
+    verified again. Without it the switch is not checked.
   - The module runs where the agents' control services (and the switch's P4Runtime service,
     when O(switch) is given) are reachable.
 author:
@@ -36,6 +41,9 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - netmigrate.core._agent_control
+  - netmigrate.core._agent_control.source
+  - netmigrate.core._agent_control.target
+  - netmigrate.core._p4runtime.switch
 attributes:
   check_mode:
     support: full
@@ -45,50 +53,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  source:
-    description:
-      - The source server (owner of the slots now).
-    type: dict
-    required: true
-    suboptions:
-      server_id:
-        description:
-          - Server id of the agent in the keyspace (1..254).
-        type: int
-        required: true
-      control:
-        description:
-          - The agent's gRPC control service, C(HOST:PORT), as this module and the other agent
-            reach it.
-        type: str
-        required: true
-      data:
-        description:
-          - The agent's UDP data address, C(HOST:PORT). When set, checked against what the
-            agent reports.
-        type: str
-        default: ""
-  target:
-    description:
-      - The target server. Same suboptions as O(source).
-      - Required with O(state=present).
-    type: dict
-    suboptions:
-      server_id:
-        description:
-          - Server id of the agent in the keyspace (1..254).
-        type: int
-        required: true
-      control:
-        description:
-          - The agent's gRPC control service, C(HOST:PORT).
-        type: str
-        required: true
-      data:
-        description:
-          - The agent's UDP data address, C(HOST:PORT).
-        type: str
-        default: ""
   keyspace:
     description:
       - The keyspace.
@@ -126,29 +90,6 @@ options:
     type: str
     choices: [present, aborted]
     default: present
-  switch:
-    description:
-      - The switch's P4Runtime service. When given, the module checks before the start that the
-        switch has the keyspace, server and clone session entries, and after the end that its
-        slot map agrees with the agents.
-      - Without it the switch is not checked.
-    type: dict
-    suboptions:
-      address:
-        description:
-          - gRPC address, V(host:port) or V(unix:/path).
-        type: str
-        required: true
-      device_id:
-        description:
-          - P4Runtime device id (lab switch 1, BMv2 0).
-        type: int
-        default: 1
-      election_id:
-        description:
-          - Election id; must win over other controllers.
-        type: int
-        default: 10
   batch:
     description:
       - Keys per copy batch.
@@ -279,10 +220,28 @@ migration:
       description: Seconds from start to end of the copy.
       type: float
     finalize:
-      description: >-
-        Keys deleted at the source, slots finalized, whether the switch was verified, and how
-        many moved slots were written back into a switch that had lost them.
+      description:
+        - What finalize did and verified; null when the migration was not finalized
+          (O(finalize=false), or it ended ABORTED).
       type: dict
+      contains:
+        changed:
+          description: Whether finalize deleted keys or wrote slots back into the switch.
+          type: bool
+        keys_deleted:
+          description: Keys deleted at the source.
+          type: int
+        slots_finalized:
+          description: Slots whose keys were deleted at the source by this run.
+          type: int
+        switch_verified:
+          description:
+            - True when O(switch) was given and its slot map sends every slot this migration
+              moved (and the target still owns) to the target. False without O(switch).
+          type: bool
+        slots_reconciled:
+          description: Moved slots a restarted switch had lost, written back before verifying.
+          type: int
   sample:
     migration_id: ks50000-1to2-5c1e
     state: FINALIZED
@@ -318,23 +277,22 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netmigrate.core.plugins.module_utils._agent_control import (
-    CONTROL_TLS_SPEC,
     agent_endpoint,
+    agent_endpoint_spec,
+    control_tls_spec,
 )
 from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
     fail_imports,
     optional_import,
 )
-
-_ENDPOINT = dict(
-    server_id=dict(type="int", required=True),
-    control=dict(type="str", required=True),
-    data=dict(type="str", default=""),
+from ansible_collections.netmigrate.core.plugins.module_utils._p4runtime import (
+    switch_argument_spec,
+    tls_options,
 )
 
 ARGUMENT_SPEC: dict[str, t.Any] = dict(
-    source=dict(type="dict", required=True, options=_ENDPOINT),
-    target=dict(type="dict", options=_ENDPOINT),
+    source=agent_endpoint_spec(required=True),
+    target=agent_endpoint_spec(),
     # A keyspace is a service address, not a secret (the name only looks like one).
     keyspace=dict(
         type="dict",
@@ -348,15 +306,8 @@ ARGUMENT_SPEC: dict[str, t.Any] = dict(
     slots=dict(type="str"),
     migration_id=dict(type="str"),
     state=dict(type="str", choices=["present", "aborted"], default="present"),
-    switch=dict(
-        type="dict",
-        options=dict(
-            address=dict(type="str", required=True),
-            device_id=dict(type="int", default=1),
-            election_id=dict(type="int", default=10),
-        ),
-    ),
-    control_tls=CONTROL_TLS_SPEC,
+    switch=switch_argument_spec(),
+    control_tls=control_tls_spec(),
     batch=dict(type="int", default=256),
     rate=dict(type="int"),
     parallel=dict(type="int", default=4),
@@ -472,7 +423,14 @@ def main() -> None:
     switch = None
     if p["switch"]:
         sw = p["switch"]
-        switch = mig.SwitchEndpoint(sw["address"], sw["device_id"], sw["election_id"])
+        if sw["tls"]:
+            fail_imports(module, "netmigrate.p4rt")
+        switch = mig.SwitchEndpoint(
+            sw["address"],
+            device_id=sw["device_id"],
+            election_id=sw["election_id"],
+            tls=tls_options(optional_import("netmigrate.p4rt"), sw),
+        )
 
     recorder = ProgressRecorder(p["progress_interval"], p["progress_file"])
     try:

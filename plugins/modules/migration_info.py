@@ -13,12 +13,14 @@ version_added: 0.1.0
 description:
   - Asks a source server's agent (its gRPC control service) for the migrations it runs or ran,
     from its persisted state, so it also answers after a controller or agent restart.
+  - O(source) is the server whose migrations to list.
   - A thin wrapper of C(netmigrate.migration.status). Changes nothing.
 author:
   - NetMigrate developers (@netmigrate)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - netmigrate.core._agent_control
+  - netmigrate.core._agent_control.source
 attributes:
   check_mode:
     support: full
@@ -28,22 +30,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  source:
-    description:
-      - The source server whose migrations to list.
-    type: dict
-    required: true
-    suboptions:
-      server_id:
-        description:
-          - Server id of the agent (1..254).
-        type: int
-        required: true
-      control:
-        description:
-          - The agent's gRPC control service, C(HOST:PORT).
-        type: str
-        required: true
   migration_id:
     description:
       - Only this migration. Without it, every migration the agent knows.
@@ -89,8 +75,9 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netmigrate.core.plugins.module_utils._agent_control import (
-    CONTROL_TLS_SPEC,
     agent_endpoint,
+    agent_endpoint_spec,
+    control_tls_spec,
 )
 from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
     fail_imports,
@@ -98,17 +85,10 @@ from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import
 )
 
 ARGUMENT_SPEC: dict[str, t.Any] = dict(
-    source=dict(
-        type="dict",
-        required=True,
-        options=dict(
-            server_id=dict(type="int", required=True),
-            control=dict(type="str", required=True),
-        ),
-    ),
+    source=agent_endpoint_spec(required=True),
     migration_id=dict(type="str"),
     include_slots=dict(type="bool", default=False),
-    control_tls=CONTROL_TLS_SPEC,
+    control_tls=control_tls_spec(),
 )
 
 

@@ -332,75 +332,33 @@ def mask_misplaced_secrets(module: AnsibleModule, admin: t.Any) -> None:
                 module.no_log_values.add(rule)
 
 
-class Applied:
-    """What a run has changed so far, so a failure half-way reports it truthfully."""
-
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-
-    def add(self, step: str) -> None:
-        self.steps.append(step)
-
-
-def run(module: AnsibleModule, client: t.Any, applied: Applied) -> dict[str, t.Any]:
-    """Plan everything (reads only, every refusal happens here), then apply unless checking."""
-    admin = optional_import("netmigrate.redis_admin")
-    cluster_mode = optional_import("netmigrate.agent.redis_node")  # None with cluster=unmanaged
-    params = module.params
-
-    before = admin.gather_facts(client)
-    config_plan = admin.plan_config(client, wanted_settings(params))
-    spec = acl_spec(admin, params)
-    acl_plan = admin.plan_acl(client, spec) if spec else None
-    acl_changes = bool(acl_plan and acl_plan.changed)
-    slots_plan = None
-    if params["cluster"] == "single_owner":
-        slots_plan = cluster_mode.ensure_single_node_cluster(client, check_only=True)
-    if params["persist"]:
-        admin.persistence_check(client, config=bool(config_plan.changes), acl=acl_changes)
-
-    settings_after = config_plan.after
-    changed_settings = sorted(config_plan.changes)
-    slots_added = slots_plan.added_slots if slots_plan else 0
-    after = before
-    if not module.check_mode:
-        if config_plan.changes:
-            settings_after = admin.apply_config(client, config_plan)
-            applied.add("settings")
-            # The read-back is the truth: a value Redis normalises to what it had is no change.
-            changed_settings = sorted(
-                k for k in config_plan.before if settings_after[k] != config_plan.before[k]
-            )
-        if acl_changes:
-            admin.apply_acl(client, acl_plan)
-            applied.add("acl_user")
-        if slots_plan and slots_plan.changed:
-            slots_added = cluster_mode.ensure_single_node_cluster(client).added_slots
-            applied.add("cluster")
-        if params["persist"] and (changed_settings or acl_changes):
-            admin.persist(client, config=bool(changed_settings), acl=acl_changes)
-        after = admin.gather_facts(client)
-
-    result: dict[str, t.Any] = dict(
-        changed=bool(changed_settings) or acl_changes or slots_added > 0,
-        node=after.as_dict(),
-        settings=settings_after,
-        changed_settings=changed_settings,
-        slots_added=slots_added,
+def node_spec(admin: t.Any, params: t.Mapping[str, t.Any]) -> t.Any:
+    """The wanted node (``netmigrate.redis_admin.NodeSpec``); ValueError / RedisAdminError on
+    bad input, before any connection."""
+    settings = wanted_settings(params)
+    admin.check_settings(settings)
+    return admin.NodeSpec(
+        settings=settings,
+        acl_user=acl_spec(admin, params),
+        single_owner=params["cluster"] == "single_owner",
+        persist=params["persist"],
     )
-    if acl_plan:
+
+
+def result_of(change: t.Any, params: t.Mapping[str, t.Any], diff: bool) -> dict[str, t.Any]:
+    result: dict[str, t.Any] = dict(
+        changed=change.changed,
+        node=change.after.as_dict(),
+        settings=change.settings_after,
+        changed_settings=change.changed_settings,
+        slots_added=change.slots_added,
+    )
+    if change.acl:
         result["acl_user"] = dict(
-            name=acl_plan.name, state=params["acl_user"]["state"], changed=acl_plan.changed
+            name=change.acl.name, state=params["acl_user"]["state"], changed=change.acl.changed
         )
-    if module._diff:
-        old: dict[str, t.Any] = dict(settings=config_plan.before, slots_owned=before.slots_owned)
-        new: dict[str, t.Any] = dict(
-            settings=settings_after, slots_owned=before.slots_owned + slots_added
-        )
-        if acl_plan:  # described without password material (see AclPlan)
-            old["acl_user"] = {acl_plan.name: acl_plan.before}
-            new["acl_user"] = {acl_plan.name: acl_plan.after}
-        result["diff"] = dict(before=old, after=new)
+    if diff:
+        result["diff"] = change.diff()
     return result
 
 
@@ -411,37 +369,32 @@ def main() -> None:
         mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
         required_together=REDIS_REQUIRED_TOGETHER,
     )
-    needs = ["redis", "netmigrate.redis_admin"]
-    if module.params["cluster"] == "single_owner":
-        needs.append("netmigrate.agent.redis_node")
-    fail_imports(module, *needs)
+    fail_imports(module, "redis", "netmigrate.redis_admin")
     redis = optional_import("redis")
     admin = optional_import("netmigrate.redis_admin")
-    errors = [admin.RedisAdminError, redis.RedisError]
-    if module.params["cluster"] == "single_owner":
-        errors.append(optional_import("netmigrate.agent.redis_node").RedisNodeError)
+    errors = (admin.RedisAdminError, redis.RedisError, admin.RedisNodeError)
 
     # Input errors fail the same way whether or not the server is reachable.
     mask_misplaced_secrets(module, admin)
     try:
-        admin.check_settings(wanted_settings(module.params))
-        acl_spec(admin, module.params)
+        spec = node_spec(admin, module.params)
     except (ValueError, admin.RedisAdminError) as exc:
         module.fail_json(msg=str(exc))
 
     client = connect_or_fail(module)
-    applied = Applied()
+    applied: list[str] = []
     try:
-        result = run(module, client, applied)
-    except tuple(errors) as exc:
+        change = admin.ensure_node(client, spec, check=module.check_mode, applied=applied)
+    except errors as exc:
         msg = str(exc)
         if isinstance(exc, redis.RedisError):
             msg = f"Redis at {describe_target(module.params)}: {exc}"
-        if applied.steps:
-            msg += f" (already applied: {', '.join(applied.steps)})"
-        module.fail_json(msg=msg, changed=bool(applied.steps), applied=applied.steps)
+        if applied:
+            msg += f" (already applied: {', '.join(applied)})"
+        module.fail_json(msg=msg, changed=bool(applied), applied=applied)
     finally:
         client.close()
+    result = result_of(change, module.params, module._diff)
     module.exit_json(**result)
 
 

@@ -25,10 +25,17 @@ description:
     (O(agents)) - a slot an agent owns gets that agent as owner, a slot in flight gets its
     source as owner and its target as target; slots nobody owns, or two agents claim, are left
     as they are (the latter reported in RV(reconcile.conflicts)).
+  - O(agents) goes with O(state=present) and lists every agent of the keyspace; the switch must
+    have the keyspace entry and, for each agent, its C(server_port) and C(server_rewrite)
+    entries and clone session. O(control_tls) is the TLS towards them.
+  - The have-vs-want comparison and the writes are C(netmigrate.p4rt)'s
+    (C(ensure_slot_map)), the reconciliation C(netmigrate.migration)'s (C(reconcile)).
 author:
   - NetMigrate developers (@netmigrate)
 extends_documentation_fragment:
   - netmigrate.core._p4runtime
+  - netmigrate.core._agent_control
+  - netmigrate.core._agent_control.agents
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -91,41 +98,6 @@ options:
           - Migration target server id; V(0) means not migrating.
         type: int
         default: 0
-  agents:
-    description:
-      - With O(state=present), reconcile the map with these NetMigrate agents instead of
-        O(ranges) - every agent of the keyspace, reached on its control service.
-      - The switch must have the keyspace entry and, for each agent, its C(server_port) and
-        C(server_rewrite) entries and clone session.
-    type: list
-    elements: dict
-    suboptions:
-      server_id:
-        description:
-          - The agent's server id.
-        type: int
-        required: true
-      control:
-        description:
-          - The agent's control service, V(HOST:PORT).
-        type: str
-        required: true
-      ca_cert:
-        description:
-          - CA file to verify the agent's TLS certificate with; enables TLS towards the agent.
-        type: path
-      client_cert:
-        description:
-          - Client certificate for mutual TLS with the agent.
-        type: path
-      client_key:
-        description:
-          - Key of O(agents[].client_cert).
-        type: path
-      server_name:
-        description:
-          - Name expected in the agent's certificate when it differs from the address' host.
-        type: str
   purge:
     description:
       - With O(state=present), reset every slot not covered by O(ranges) to owner V(0),
@@ -212,6 +184,11 @@ reconcile:
 
 import typing as t
 
+from ansible_collections.netmigrate.core.plugins.module_utils._agent_control import (
+    agent_endpoint,
+    agent_endpoints_spec,
+    control_tls_spec,
+)
 from ansible_collections.netmigrate.core.plugins.module_utils._netmigrate import (
     fail_imports,
     optional_import,
@@ -241,20 +218,8 @@ def argument_spec() -> dict[str, t.Any]:
                 target=dict(type="int", default=0),
             ),
         ),
-        agents=dict(
-            type="list",
-            elements="dict",
-            options=dict(
-                server_id=dict(type="int", required=True),
-                control=dict(type="str", required=True),
-                ca_cert=dict(type="path"),
-                client_cert=dict(type="path"),
-                client_key=dict(type="path", no_log=False),
-                server_name=dict(type="str"),
-            ),
-            required_together=[("client_cert", "client_key")],
-            required_by=dict(client_cert="ca_cert"),
-        ),
+        agents=agent_endpoints_spec(),
+        control_tls=control_tls_spec(),
         purge=dict(type="bool", default=False),
         window=dict(type="int", default=256),
     )
@@ -279,54 +244,26 @@ def wanted_map(ranges: list[dict[str, t.Any]], purge: bool) -> dict[int, t.Any]:
     return wanted
 
 
-def compress(slots: t.Mapping[int, t.Any]) -> list[dict[str, int]]:
-    """Consecutive slots with equal entries as ``{first, last, owner, target}`` ranges."""
-    slotset = optional_import("netmigrate.protocol.slotset")
-    return [
-        dict(first=first, last=last, owner=e.owner, target=e.target)
-        for first, last, e in slotset.runs(slots)
-    ]
-
-
-def changed_ranges(before: t.Mapping[int, t.Any], after: t.Mapping[int, t.Any]) -> list[t.Any]:
-    """Ranges of consecutive changed slots with the same before and after entries."""
-    slotset = optional_import("netmigrate.protocol.slotset")
-    return [
-        dict(
-            first=first,
-            last=last,
-            before=dict(owner=b.owner, target=b.target),
-            after=dict(owner=a.owner, target=a.target),
-        )
-        for first, last, b, a in slotset.diff(before, after)
-    ]
-
-
-def agent_endpoints(agents: list[dict[str, t.Any]]) -> list[t.Any]:
-    from pathlib import Path
-
-    migration = optional_import("netmigrate.migration")
-    out = []
-    for a in agents:
-        tls = None
-        if a["ca_cert"]:
-            tls = migration.ControlTls(
-                ca=Path(a["ca_cert"]),
-                cert=Path(a["client_cert"]) if a["client_cert"] else None,
-                key=Path(a["client_key"]) if a["client_key"] else None,
-                server_name=a["server_name"] or "",
-            )
-        out.append(migration.AgentEndpoint(a["server_id"], a["control"], tls=tls))
+def diff_result(module: t.Any, diff: t.Any, changed_slots: int) -> dict[str, t.Any]:
+    """The result keys every state shares, from the library's ``SlotMapDiff``."""
+    out: dict[str, t.Any] = dict(
+        changed=diff.changed,
+        ranges=diff.ranges(),
+        changed_ranges=diff.changed_ranges(),
+        changed_slots=changed_slots,
+    )
+    if module._diff:
+        out["diff"] = diff.diff()
     return out
 
 
-def reconcile_with_agents(module: t.Any) -> dict[str, t.Any]:
+def reconcile_with_agents(module: t.Any, slotmap: t.Any) -> dict[str, t.Any]:
     """state=present with agents: the migration controller's reconcile over our session."""
     fail_imports(module, "netmigrate.migration")
     migration = optional_import("netmigrate.migration")
     params = module.params
     try:
-        agents = agent_endpoints(params["agents"])
+        agents = [agent_endpoint(migration, a, params["control_tls"]) for a in params["agents"]]
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     keyspace = migration.KeyspaceRef(
@@ -338,15 +275,15 @@ def reconcile_with_agents(module: t.Any) -> dict[str, t.Any]:
             result = await migration.reconcile(session, keyspace, agents, check=module.check_mode)
         except migration.MigrationError as exc:
             raise TaskFailure(f"reconcile: {exc}", grpc_code=exc.code) from None
-        before = {s: p4rt().SlotEntry(*d["before"]) for s, d in result.diff.items()}
-        after = {s: p4rt().SlotEntry(*d["after"]) for s, d in result.diff.items()}
-        changes = changed_ranges(before, after)
+        diff = slotmap.SlotMapDiff.of_changes(
+            {s: (d["before"], d["after"]) for s, d in result.diff.items()}, result.slots_written
+        )
         info = result.to_json()
-        out: dict[str, t.Any] = dict(
+        # The diff holds the first 100 changed slots; the written count is the whole truth.
+        changed_slots = len(diff.changes) if module.check_mode else result.slots_written
+        out = diff_result(module, diff, changed_slots)
+        out.update(
             changed=result.changed,
-            ranges=compress(after),
-            changed_ranges=changes,
-            changed_slots=result.slots_written if not module.check_mode else len(result.diff),
             reconcile=dict(
                 slots_checked=info["slots_checked"],
                 slots_written=info["slots_written"],
@@ -354,27 +291,19 @@ def reconcile_with_agents(module: t.Any) -> dict[str, t.Any]:
                 message=info["message"],
             ),
         )
-        if module._diff:
-            out["diff"] = range_diff(changes)
         return out
 
     return run_p4rt(module, work)
-
-
-def range_diff(changes: list[dict[str, t.Any]]) -> dict[str, t.Any]:
-    def side(which: str) -> list[dict[str, t.Any]]:
-        return [dict(first=c["first"], last=c["last"], **c[which]) for c in changes]
-
-    return dict(before=dict(ranges=side("before")), after=dict(ranges=side("after")))
 
 
 def main() -> None:
     module = p4rt_module(
         argument_spec(), mutually_exclusive=[("ranges", "agents"), ("purge", "agents")]
     )
-    if module.params["agents"] and module.params["state"] == "present":
-        module.exit_json(**reconcile_with_agents(module))
+    slotmap = optional_import("netmigrate.p4rt.slotmap")
     params = module.params
+    if params["agents"] and params["state"] == "present":
+        module.exit_json(**reconcile_with_agents(module, slotmap))
     try:
         wanted = (
             wanted_map(params["ranges"], params["purge"]) if params["state"] == "present" else {}
@@ -385,29 +314,16 @@ def main() -> None:
     keyspace = lib.Keyspace(
         params["keyspace_id"], params["service_address"], params["service_port"]
     )
+    window = params["window"]
 
     async def work(session: t.Any) -> dict[str, t.Any]:
-        io = lib.SlotMapIO(session, keyspace, window=params["window"])
         if params["state"] == "read":
-            return dict(
-                changed=False, ranges=compress(await io.read()), changed_ranges=[], changed_slots=0
-            )
-        before = await io.read(wanted)
-        writes = {s: e for s, e in wanted.items() if before[s] != e}
-        if writes and not module.check_mode:
-            # Raises SlotMapError (DATA_LOSS) when an answer differs from what was set.
-            await io.write(writes)
-        after = {**before, **writes}
-        changes = changed_ranges(before, after)
-        out: dict[str, t.Any] = dict(
-            changed=bool(writes),
-            ranges=compress(after),
-            changed_ranges=changes,
-            changed_slots=len(writes),
+            have = await slotmap.read_slot_map(session, keyspace, window=window)
+            return diff_result(module, slotmap.SlotMapDiff(have, have), 0)
+        diff = await slotmap.ensure_slot_map(
+            session, keyspace, wanted, check=module.check_mode, window=window
         )
-        if module._diff:
-            out["diff"] = range_diff(changes)
-        return out
+        return diff_result(module, diff, len(diff.changes))
 
     module.exit_json(**run_p4rt(module, work))
 

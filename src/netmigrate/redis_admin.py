@@ -19,18 +19,26 @@ from typing import Any
 
 import redis
 
-from netmigrate.agent.redis_node import owned_slots_from_nodes
+from netmigrate.agent.redis_node import (
+    RedisNodeError,
+    ensure_single_node_cluster,
+    owned_slots_from_nodes,
+)
 
 __all__ = [
     "SECRET_SETTINGS",
     "AclPlan",
     "AclUserSpec",
     "ConfigPlan",
+    "NodeChange",
     "NodeFacts",
+    "NodeSpec",
     "RedisAdminError",
+    "RedisNodeError",
     "apply_acl",
     "apply_config",
     "check_settings",
+    "ensure_node",
     "gather_facts",
     "is_secret_rule",
     "normalize_setting",
@@ -383,4 +391,104 @@ def gather_facts(client: redis.Redis) -> NodeFacts:
         used_memory=int(memory.get("used_memory", 0)),
         maxmemory=int(settings.get("maxmemory", 0)),
         maxmemory_policy=str(settings.get("maxmemory-policy", "")),
+    )
+
+
+# ------------------------------------------------------------------------- the whole node
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """The wanted state of one instance: settings, at most one ACL user, cluster mode."""
+
+    settings: Mapping[str, object] = field(default_factory=dict)
+    acl_user: AclUserSpec | None = None
+    #: Make it a one-node cluster owning every slot (else cluster mode is left alone).
+    single_owner: bool = False
+    #: Write changed settings and ACL users to disk (CONFIG REWRITE, ACL SAVE).
+    persist: bool = False
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """What :func:`ensure_node` found and did (in a check, would do); no password material."""
+
+    before: NodeFacts
+    #: Facts after the run (``before`` in a check).
+    after: NodeFacts
+    settings_before: dict[str, str]
+    #: The requested settings as ``CONFIG GET`` reports them after the run (would be).
+    settings_after: dict[str, str]
+    changed_settings: list[str]
+    acl: AclPlan | None
+    slots_added: int
+
+    @property
+    def changed(self) -> bool:
+        return (
+            bool(self.changed_settings)
+            or bool(self.acl and self.acl.changed)
+            or (self.slots_added > 0)
+        )
+
+    def diff(self) -> dict[str, dict[str, Any]]:
+        """Before and after of everything requested (Ansible's diff shape)."""
+        old: dict[str, Any] = {
+            "settings": self.settings_before,
+            "slots_owned": self.before.slots_owned,
+        }
+        new: dict[str, Any] = {
+            "settings": self.settings_after,
+            "slots_owned": self.before.slots_owned + self.slots_added,
+        }
+        if self.acl:  # described without password material (see AclPlan)
+            old["acl_user"] = {self.acl.name: self.acl.before}
+            new["acl_user"] = {self.acl.name: self.acl.after}
+        return {"before": old, "after": new}
+
+
+def ensure_node(
+    client: redis.Redis, spec: NodeSpec, *, check: bool = False, applied: list[str] | None = None
+) -> NodeChange:
+    """Plan everything (reads only: every refusal happens before a change), then apply it
+    unless ``check``. ``applied`` gets the name of each part once it is applied (``settings``,
+    ``acl_user``, ``cluster``), so a caller that sees an error half-way can say what changed."""
+    done = applied if applied is not None else []
+    before = gather_facts(client)
+    config_plan = plan_config(client, spec.settings)
+    acl_plan = plan_acl(client, spec.acl_user) if spec.acl_user else None
+    acl_changes = bool(acl_plan and acl_plan.changed)
+    slots_plan = ensure_single_node_cluster(client, check_only=True) if spec.single_owner else None
+    if spec.persist:
+        persistence_check(client, config=bool(config_plan.changes), acl=acl_changes)
+
+    settings_after = config_plan.after
+    changed_settings = sorted(config_plan.changes)
+    slots_added = slots_plan.added_slots if slots_plan else 0
+    after = before
+    if not check:
+        if config_plan.changes:
+            settings_after = apply_config(client, config_plan)
+            done.append("settings")
+            # The read-back is the truth: a value Redis normalises to what it had is no change.
+            changed_settings = sorted(
+                k for k in config_plan.before if settings_after[k] != config_plan.before[k]
+            )
+        if acl_plan and acl_changes:
+            apply_acl(client, acl_plan)
+            done.append("acl_user")
+        if slots_plan and slots_plan.changed:
+            slots_added = ensure_single_node_cluster(client).added_slots
+            done.append("cluster")
+        if spec.persist and (changed_settings or acl_changes):
+            persist(client, config=bool(changed_settings), acl=acl_changes)
+        after = gather_facts(client)
+    return NodeChange(
+        before=before,
+        after=after,
+        settings_before=config_plan.before,
+        settings_after=settings_after,
+        changed_settings=changed_settings,
+        acl=acl_plan,
+        slots_added=slots_added,
     )

@@ -174,6 +174,7 @@ def test_site_migrate_and_lab_down(lab_ansible: Ansible, tmp_path: Path) -> None
     report = json.loads(report_file.read_text())
     assert report["state"] == "FINALIZED"
     assert report["slots_done"] == 64
+    assert report["finalize"]["switch_verified"] is True
     assert report["keys_copied"] >= 1
     # The moved key lives at the target only; the other one stayed; clients see both.
     assert _redis_get("redis2", moving) == "v-moving"
@@ -189,6 +190,29 @@ def test_site_migrate_and_lab_down(lab_ansible: Ansible, tmp_path: Path) -> None
     migrated_again = _play(lab_ansible, "migrate.yml", *extra)
     assert migrated_again.totals()["changed"] == 0, migrated_again.recap()
     assert "nothing to do" in migrated_again.stdout
+
+    # `slots: all` back from server 2: its 64 slots move, the target's own are skipped; the
+    # post-check holds on what finalize verified (it once checked slot 0 only), also when the
+    # finished migration is run again.
+    back_reports = tmp_path / "back"
+    back = (
+        *("-e", "netmigrate_migration_source=nm-redis2"),
+        *("-e", "netmigrate_migration_target=nm-redis1"),
+        *("-e", "netmigrate_migration_slots=all"),
+        *("-e", f"netmigrate_migration_report_dir={back_reports}"),
+    )
+    moved_back = _play(lab_ansible, "migrate.yml", *back)
+    assert moved_back.totals()["changed"] > 0
+    (back_file,) = back_reports.glob("*.json")
+    back_report = json.loads(back_file.read_text())
+    assert back_report["state"] == "FINALIZED"
+    assert (back_report["slots_done"], back_report["slots_skipped"]) == (64, 16384 - 64)
+    assert back_report["finalize"]["switch_verified"] is True
+    assert _redis_get("redis1", moving) == "v-moving"
+    assert _redis_get("redis2", moving) == ""
+    assert _kv("get", moving) == "v-moving"
+    back_again = _play(lab_ansible, "migrate.yml", *back)
+    assert back_again.totals()["changed"] == 0, back_again.recap()
 
     down = _play(lab_ansible, "lab_down.yml")
     assert down.totals()["changed"] > 0

@@ -19,13 +19,22 @@ from migration_helpers import KEYSPACE, SOURCE, TARGET, keys_in, until
 from netmigrate import migration
 from netmigrate.lab.forwarding import DEVICE_CONFIG, SERVICE_IP, lab_servers, netmigrate_entries
 from netmigrate.lab.switch_process import SwitchProcess, run_switch
-from netmigrate.migration import KeyspaceRef, MigrationError, MigrationOptions, SwitchEndpoint
+from netmigrate.migration import (
+    FinalizeResult,
+    KeyspaceRef,
+    MigrationError,
+    MigrationOptions,
+    SwitchEndpoint,
+)
 from netmigrate.p4rt import (
+    Keyspace,
     P4RTSession,
     PipelineConfig,
+    SlotEntry,
     ensure_clone_sessions,
     ensure_table_entries,
     install_pipeline,
+    restore_slot_map,
 )
 from netmigrate.protocol.constants import SERVICE_PORT_BASE
 from netmigrate.resources import p4info_path
@@ -299,3 +308,42 @@ async def test_runs_at_once_share_the_switch_session_instead_of_waiting(
         slow.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await slow
+
+
+async def test_a_finished_migration_run_again_verifies_the_switch_again(switch, pair) -> None:
+    """What finalize verified holds in every result (migrate.yml asserts on it): a finished
+    migration run again reads the switch again, and a switch that lost a moved slot since
+    fails it, or with repair gets the slot written back."""
+    await configure(switch.address)
+    endpoint = SwitchEndpoint(switch.address, election_id=11)
+    p = await pair(initial_slots=frozenset(range(16)))
+    done = await migration.run(
+        p.source_ep, p.target_ep, [3, 4], keyspace=p.keyspace, finalize=False,
+        options=MigrationOptions(grace=0),
+    )  # fmt: skip
+    await migration.finalize(
+        p.source_ep, p.target_ep, done.migration_id, keyspace=SWITCH_KEYSPACE,
+        switch=endpoint, grace=0, repair=True,
+    )  # fmt: skip
+
+    def again(repair: bool):
+        return migration.run(
+            p.source_ep, p.target_ep, [3, 4], keyspace=SWITCH_KEYSPACE, switch=endpoint,
+            migration_id=done.migration_id, options=MigrationOptions(grace=0, repair_switch=repair),
+        )  # fmt: skip
+
+    ok = await again(False)
+    assert ok.state == "FINALIZED" and not ok.changed
+    assert ok.finalize == FinalizeResult(switch_verified=True)
+
+    # The switch restarted and lost slot 4 (its entry is the default owner, the source, again).
+    async with P4RTSession(switch.address, device_id=1, election_id=5) as s:
+        await restore_slot_map(
+            s, Keyspace(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE), {4: SlotEntry()}
+        )
+    with pytest.raises(MigrationError, match="switch disagrees with the agents on 1 moved"):
+        await again(False)
+    fixed = await again(True)
+    assert fixed.changed and fixed.finalize.slots_reconciled == 1
+    assert fixed.finalize.switch_verified
+    assert not (await again(False)).changed

@@ -381,9 +381,41 @@ async def run(
         mid, existing = await _current_run(src, mid, wanted, derived=migration_id is None)
         if existing is not None and existing.state == "FINALIZED":
             (full,) = await src.status(mid, include_slots=True)
-            return result_from_status(
+            done = result_from_status(
                 full, changed=False, message=f"migration {mid} is finished already: nothing to do"
             )
+            if finalize and switch is not None:
+                # What finalize verified then is verified again, so that a caller (migrate.yml)
+                # can rely on the result whether or not this call moved anything. Slots moved on
+                # since by another migration are that migration's to verify.
+                owned = _owned(await dst.slots())
+                moved = [
+                    s.slot
+                    for s in full.slots
+                    if _PHASES.get(s.phase) == "finalized" and s.slot in owned
+                ]
+                done.finalize = FinalizeResult()
+                if moved:
+                    reconciled = await _verify_switch(
+                        conns.switch(switch),
+                        switch,
+                        keyspace,
+                        source,
+                        target,
+                        moved,
+                        repair=opts.repair_switch,
+                        consequence="clients reach the moved keys at the wrong server",
+                    )
+                    done.finalize = FinalizeResult(
+                        changed=bool(reconciled), switch_verified=True, slots_reconciled=reconciled
+                    )
+                    if reconciled:
+                        done.changed = True
+                        done.message = (
+                            f"migration {mid} is finished already; {reconciled} moved slots the "
+                            "switch had lost were written back"
+                        )
+            return done
         await _prepare(src, dst, keyspace, conns.switch(switch))
         if existing is None:
             status = await src.start(
@@ -447,6 +479,40 @@ async def _switch_disagrees(
     }
 
 
+async def _verify_switch(
+    link: SwitchLink,
+    switch: Any,
+    keyspace: KeyspaceRef,
+    source: AgentEndpoint,
+    target: AgentEndpoint,
+    moved: list[int],
+    *,
+    repair: bool,
+    consequence: str = "the moved keys are kept at the source",
+) -> int:
+    """Check (over the run's session ``link`` to ``switch``) that the switch sends every
+    ``moved`` slot to ``target``; the slots written back first (with ``repair``), or
+    MigrationError (FAILED_PRECONDITION) if it disagrees, ending with ``consequence``."""
+    reconciled = 0
+    wrong = await _switch_disagrees(link, keyspace, target, moved)
+    if wrong and repair:
+        # A switch restarted during the migration lost the slots moved before; the agents
+        # know where they are. Only slots of these two agents are touched.
+        log.warning("the switch lost %d moved slots; reconciling them", len(wrong))
+        fixed = await reconcile(switch, keyspace, [source, target])
+        reconciled = fixed.slots_written
+        wrong = await _switch_disagrees(link, keyspace, target, moved)
+    if wrong:
+        first = min(wrong)
+        raise MigrationError(
+            f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
+            f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
+            f"run reconcile first: {consequence}",
+            code="FAILED_PRECONDITION",
+        )
+    return reconciled
+
+
 async def _finalize(
     source: AgentEndpoint,
     target: AgentEndpoint,
@@ -465,23 +531,9 @@ async def _finalize(
         if not moved:
             return out
         if switch is not None:
-            link = conns.switch(switch)
-            wrong = await _switch_disagrees(link, keyspace, target, moved)
-            if wrong and repair:
-                # A switch restarted during the migration lost the slots moved before; the
-                # agents know where they are. Only slots of these two agents are touched.
-                log.warning("the switch lost %d moved slots; reconciling them", len(wrong))
-                fixed = await reconcile(switch, keyspace, [source, target])
-                out.slots_reconciled = fixed.slots_written
-                wrong = await _switch_disagrees(link, keyspace, target, moved)
-            if wrong:
-                first = min(wrong)
-                raise MigrationError(
-                    f"the switch disagrees with the agents on {len(wrong)} moved slots (slot "
-                    f"{first}: owner/target {wrong[first]}, expected {target.server_id}/0); "
-                    "run reconcile first: the moved keys are kept at the source",
-                    code="FAILED_PRECONDITION",
-                )
+            out.slots_reconciled = await _verify_switch(
+                conns.switch(switch), switch, keyspace, source, target, moved, repair=repair
+            )
             out.switch_verified = True
         reply = await src.finalize(mid, grace)
     out.changed = reply.changed or bool(out.slots_reconciled)

@@ -16,13 +16,15 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from finsy.proto import p4r
 
 from netmigrate.p4rt.errors import NotPrimaryError, P4RuntimeError, SlotMapError
 from netmigrate.p4rt.frames import udp_frame, udp_payload
 from netmigrate.p4rt.session import P4RTSession, code_name
+from netmigrate.protocol import slotset
 from netmigrate.protocol.codec import Header, ProtocolError, decode_header
 from netmigrate.protocol.constants import (
     MAX_SERVER_ID,
@@ -55,6 +57,10 @@ class SlotEntry:
         for name, v in (("owner", self.owner), ("target", self.target)):
             if not 0 <= v <= MAX_SERVER_ID:
                 raise ValueError(f"slot map {name} {v} out of 0..{MAX_SERVER_ID}")
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (self.owner, self.target)
 
 
 @dataclass(slots=True)
@@ -262,3 +268,91 @@ async def restore_slot_map(
     session: P4RTSession, keyspace: Keyspace, entries: Mapping[int, SlotEntry], **kw
 ) -> dict[int, SlotEntry]:
     return await SlotMapIO(session, keyspace, **kw).write(entries)
+
+
+# ------------------------------------------------------------------ have vs want, as ranges
+
+
+def slot_ranges(slots: Mapping[int, SlotEntry]) -> list[dict[str, int]]:
+    """Consecutive slots with equal entries as ``{first, last, owner, target}`` ranges."""
+    return [
+        {"first": first, "last": last, "owner": e.owner, "target": e.target}
+        for first, last, e in slotset.runs(slots)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMapDiff:
+    """Slots compared with what was wanted: as they were and as they are after the run (in a
+    check, as they would be)."""
+
+    before: dict[int, SlotEntry] = field(default_factory=dict)
+    after: dict[int, SlotEntry] = field(default_factory=dict)
+    #: Slots written to the switch (0 in a check).
+    written: int = 0
+
+    @classmethod
+    def of_changes(
+        cls, changes: Mapping[int, tuple[Iterable[int], Iterable[int]]], written: int = 0
+    ) -> SlotMapDiff:
+        """From ``{slot: (before, after)}`` entries given as ``(owner, target)`` pairs."""
+        return cls(
+            before={s: SlotEntry(*b) for s, (b, _) in changes.items()},
+            after={s: SlotEntry(*a) for s, (_, a) in changes.items()},
+            written=written,
+        )
+
+    @property
+    def changes(self) -> dict[int, tuple[SlotEntry, SlotEntry]]:
+        return {
+            s: (self.before[s], a) for s, a in sorted(self.after.items()) if self.before[s] != a
+        }
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def ranges(self) -> list[dict[str, int]]:
+        """The compared slots after the run, as ranges."""
+        return slot_ranges(self.after)
+
+    def changed_ranges(self) -> list[dict[str, Any]]:
+        """Ranges of consecutive changed slots with the same before and after entries, as
+        ``{first, last, before: {owner, target}, after: {owner, target}}``."""
+        return [
+            {
+                "first": first,
+                "last": last,
+                "before": {"owner": b.owner, "target": b.target},
+                "after": {"owner": a.owner, "target": a.target},
+            }
+            for first, last, b, a in slotset.diff(self.before, self.after)
+        ]
+
+    def diff(self) -> dict[str, Any]:
+        """The changed ranges as a before/after pair of range lists (Ansible's diff shape)."""
+        changes = self.changed_ranges()
+
+        def side(which: str) -> list[dict[str, int]]:
+            return [{"first": c["first"], "last": c["last"], **c[which]} for c in changes]
+
+        return {"before": {"ranges": side("before")}, "after": {"ranges": side("after")}}
+
+
+async def ensure_slot_map(
+    session: P4RTSession,
+    keyspace: Keyspace,
+    wanted: Mapping[int, SlotEntry],
+    *,
+    check: bool = False,
+    **kw: Any,
+) -> SlotMapDiff:
+    """Make the slots of ``wanted`` hold their entries, writing only those that differ (none
+    with ``check``); what they were and are. ``kw`` goes to :class:`SlotMapIO`."""
+    io = SlotMapIO(session, keyspace, **kw)
+    before = await io.read(wanted)
+    writes = {s: e for s, e in wanted.items() if before[s] != e}
+    if writes and not check:
+        # Raises SlotMapError (DATA_LOSS) when an answer differs from what was set.
+        await io.write(writes)
+    return SlotMapDiff(before, {**before, **writes}, 0 if check else len(writes))

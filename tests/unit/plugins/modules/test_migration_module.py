@@ -102,3 +102,74 @@ def test_library_failure_is_reported_with_its_code(
     assert result["failed"]
     assert result["msg"] == "migration failed (UNAVAILABLE): target agent unreachable"
     assert result["code"] == "UNAVAILABLE"
+
+
+def test_switch_takes_the_p4runtime_options_with_tls(run_p4_module, calls: Calls) -> None:
+    switch = {
+        "address": "sw:9559",
+        "tls": True,
+        "ca_cert": "/etc/nm/p4-ca.pem",
+        "client_cert": "/etc/nm/p4.pem",
+        "client_key": "/etc/nm/p4.key",
+    }
+    result = run_p4_module(migration, {**BASE, "switch": switch})
+    assert not result.get("failed"), result
+    endpoint = calls.names[0][2]["switch"]
+    assert (endpoint.address, endpoint.device_id, endpoint.election_id) == ("sw:9559", 1, 10)
+    assert (str(endpoint.tls.ca), str(endpoint.tls.cert), str(endpoint.tls.key)) == (
+        "/etc/nm/p4-ca.pem",
+        "/etc/nm/p4.pem",
+        "/etc/nm/p4.key",
+    )
+
+    without_key = {k: v for k, v in switch.items() if k != "client_key"}
+    half = run_p4_module(migration, {**BASE, "switch": without_key})
+    assert half["failed"] and "client_cert, client_key" in half["msg"]
+
+
+def test_one_election_id_default_everywhere() -> None:
+    """The collection's P4 modules, the migration module's switch, the library and the lab
+    agree."""
+    from ansible_collections.netmigrate.core.plugins.module_utils import _p4runtime
+
+    from netmigrate.lab.stack import ELECTION_ID
+
+    default = mig.SwitchEndpoint("x").election_id
+    assert default == ELECTION_ID
+    assert _p4runtime.p4runtime_argument_spec()["election_id"]["default"] == default
+    switch_options = migration.ARGUMENT_SPEC["switch"]["options"]
+    assert switch_options["election_id"]["default"] == default
+    assert default == _p4runtime.DEFAULT_ELECTION_ID
+
+
+def test_result_carries_what_finalize_verified(
+    run_p4_module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """migrate.yml asserts on these fields instead of reading the slot map itself."""
+    result = mig.MigrationResult(
+        migration_id="ks50000-1to2-all",
+        state="FINALIZED",
+        changed=True,
+        message="migration ks50000-1to2-all done",
+        source_id=1,
+        target_id=2,
+        slots_total=16384,
+        slots_done=64,
+        slots_skipped=16320,
+        finalize=mig.FinalizeResult(
+            changed=True, keys_deleted=3, slots_finalized=64, switch_verified=True
+        ),
+    )
+    seen: list[list[int]] = []
+
+    async def run(source: Any, target: Any, slots: list[int], **kwargs: Any) -> Any:
+        seen.append(slots)
+        return result
+
+    monkeypatch.setattr(mig, "run", run)
+    out = run_p4_module(migration, {**BASE, "slots": "all", "switch": {"address": "sw:1"}})
+    assert seen == [list(range(16384))]
+    assert out["migration"]["state"] == "FINALIZED"
+    assert out["migration"]["slots_failed"] == 0
+    assert out["migration"]["finalize"]["switch_verified"] is True
+    assert out["migration"]["finalize"]["slots_finalized"] == 64

@@ -158,3 +158,44 @@ def test_acl_rules_can_be_checked_when_redis_is_out_of_memory(redis_node_server:
     assert client.acl_users() == ["default"]
     redis_admin.apply_acl(client, plan)
     assert redis_admin.plan_acl(client, spec).changed is False
+
+
+def test_ensure_node_plans_then_applies_and_diffs(redis_node_server: Any) -> None:
+    client = redis_node_server.client()
+    spec = redis_admin.NodeSpec(
+        settings={"maxmemory": "1mb"},
+        acl_user=AclUserSpec(name="agent", present=True, password="pw-1", rules=("+@all", "~*")),
+        single_owner=True,
+    )
+    applied: list[str] = []
+
+    plan = redis_admin.ensure_node(client, spec, check=True, applied=applied)
+    assert plan.changed and applied == []
+    assert plan.changed_settings == ["maxmemory"] and plan.slots_added == 16384
+    assert plan.after == plan.before and plan.before.slots_owned == 0
+    assert client.config_get("maxmemory") == {"maxmemory": "0"}
+    assert client.acl_users() == ["default"]
+
+    done = redis_admin.ensure_node(client, spec, applied=applied)
+    assert done.changed and applied == ["settings", "acl_user", "cluster"]
+    assert done.after.slots_owned == 16384 and done.after.maxmemory == 1024 * 1024
+    diff = done.diff()
+    assert diff["before"]["settings"] == {"maxmemory": "0"}
+    assert diff["after"]["settings"] == {"maxmemory": str(1024 * 1024)}
+    assert (diff["before"]["slots_owned"], diff["after"]["slots_owned"]) == (0, 16384)
+    assert diff["before"]["acl_user"] == {"agent": None}
+    assert "pw-1" not in repr(diff)
+
+    again = redis_admin.ensure_node(client, spec)
+    assert not again.changed
+    assert again.diff()["before"] == again.diff()["after"]
+
+
+def test_ensure_node_refuses_before_any_change(redis_node_server: Any) -> None:
+    client = redis_node_server.client()
+    spec = redis_admin.NodeSpec(settings={"maxmemory": "1mb", "no-such-setting": 1})
+    applied: list[str] = []
+    with pytest.raises(RedisAdminError, match="no setting named 'no-such-setting'"):
+        redis_admin.ensure_node(client, spec, applied=applied)
+    assert applied == []
+    assert client.config_get("maxmemory") == {"maxmemory": "0"}

@@ -12,6 +12,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.netmigrate.core.plugins.modules import redis_node
 
+from netmigrate import redis_admin
+
 PASSWORD = "agent-S3cret-pw"
 DIGEST = hashlib.sha256(PASSWORD.encode()).hexdigest()
 
@@ -196,7 +198,9 @@ def test_result_holds_no_secret_even_before_ansible_masks_it(redis_node_server: 
     args = node_args(redis_node_server, acl_user=agent_user(), _ansible_diff=True)
     with patch_module_args(args):
         module = AnsibleModule(argument_spec=redis_node.argument_spec(), supports_check_mode=True)
-        result = redis_node.run(module, redis_node_server.client(), redis_node.Applied())
+    spec = redis_node.node_spec(redis_admin, module.params)
+    change = redis_admin.ensure_node(redis_node_server.client(), spec)
+    result = redis_node.result_of(change, module.params, diff=True)
 
     text = json.dumps(result)
     assert result["acl_user"]["changed"] is True

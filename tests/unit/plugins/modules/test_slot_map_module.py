@@ -1,5 +1,6 @@
-"""Unit tests of netmigrate.core.slot_map: the range helpers, input errors before any
-connection, and check mode with a fake slot map (the real one is in tests/collection)."""
+"""Unit tests of netmigrate.core.slot_map: the library's have-vs-want diff as ranges, input
+errors before any connection, and check mode with a fake slot map (the real one is in
+tests/collection)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,24 @@ import pytest
 from ansible_collections.netmigrate.core.plugins.modules import slot_map
 
 from netmigrate import p4rt
-from netmigrate.p4rt import SlotEntry
+from netmigrate.p4rt import SlotEntry, slotmap
+from netmigrate.p4rt.slotmap import SlotMapDiff
 
 BASE = {"address": "sw:1", "keyspace_id": 1, "service_address": "10.9.0.100", "service_port": 5}
 
 
-def test_compress_and_changed_ranges() -> None:
+def test_slot_ranges_and_changed_ranges() -> None:
     slots = {0: SlotEntry(1), 1: SlotEntry(1), 2: SlotEntry(2, 1), 4: SlotEntry(2, 1)}
-    assert slot_map.compress(slots) == [
+    assert slotmap.slot_ranges(slots) == [
         {"first": 0, "last": 1, "owner": 1, "target": 0},
         {"first": 2, "last": 2, "owner": 2, "target": 1},
         {"first": 4, "last": 4, "owner": 2, "target": 1},
     ]
     before = {0: SlotEntry(), 1: SlotEntry(), 2: SlotEntry(1), 3: SlotEntry()}
     after = {0: SlotEntry(1), 1: SlotEntry(1), 2: SlotEntry(1), 3: SlotEntry(1)}
-    assert slot_map.changed_ranges(before, after) == [
+    diff = SlotMapDiff(before, after)
+    assert diff.changed and list(diff.changes) == [0, 1, 3]
+    assert diff.changed_ranges() == [
         {
             "first": 0,
             "last": 1,
@@ -37,6 +41,14 @@ def test_compress_and_changed_ranges() -> None:
             "after": {"owner": 1, "target": 0},
         },
     ]
+    assert diff.diff()["after"]["ranges"] == [
+        {"first": 0, "last": 1, "owner": 1, "target": 0},
+        {"first": 3, "last": 3, "owner": 1, "target": 0},
+    ]
+    assert not SlotMapDiff(after, after).changed
+    assert SlotMapDiff.of_changes({5: ([1, 0], [1, 2])}).changes == {
+        5: (SlotEntry(1), SlotEntry(1, 2))
+    }
 
 
 @pytest.mark.parametrize(
@@ -89,7 +101,7 @@ class FakeSlotMapIO:
 @pytest.fixture
 def fake_io(fake_session, monkeypatch: pytest.MonkeyPatch) -> type[FakeSlotMapIO]:
     FakeSlotMapIO.writes = []
-    monkeypatch.setattr(p4rt, "SlotMapIO", FakeSlotMapIO)
+    monkeypatch.setattr(slotmap, "SlotMapIO", FakeSlotMapIO)
     return FakeSlotMapIO
 
 
@@ -131,7 +143,7 @@ def test_slot_map_error_is_reported_with_its_code(
             p4rt.SlotMapError("no answer for slot 0", code="DEADLINE_EXCEEDED", operation="SlotMap")
         )
 
-    monkeypatch.setattr(p4rt, "SlotMapIO", Failing)
+    monkeypatch.setattr(slotmap, "SlotMapIO", Failing)
     result = run_p4_module(slot_map, BASE)
     assert result["failed"] is True
     assert (
@@ -208,3 +220,25 @@ def test_reconcile_result_and_errors(run_p4_module, fake_session, monkeypatch):
     assert failed["failed"] is True
     assert failed["msg"] == "reconcile: agent 2 at h:7002: unreachable"
     assert failed["grpc_code"] == "UNAVAILABLE"
+
+
+def test_reconcile_reaches_the_agents_with_the_shared_tls_option(
+    run_p4_module, fake_session, monkeypatch
+):
+    from netmigrate import migration
+
+    seen: list[Any] = []
+
+    async def reconcile(switch: Any, keyspace: Any, agents: Any, *, check: bool) -> Any:
+        seen.extend(agents)
+        return migration.ReconcileResult(False, 0, {}, 0, {}, "changed 0 of 0 slots")
+
+    monkeypatch.setattr(migration, "reconcile", reconcile)
+    tls = {"ca": "/etc/nm/ca.pem", "cert": "/etc/nm/c.pem", "key": "/etc/nm/c.key"}
+    args = {**BASE, "state": "present", "agents": AGENTS, "control_tls": tls}
+    result = run_p4_module(slot_map, args)
+    assert result["changed"] is False and result["changed_ranges"] == []
+    assert [(a.server_id, str(a.tls.ca), str(a.tls.key)) for a in seen] == [
+        (1, "/etc/nm/ca.pem", "/etc/nm/c.key"),
+        (2, "/etc/nm/ca.pem", "/etc/nm/c.key"),
+    ]
