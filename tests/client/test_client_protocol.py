@@ -221,6 +221,29 @@ async def test_double_read_target_miss_takes_the_owner(pair) -> None:
     assert client.stats.retries == 0
 
 
+@pytest.mark.parametrize(
+    "status", [Status.BUSY, Status.ERROR, Status.WRONG_OWNER], ids=lambda s: s.name
+)
+async def test_double_read_target_error_is_retried_never_the_owners_copy(
+    pair, status: Status
+) -> None:
+    """B acknowledged a newer write but cannot read it now (its Redis connection dropped):
+    A's frozen copy must not be the answer; the read is retried (issue #12, item 1)."""
+    client, server = pair
+    task = asyncio.create_task(client.get("k"))
+    fields, _, addr = await server.request()
+    server.answer(fields, addr, ValueReply(b"frozen v1 at A"), flags=Flag.DOUBLE_READ)
+    server.answer(
+        fields, addr, ErrorReply("Redis away"), status, flags=Flag.DOUBLE_READ | Flag.TO_TARGET
+    )
+    again, _, addr = await server.request()
+    assert again[F_REQUEST_ID] == fields[F_REQUEST_ID] and again[F_FLAGS] == Flag.RETRY
+    assert not task.done()
+    server.answer(again, addr, ValueReply(b"frozen v1 at A"), flags=Flag.DOUBLE_READ)
+    server.answer(again, addr, ValueReply(b"v2 at B"), flags=Flag.DOUBLE_READ | Flag.TO_TARGET)
+    assert await task == b"v2 at B"
+
+
 async def test_double_read_missing_copy_times_out_and_retries(pair) -> None:
     client, server = pair
     task = asyncio.create_task(client.get("k"))

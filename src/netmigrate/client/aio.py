@@ -25,7 +25,7 @@ from operator import attrgetter
 from typing import Any
 
 from netmigrate.client.errors import NetMigrateError, ServerError, Timeout, TooLarge
-from netmigrate.client.merge import Reply, merge_double_read
+from netmigrate.client.merge import RETRY_FROM_TARGET, Reply, merge_double_read
 from netmigrate.protocol.codec import (
     Body,
     Delete,
@@ -511,10 +511,13 @@ class AsyncClient:
             if chosen is None:
                 return
             status, body = chosen.status, chosen.body
-        self._complete(req, status, body)
+            if chosen is req.target and status in RETRY_FROM_TARGET:
+                self._complete(req, status, body, retry=True)
+                return
+        self._complete(req, status, body, retry=status in _RETRYABLE)
 
-    def _complete(self, req: _Request, status: int, body: Any) -> None:
-        if status in _RETRYABLE:
+    def _complete(self, req: _Request, status: int, body: Any, *, retry: bool) -> None:
+        if retry:
             if req.backoff is not None:
                 return  # a retry is already scheduled
             if req.attempts <= self.retries and not req.future.done():
