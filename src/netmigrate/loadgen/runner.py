@@ -24,7 +24,7 @@ from typing import Any
 
 from netmigrate import gc_policy
 from netmigrate.checker import History, unique_value
-from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout
+from netmigrate.client import DEFAULT_DEADLINE, AsyncClient, NetMigrateError, ServerError, Timeout
 from netmigrate.loadgen.timeline import Timeline
 from netmigrate.loadgen.workload import Chooser, WorkloadConfig, data_key
 
@@ -49,7 +49,9 @@ class LoadConfig:
     duration: float = 10.0
     stop_file: Path | None = None
     timeout: float = 0.25
-    retries: int = 8
+    #: A cap on resends (None: the deadline alone bounds them, the client's default).
+    retries: int | None = None
+    deadline: float = DEFAULT_DEADLINE
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -219,7 +221,11 @@ class LoadRun:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         async with AsyncClient(
-            cfg.service, cfg.keyspace, timeout=cfg.timeout, retries=cfg.retries
+            cfg.service,
+            cfg.keyspace,
+            timeout=cfg.timeout,
+            retries=cfg.retries,
+            deadline=cfg.deadline,
         ) as client:
             preload_s = await self.preload(client) if cfg.preload else 0.0
             self.load_start = time.monotonic()
@@ -249,6 +255,7 @@ class LoadRun:
                 "duration": cfg.duration,
                 "timeout": cfg.timeout,
                 "retries": cfg.retries,
+                "deadline": cfg.deadline,
                 "workload": asdict(cfg.workload),
             },
             "clock": self.clock,
