@@ -445,7 +445,7 @@ class TargetSide:
             # and others): every acknowledged write of it is queued before this read, and a
             # MISS would make the client take the source's frozen, older value.
             if key in inc.authoritative:
-                entry = dp.begin(fields, addr)
+                entry = dp.begin(fields, addr, data)
                 if entry is not None:
                     dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
             else:
@@ -473,7 +473,7 @@ class TargetSide:
             op == _SET and body.condition != SetCondition.ALWAYS
         )
         pull = [k for k in keys if k not in inc.authoritative] if needs_pull else []
-        entry = dp.begin(fields, addr)
+        entry = dp.begin(fields, addr, data)
         if entry is None:
             return
         if pull or any(k in chains for k in keys):
@@ -656,7 +656,8 @@ class TargetSide:
         # Recorded in Redis too, so a retry of a write the source applied is still caught
         # if this agent restarts before the client gives up (D16).
         await record_replies(
-            self._admin, [(e.request_id, e.reply) for _, entries in items for e in entries]
+            self._admin,
+            [(e.request_id, e.reply, e.fingerprint or None) for _, es in items for e in es],
         )
         for inc in incs:  # checked after the last wait: nothing changes until the end
             if not self._still_in(inc):
@@ -664,7 +665,9 @@ class TargetSide:
         dedup = self._dp.dedup
         installed = 0
         for (slot, entries), inc in zip(items, incs, strict=True):
-            installed += sum(dedup.install(e.request_id, slot, e.reply) for e in entries)
+            installed += sum(
+                dedup.install(e.request_id, slot, e.reply, e.fingerprint or None) for e in entries
+            )
             if request.source_control:
                 inc.source_control = request.source_control
             if not inc.ids_received:

@@ -1,11 +1,11 @@
 """The asyncio NetMigrate client.
 
 One UDP socket, any number of outstanding requests. Each request gets a request id (a random
-32-bit client id | a 32-bit counter); replies are matched by that id and op only, so late,
-duplicate or foreign replies are ignored and never mistaken for another request's. A request
-that gets no usable reply within its timeout is sent again with the RETRY flag and the same
-id (the agents apply it at most once); WRONG_OWNER, BUSY and MISS answers are retried after a
-short backoff, since the switch routes the retry to the right server.
+32-bit client id | a 32-bit counter from a random start); replies are matched by that id and op
+only, so late, duplicate or foreign replies are ignored and never mistaken for another
+request's. A request that gets no usable reply within its timeout is sent again with the RETRY
+flag and the same id (the agents apply it at most once); WRONG_OWNER, BUSY and MISS answers are
+retried after a short backoff, since the switch routes the retry to the right server.
 
 The retry budget is time: a call keeps trying until its ``deadline`` (5 s by default: a slot
 transition, which answers WRONG_OWNER / BUSY for a moment, and a switch failover fit in it), not
@@ -236,7 +236,10 @@ class AsyncClient:
         #: EVENT_TO_TARGET, once per reply the switch sent to a migration target).
         self.on_event = on_event
         self._socket_factory = socket_factory
-        self._counter = 0
+        #: The counter starts at a random value: two clients that drew the same client id
+        #: then collide only if their counters also overlap while the agents remember the
+        #: ids (docs/decisions.md D20).
+        self._counter = secrets.randbits(32)
         self._pending: dict[int, _Request] = {}
         self._sock: socket.socket | None = None
         self._peer: Any = None
