@@ -443,3 +443,18 @@ def test_the_deadline_leaves_room_for_retries_within_the_agents_record_ttl() -> 
 
     default_timeout = AsyncClient(("127.0.0.1", 9), KS).timeout
     assert DEFAULT_DEADLINE + default_timeout < RECORD_TTL_MS / 1000 / 1.5
+
+
+async def test_many_quick_retryable_answers_within_the_deadline(udp_peer) -> None:
+    """A zero backoff and instant BUSY answers: thousands of attempts fit the deadline; the
+    backoff arithmetic must not overflow on the way (2 ** 1024)."""
+    peer = await udp_peer()
+    server = Server(peer)
+    async with AsyncClient(peer.address, KS, backoff=0.0, deadline=10) as client:
+        task = asyncio.create_task(client.get("k"))
+        for _ in range(1100):
+            fields, _, addr = await server.request()
+            server.answer(fields, addr, ErrorReply("busy"), status=Status.BUSY)
+        fields, _, addr = await server.request()
+        server.answer(fields, addr, ValueReply(b"v"))
+        assert await task == b"v"

@@ -558,7 +558,9 @@ class AsyncClient:
         if retry:
             if req.backoff is not None:
                 return  # a retry is already scheduled
-            delay = min(self.backoff * (2 ** (req.attempts - 1)), self.max_backoff)
+            # The exponent is capped: a deadline allows thousands of attempts at a zero
+            # backoff, and 2.0 ** 1024 overflows.
+            delay = min(self.backoff * (2.0 ** min(req.attempts - 1, 32)), self.max_backoff)
             if self._may_retry(req, delay) and not req.future.done():
                 if self.on_event is not None:
                     self.on_event(_STATUS_NAMES[status])
