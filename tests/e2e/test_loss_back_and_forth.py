@@ -6,6 +6,10 @@ it inside one slot transition and fail with WRONG_OWNER although a later attempt
 been applied (and an earlier one sometimes had been). With the deadline (5 s by default) every
 call outlives a transition, so the load generator must report zero errors of any kind, and the
 history checker must stay clean.
+
+Measured with these settings (about 3 minutes): 239,317 operations, 11,546 resends, 0 failed
+calls; the same run with the old budget (``--retries 4``) failed 2 of 236,557 calls (one
+WRONG_OWNER, one timeout).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from netmigrate.switch.control import ControlClient
 
 from .conftest import agent, assert_clean, keyspace, switch
 
-SLOTS = list(range(0, 512))
-ROUNDS = 2  # each round: redis1 -> redis2, then back
+SLOTS = list(range(0, 2048))
+ROUNDS = 3  # each round: redis1 -> redis2, then back
 LOSS = 0.02
 OPTIONS = MigrationOptions(parallel=32, batch=256, grace=0.3)
 pytestmark = pytest.mark.timeout(900)
@@ -32,7 +36,7 @@ def test_no_failed_call_under_two_percent_loss_during_back_and_forth(
     stack: Stack, load_factory
 ) -> None:
     ctl = ControlClient(stack.switch_control_socket)
-    lp = load_factory("--preload", "20000", "--concurrency", "8", name="loss2")
+    lp = load_factory("--preload", "20000", "--concurrency", "32", name="loss2")
     lp.wait_ready()
     ports = range(1, len(stack.servers) + 2)  # every server's port and the client's (1)
     for port in ports:
