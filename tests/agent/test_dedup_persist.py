@@ -25,6 +25,7 @@ from netmigrate.agent.dedup import (
     WriteRecorder,
     datagram_record,
     decode_record,
+    fingerprint,
     load_records,
     record_replies,
 )
@@ -104,8 +105,16 @@ async def write(
 ) -> Any:
     spec = OPS[op]
     keys = spec.keys(body)
-    header = header_of(op, request_id, keys[0], body)
-    command = recorder.command(spec.command(body), keys, header, request_id, spec.readback, dirty)
+    datagram = encode_request(op, request_id, KEYSPACE, key_slot(keys[0]), body)
+    command = recorder.command(
+        spec.command(body),
+        keys,
+        datagram[:HEADER_LEN],
+        request_id,
+        spec.readback,
+        dirty,
+        fingerprint=fingerprint(datagram),
+    )
     return await run(conn, command)
 
 
@@ -341,7 +350,9 @@ async def test_undeclared_keys_work_too(conn, cluster_redis) -> None:
     spec = OPS[Op.INCRBY]
     body = IncrBy(b"u", 4)
     header = header_of(Op.INCRBY, 5, b"u", body)
-    raw = WriteRecorder().command(spec.command(body), (), header, 5, spec.readback)
+    raw = WriteRecorder().command(
+        spec.command(body), (), header, 5, spec.readback, fingerprint=b"F" * 8
+    )
     assert await run(conn, raw) == b"4"
     assert decode_record(cluster_redis.client().get(request_id_key(5)))[1] == 4
     assert isinstance(await run(conn, raw), list)  # recorded: not applied again

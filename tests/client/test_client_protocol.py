@@ -6,7 +6,17 @@ import asyncio
 
 import pytest
 
-from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout, TooLarge
+from netmigrate.client import (
+    DEFAULT_DEADLINE,
+    AsyncClient,
+    ClientClosed,
+    NetMigrateError,
+    OutcomeUnknown,
+    RetryBudgetSpent,
+    ServerError,
+    Timeout,
+    TooLarge,
+)
 from netmigrate.protocol.codec import (
     Empty,
     ErrorReply,
@@ -108,6 +118,7 @@ async def test_timeout_after_all_attempts(pair) -> None:
     assert len({f[F_REQUEST_ID] for f, _, _ in copies}) == 1
     await server.peer.expect_silence(0.2)
     assert isinstance(err.value, TimeoutError) and isinstance(err.value, NetMigrateError)
+    assert isinstance(err.value, OutcomeUnknown) and err.value.outcome_unknown
     assert client.stats.timeouts == 1
 
 
@@ -161,6 +172,9 @@ async def test_retryable_status_exhausted_raises_server_error(pair) -> None:
         await task
     assert err.value.status == Status.BUSY and err.value.retryable
     assert err.value.message == "moving"
+    # An earlier attempt may have been applied where the reply got lost: unknown outcome.
+    assert isinstance(err.value, RetryBudgetSpent) and err.value.outcome_unknown
+    assert err.value.attempts == 3
 
 
 @pytest.mark.parametrize(
@@ -174,6 +188,7 @@ async def test_other_errors_are_raised_at_once(pair, status: Status) -> None:
     with pytest.raises(ServerError) as err:
         await task
     assert err.value.status == status and not err.value.retryable
+    assert not err.value.outcome_unknown  # the agent's answer: nothing was applied
     await server.peer.expect_silence(0.2)  # not retried
 
 
@@ -219,6 +234,29 @@ async def test_double_read_target_miss_takes_the_owner(pair) -> None:
     server.answer(fields, addr, MGetReply((b"1", None)), flags=Flag.DOUBLE_READ)
     assert await task == [b"1", None]
     assert client.stats.retries == 0
+
+
+@pytest.mark.parametrize(
+    "status", [Status.BUSY, Status.ERROR, Status.WRONG_OWNER], ids=lambda s: s.name
+)
+async def test_double_read_target_error_is_retried_never_the_owners_copy(
+    pair, status: Status
+) -> None:
+    """B acknowledged a newer write but cannot read it now (its Redis connection dropped):
+    A's frozen copy must not be the answer; the read is retried (issue #12, item 1)."""
+    client, server = pair
+    task = asyncio.create_task(client.get("k"))
+    fields, _, addr = await server.request()
+    server.answer(fields, addr, ValueReply(b"frozen v1 at A"), flags=Flag.DOUBLE_READ)
+    server.answer(
+        fields, addr, ErrorReply("Redis away"), status, flags=Flag.DOUBLE_READ | Flag.TO_TARGET
+    )
+    again, _, addr = await server.request()
+    assert again[F_REQUEST_ID] == fields[F_REQUEST_ID] and again[F_FLAGS] == Flag.RETRY
+    assert not task.done()
+    server.answer(again, addr, ValueReply(b"frozen v1 at A"), flags=Flag.DOUBLE_READ)
+    server.answer(again, addr, ValueReply(b"v2 at B"), flags=Flag.DOUBLE_READ | Flag.TO_TARGET)
+    assert await task == b"v2 at B"
 
 
 async def test_double_read_missing_copy_times_out_and_retries(pair) -> None:
@@ -294,8 +332,9 @@ async def test_close_fails_outstanding_requests(pair) -> None:
     task = asyncio.create_task(client.get("k"))
     await server.request()
     client.close()
-    with pytest.raises(NetMigrateError, match="closed"):
+    with pytest.raises(ClientClosed, match="closed") as err:
         await task
+    assert err.value.outcome_unknown  # the request was on the wire
 
 
 async def test_event_hook_and_socket_factory(udp_peer) -> None:
@@ -338,3 +377,84 @@ async def test_event_hook_and_socket_factory(udp_peer) -> None:
         server.answer(fields, addr, SetReply(True), flags=Flag.TO_TARGET)
         assert await task is True
     assert events == ["TIMEOUT_RETRY", "WRONG_OWNER", "DOUBLE_READ", "TO_TARGET"]
+
+
+async def test_the_retry_budget_is_time_and_covers_a_slot_transition(udp_peer) -> None:
+    """Issue #12, item 10: WRONG_OWNER for a whole transition (here 300 ms, many answers)
+    must not exhaust the budget. The old budget (5 attempts, 2 ms doubling backoff: 30 ms)
+    reported such a write as failed although a later attempt would have applied it."""
+    peer = await udp_peer()
+    server = Server(peer)
+    async with AsyncClient(peer.address, KS, timeout=0.15) as client:
+        assert client.retries is None and client.deadline == DEFAULT_DEADLINE
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(client.set("k", "v"))
+        end = loop.time() + 0.3
+        answered = 0
+        while True:
+            fields, _, addr = await server.request()
+            if loop.time() >= end:
+                break
+            server.answer(fields, addr, ErrorReply("moving"), status=Status.WRONG_OWNER)
+            answered += 1
+        server.answer(fields, addr, SetReply(True))
+        assert await task is True
+        assert answered > 5
+
+
+async def test_the_deadline_ends_the_call_as_an_unknown_outcome(udp_peer) -> None:
+    peer = await udp_peer()
+    server = Server(peer)
+    async with AsyncClient(peer.address, KS, timeout=0.05, deadline=0.25) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        task = asyncio.create_task(client.incrby("n", 1))
+        attempts = 0
+        while not task.done():
+            try:
+                fields, _, addr = await server.request(timeout=0.3)
+            except TimeoutError:
+                break
+            attempts += 1
+            server.answer(fields, addr, ErrorReply("busy"), status=Status.BUSY)
+        with pytest.raises(RetryBudgetSpent) as err:
+            await task
+        assert 0.25 <= loop.time() - start < 0.6
+        assert err.value.outcome_unknown and err.value.status == Status.BUSY
+        assert err.value.attempts == attempts > 5
+        # Silence instead of answers: a Timeout at the deadline, also an unknown outcome.
+        start = loop.time()
+        with pytest.raises(Timeout) as timeout:
+            await client.set("k", "v")
+        assert 0.25 <= loop.time() - start < 0.4
+        assert timeout.value.outcome_unknown and timeout.value.attempts >= 5
+
+
+def test_errors_that_changed_nothing_say_so() -> None:
+    assert not TooLarge(10, 5).outcome_unknown
+    assert not ServerError(Status.CROSSSLOT, "").outcome_unknown
+    assert not NetMigrateError("client is not open").outcome_unknown
+
+
+def test_the_deadline_leaves_room_for_retries_within_the_agents_record_ttl() -> None:
+    """Every retry of a call must reach an agent that still holds the request's record
+    (at-most-once, D16): deadline + one attempt's timeout below the record TTL, with room."""
+    from netmigrate.agent.dedup import RECORD_TTL_MS
+
+    default_timeout = AsyncClient(("127.0.0.1", 9), KS).timeout
+    assert DEFAULT_DEADLINE + default_timeout < RECORD_TTL_MS / 1000 / 1.5
+
+
+async def test_many_quick_retryable_answers_within_the_deadline(udp_peer) -> None:
+    """A zero backoff and instant BUSY answers: thousands of attempts fit the deadline; the
+    backoff arithmetic must not overflow on the way (2 ** 1024)."""
+    peer = await udp_peer()
+    server = Server(peer)
+    async with AsyncClient(peer.address, KS, backoff=0.0, deadline=10) as client:
+        task = asyncio.create_task(client.get("k"))
+        for _ in range(1100):
+            fields, _, addr = await server.request()
+            server.answer(fields, addr, ErrorReply("busy"), status=Status.BUSY)
+        fields, _, addr = await server.request()
+        server.answer(fields, addr, ValueReply(b"v"))
+        assert await task == b"v"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from netmigrate.client.merge import AUTHORITATIVE, Reply, merge_double_read
+from netmigrate.client.merge import AUTHORITATIVE, RETRY_FROM_TARGET, Reply, merge_double_read
 from netmigrate.protocol.constants import Status
 
 
@@ -28,20 +28,36 @@ def test_owner_alone_is_never_enough() -> None:
     assert merge_double_read(None, None) is None
 
 
-@pytest.mark.parametrize("target_status", [s for s in Status if int(s) not in AUTHORITATIVE])
-def test_non_authoritative_target_falls_back_to_the_owner(target_status: Status) -> None:
+def test_target_miss_falls_back_to_the_owner() -> None:
     owner = r(Status.OK, "A")
-    assert merge_double_read(owner, r(target_status, "B")) is owner
-    assert merge_double_read(None, r(target_status, "B")) is None  # wait for A
+    assert merge_double_read(owner, r(Status.MISS, "B")) is owner
+    assert merge_double_read(None, r(Status.MISS, "B")) is None  # wait for A
+
+
+@pytest.mark.parametrize(
+    "target_status",
+    [s for s in Status if int(s) not in AUTHORITATIVE and s != Status.MISS],
+    ids=lambda s: s.name,
+)
+def test_any_other_target_answer_never_falls_back_to_the_owner(target_status: Status) -> None:
+    """B answering BUSY / ERROR / WRONG_OWNER may hold a newer acknowledged write that it
+    cannot read right now: A's frozen copy would be a stale read (issue #12, item 1)."""
+    target = r(target_status, "B")
+    for owner in (None, r(Status.OK, "A"), r(Status.NOT_FOUND, "A"), r(Status.MISS, "A")):
+        assert merge_double_read(owner, target) is target
+
+
+def test_the_client_retries_every_unusable_target_answer() -> None:
+    assert {int(Status.BUSY), int(Status.ERROR), int(Status.WRONG_OWNER)} == RETRY_FROM_TARGET
 
 
 def test_every_combination_follows_the_rule() -> None:
     options = [None, *(r(s, "A") for s in Status)]
     for owner, target in itertools.product(options, [None, *(r(s, "B") for s in Status)]):
         got = merge_double_read(owner, target)
-        if target is not None and target.status in AUTHORITATIVE:
-            assert got is target
-        elif target is None:
+        if target is None:
             assert got is None
-        else:
+        elif target.status == Status.MISS:
             assert got is owner
+        else:
+            assert got is target

@@ -36,6 +36,8 @@ from netmigrate.agent.dedup import (
     RecordError,
     WriteRecorder,
     decode_record,
+    fingerprint,
+    record_fingerprint,
 )
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.reserved import RESERVED_PREFIXES
@@ -86,6 +88,9 @@ _RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
     *(p.decode() for p in RESERVED_PREFIXES)
 )
 _TRANSITION_OPS = frozenset(int(op) for op in TRANSITION_OPS)
+_COLLISION_MESSAGE = (
+    "request id already used by a different request (client id collision); not applied"
+)
 _TRANSITION_REPLIES = frozenset(int(op) | REPLY_BIT for op in TRANSITION_OPS)
 
 
@@ -164,7 +169,8 @@ class DataPath:
                 log.warning("ignoring a request id record: %s", e)
                 continue
             fields = HEADER.unpack_from(reply)
-            n += self.dedup.install(fields[F_REQUEST_ID], fields[F_SLOT], reply)
+            fp = record_fingerprint(record)
+            n += self.dedup.install(fields[F_REQUEST_ID], fields[F_SLOT], reply, fp)
         return n
 
     def close(self) -> None:
@@ -260,9 +266,13 @@ class DataPath:
             self._refuse(fields, addr, _TOO_LARGE, message)
             return
         request_id = fields[F_REQUEST_ID]
+        fp = fingerprint(data)
         entry = self.dedup.get(request_id)
         if entry is not None:
-            self._duplicate(entry, addr)
+            if entry.matches(fp):
+                self._duplicate(entry, addr)
+            else:
+                self._collision(fields, addr)
             return
         slot = fields[F_SLOT]
         if spec.multi_key:
@@ -296,21 +306,22 @@ class DataPath:
         command = spec.command(body)
         if not spec.read_only:
             command = self._recorder.command(
-                command, keys, data[:HEADER_LEN], request_id, spec.readback
+                command, keys, data[:HEADER_LEN], request_id, spec.readback, fingerprint=fp
             )
-        entry = self.dedup.begin(request_id, slot, addr)
+        entry = self.dedup.begin(request_id, slot, addr, fp)
         commands.append(command)
         callbacks.append((self._on_redis_reply, (fields, spec, entry)))
 
     # -- helpers for the migration sides ------------------------------------------------
 
-    def begin(self, fields: HeaderFields, addr: Address) -> DedupEntry | None:
-        """Remember the request as in flight, or answer BUSY (None) when Redis is away."""
+    def begin(self, fields: HeaderFields, addr: Address, data: bytes) -> DedupEntry | None:
+        """Remember the request (``data``: its datagram) as in flight, or answer BUSY (None)
+        when Redis is away."""
         redis = self.redis
         if redis is None or not redis.is_open:
             self._refuse(fields, addr, _BUSY, "the agent is reconnecting to Redis")
             return None
-        return self.dedup.begin(fields[F_REQUEST_ID], fields[F_SLOT], addr)
+        return self.dedup.begin(fields[F_REQUEST_ID], fields[F_SLOT], addr, fingerprint(data))
 
     def queue(
         self,
@@ -333,8 +344,16 @@ class DataPath:
         if not spec.read_only:
             if dirty is not None and not keys:
                 raise ValueError("a dirty mark needs the written keys")
+            if entry.fingerprint is None:
+                raise ValueError("a write is queued with its request's fingerprint")
             command = self._recorder.command(
-                command, keys, HEADER.pack(*fields), fields[F_REQUEST_ID], spec.readback, dirty
+                command,
+                keys,
+                HEADER.pack(*fields),
+                fields[F_REQUEST_ID],
+                spec.readback,
+                dirty,
+                fingerprint=entry.fingerprint,
             )
         commands.append(command)
         if on_applied is None:
@@ -368,6 +387,18 @@ class DataPath:
     def flush(self, commands: list[bytes], callbacks: list[Any]) -> None:
         self._flush(commands, callbacks)
 
+    def _collision(self, fields: HeaderFields, addr: Address) -> None:
+        """A known request id on a different request: another client drew the same id. Not a
+        retry, so never answered from the other request's reply; not applied either, since
+        its own retries could not be told from the other's (D21). ERROR is final: the
+        client learns that nothing was applied."""
+        self.stats.dedup_collisions += 1
+        log.warning(
+            "request id %#x reused by a different request (client id collision)",
+            fields[F_REQUEST_ID],
+        )
+        self._refuse(fields, addr, int(Status.ERROR), _COLLISION_MESSAGE)
+
     def _duplicate(self, entry: DedupEntry, addr: Address) -> None:
         """A request id seen before: answer from the window, never apply it again."""
         if entry.reply is None:
@@ -393,8 +424,7 @@ class DataPath:
         elif type(reply) is list and not spec.read_only:
             # The recording script found the request id recorded (the agent restarted, or
             # the window forgot it): the recorded answer, never a second application.
-            self.stats.dedup_hits += 1
-            datagram, status = self._replay(reply[0], fields)
+            datagram, status, applied = self._replay(reply[0], fields, entry)
         else:
             status, body = spec.reply(reply)
             body_bytes = encode_body(body)
@@ -430,18 +460,33 @@ class DataPath:
         status, body = spec.reply(answer)
         return pack_reply_header(fields, status) + encode_body(body)
 
-    def _replay(self, record: bytes, fields: HeaderFields) -> tuple[bytes, int]:
-        """(datagram, status) answering a request whose id Redis has a record of."""
+    def _replay(
+        self, record: bytes, fields: HeaderFields, entry: DedupEntry
+    ) -> tuple[bytes, int, bool]:
+        """(datagram, status, remember it?) answering a request whose id Redis has a record
+        of: the recorded answer, or ERROR when the record is another request's (D21)."""
         try:
+            recorded_fp = record_fingerprint(record)
+            if recorded_fp is not None and not entry.matches(recorded_fp):
+                # Nothing was applied (the script found the record first); the entry goes,
+                # so the other request's retries still find its record in Redis.
+                self.stats.dedup_collisions += 1
+                log.warning(
+                    "request id %#x reused by a different request (client id collision)",
+                    fields[F_REQUEST_ID],
+                )
+                status = int(Status.ERROR)
+                return encode_reply(fields, status, ErrorReply(_COLLISION_MESSAGE)), status, False
             reply = self._reply_of_record(record)
-            return reply, HEADER.unpack_from(reply)[F_STATUS]
+            self.stats.dedup_hits += 1
+            return reply, HEADER.unpack_from(reply)[F_STATUS], True
         except (RecordError, ValueError, TypeError) as e:
             # Not a record this agent wrote. Whether the write was applied is unknown, so the
             # answer is ERROR and it is remembered like one (D9).
             log.error("request %#x: unreadable request id record: %s", fields[F_REQUEST_ID], e)
             status = int(Status.ERROR)
             body = ErrorReply("the request id is recorded, but its answer is unreadable")
-            return encode_reply(fields, status, body), status
+            return encode_reply(fields, status, body), status, True
 
     def _redis_failure(self, reply: Exception) -> tuple[int, bytes, bool]:
         """(status, body bytes, applied?) for an error instead of a reply."""

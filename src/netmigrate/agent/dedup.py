@@ -5,6 +5,12 @@ request id, either "in flight" (with the addresses to answer) or the reply bytes
 retry (RETRY flag or not) is answered from the cache instead of being applied again, also when
 it arrives before the original finished.
 
+Every entry and every record also carries the request's :func:`fingerprint` (64 bits of a hash
+of its op, keyspace, slot and payload: keys, values, TTL, condition). A request whose id is
+known but whose fingerprint differs is not a retry: it is another client's request that drew
+the same id (a collision of random client ids and counters). It is refused with ERROR and
+applied nowhere, so neither client consumes the other's answer (D21).
+
 Bounds: at most ``max_entries`` remembered ids and ``max_bytes`` of cached replies in total,
 at most ``max_per_client`` ids per client. Beyond that the least recently active client loses
 its oldest ids first, so one busy client cannot push out everybody else's recent history. The
@@ -28,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
+from hashlib import blake2b
 from typing import Any
 
 from netmigrate.agent.reserved import REQUEST_ID_PREFIX, RESERVED_SLOT, request_id_key
@@ -37,18 +44,41 @@ from netmigrate.protocol.constants import HEADER, HEADER_LEN
 Address = Any  # what socket.recvfrom returns
 
 
-class DedupEntry:
-    __slots__ = ("addr", "copies", "reply", "request_id", "slot")
+#: Bytes of a request fingerprint.
+FINGERPRINT_LEN = 8
 
-    def __init__(self, request_id: int, slot: int, addr: Address) -> None:
+
+def fingerprint(request: bytes) -> bytes:
+    """The fingerprint of a request datagram: what a retry of it repeats exactly (op,
+    keyspace, slot, payload) and a different request almost surely does not. The header's
+    flags, status, server ids and request id are left out: a retry or a switch's copy
+    changes those (RETRY, DOUBLE_READ, TO_TARGET)."""
+    return blake2b(
+        request[1:2] + request[4:8] + request[HEADER_LEN:], digest_size=FINGERPRINT_LEN
+    ).digest()
+
+
+class DedupEntry:
+    __slots__ = ("addr", "copies", "fingerprint", "reply", "request_id", "slot")
+
+    def __init__(
+        self, request_id: int, slot: int, addr: Address, fingerprint: bytes | None
+    ) -> None:
         self.request_id = request_id
         self.slot = slot
+        #: The request's :func:`fingerprint`; None when unknown (handed over by an agent or
+        #: read from a record that predates fingerprints): any request with the id matches.
+        self.fingerprint = fingerprint
         #: None while the request is in flight.
         self.reply: bytes | None = None
         #: Where the original came from, and where copies that arrived while it was in flight
         #: came from (None when there were none: the common case allocates no list).
         self.addr = addr
         self.copies: list[Address] | None = None
+
+    def matches(self, fp: bytes) -> bool:
+        """Whether a request with fingerprint ``fp`` is this entry's request (or a retry)."""
+        return self.fingerprint is None or self.fingerprint == fp
 
     @property
     def waiters(self) -> list[Address]:
@@ -76,9 +106,11 @@ class DedupWindow:
     def get(self, request_id: int) -> DedupEntry | None:
         return self._entries.get(request_id)
 
-    def begin(self, request_id: int, slot: int, addr: Address) -> DedupEntry:
-        """Remember ``request_id`` as in flight."""
-        entry = DedupEntry(request_id, slot, addr)
+    def begin(
+        self, request_id: int, slot: int, addr: Address, fingerprint: bytes | None = None
+    ) -> DedupEntry:
+        """Remember ``request_id`` (with its request's fingerprint) as in flight."""
+        entry = DedupEntry(request_id, slot, addr, fingerprint)
         self._entries[request_id] = entry
         if self._watched:
             ids = self._watched.get(slot)
@@ -114,11 +146,13 @@ class DedupWindow:
             if entry.reply is not None:
                 self.bytes -= len(entry.reply)
 
-    def install(self, request_id: int, slot: int, reply: bytes) -> bool:
+    def install(
+        self, request_id: int, slot: int, reply: bytes, fingerprint: bytes | None = None
+    ) -> bool:
         """Remember a request another agent applied (its reply given); False if known here."""
         if request_id in self._entries:
             return False
-        self.complete(self.begin(request_id, slot, None), reply)
+        self.complete(self.begin(request_id, slot, None, fingerprint), reply)
         return True
 
     def watch(self, slots: list[int] | range | set[int]) -> None:
@@ -179,14 +213,22 @@ class DedupWindow:
 #: 10 s of writes (about 150 bytes each).
 RECORD_TTL_MS = 10_000
 
-#: Record kinds (first byte of a record). ``n`` / ``s`` / ``i`` / ``b``: the request header
-#: (HEADER_LEN bytes) follows, then Redis' answer: nil, a status, an integer in decimal, a bulk
-#: string. ``d``: a whole reply datagram follows (an id installed from a migration source).
-_KIND_NIL, _KIND_STATUS, _KIND_INT, _KIND_BULK, _KIND_DATAGRAM = b"nsibd"
+#: Record kinds (first byte of a record). ``N`` / ``S`` / ``I`` / ``B``: the request header
+#: (HEADER_LEN bytes) and the request's fingerprint (FINGERPRINT_LEN bytes) follow, then Redis'
+#: answer: nil, a status, an integer in decimal, a bulk string. ``D``: the fingerprint, then a
+#: whole reply datagram (an id installed from a migration source); ``E``: a whole reply
+#: datagram whose request's fingerprint is unknown (handed over by an agent without them).
+#: The lower-case kinds are the same without a fingerprint, as agents before D21 wrote them
+#: (read back for as long as such a record may live).
+_KIND_NIL, _KIND_STATUS, _KIND_INT, _KIND_BULK, _KIND_DATAGRAM = b"NSIBD"
+_KIND_DATAGRAM_NO_FP = ord("E")
+_LEGACY_KINDS = {ord(k): ord(k.upper()) for k in "nsib"}
+_LEGACY_DATAGRAM = ord("d")
 
 #: KEYS: the written keys (declared for the cluster check; may be empty). ARGV: record key,
-#: TTL ms, request header, "1" to answer INCRBY with the key read back (Lua numbers are
-#: doubles: an integer reply above 2^53 would lose digits on its way through the script), the
+#: TTL ms, request header and fingerprint, "1" to answer INCRBY with the key read back (Lua
+#: numbers are doubles: an integer reply above 2^53 would lose digits on its way through the
+#: script), the
 #: migration target's dirty set or "" (its write and its dirty mark are then one step, D10),
 #: then the write command itself. Answers ``{record}`` when the id is already recorded, else
 #: what the command answered. A Redis error applied nothing, so it records nothing.
@@ -211,15 +253,15 @@ if type(r) == 'table' and r.err then return r end
 local rec
 if ARGV[4] == '1' then
   r = redis.call('GET', ARGV[7])
-  rec = 'i' .. ARGV[3] .. r
+  rec = 'I' .. ARGV[3] .. r
 elseif type(r) == 'number' then
-  rec = 'i' .. ARGV[3] .. string.format('%d', r)
+  rec = 'I' .. ARGV[3] .. string.format('%d', r)
 elseif r == false then
-  rec = 'n' .. ARGV[3]
+  rec = 'N' .. ARGV[3]
 elseif type(r) == 'table' then
-  rec = 's' .. ARGV[3] .. r.ok
+  rec = 'S' .. ARGV[3] .. r.ok
 else
-  rec = 'b' .. ARGV[3] .. r
+  rec = 'B' .. ARGV[3] .. r
 end
 if ARGV[5] ~= '' then
   for i = 1, #KEYS, 4000 do
@@ -239,7 +281,7 @@ SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$%d\r\n%b\r\n" % (
 _EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n" + WRITE_SCRIPT_SHA + b"\r\n"
 _KEY_LEN = len(request_id_key(0))
 _RECORD_KEY = b"$%d\r\n%b" % (_KEY_LEN, REQUEST_ID_PREFIX)
-_HEADER_BULK = b"$%d\r\n" % HEADER_LEN
+_HEADER_BULK = b"$%d\r\n" % (HEADER_LEN + FINGERPRINT_LEN)
 _YES = b"$1\r\n1\r\n"
 _NO = b"$1\r\n0\r\n"
 _NO_DIRTY = b"$0\r\n\r\n"
@@ -265,8 +307,14 @@ class WriteRecorder:
         request_id: int,
         readback: bool,
         dirty: bytes | None = None,
+        *,
+        fingerprint: bytes,
     ) -> bytes:
-        """``EVALSHA`` of ``command`` (one RESP array) for the request ``header`` describes."""
+        """``EVALSHA`` of ``command`` (one RESP array) for the request ``header`` describes,
+        whose :func:`fingerprint` is ``fingerprint`` (kept in the record)."""
+        if len(fingerprint) != FINGERPRINT_LEN:
+            raise ValueError(f"a fingerprint has {FINGERPRINT_LEN} bytes")
+        header += fingerprint
         end = command.index(b"\r\n")
         argc = int(command[1:end])
         if dirty is None and len(keys) == 1:  # the hot path: one formatting step
@@ -305,19 +353,41 @@ class RecordError(ValueError):
     """A stored record that this agent did not write (or a newer format)."""
 
 
-def decode_record(record: bytes) -> tuple[HeaderFields, Any] | bytes:
-    """A record -> (request header fields, Redis' answer), or the reply datagram (kind ``d``)."""
+def _split_record(record: bytes) -> tuple[int, bytes | None, bytes]:
+    """(kind in upper case, fingerprint or None, the rest) of a record."""
     if not record:
         raise RecordError("empty record")
     kind = record[0]
+    if kind in _LEGACY_KINDS:
+        return _LEGACY_KINDS[kind], None, record[1:]
+    if kind in (_LEGACY_DATAGRAM, _KIND_DATAGRAM_NO_FP):
+        return _KIND_DATAGRAM, None, record[1:]
+    if kind not in b"NSIBD":
+        raise RecordError(f"unknown record kind {record[:1]!r}")
+    if len(record) < 1 + FINGERPRINT_LEN + HEADER_LEN:
+        raise RecordError("record shorter than a header and a fingerprint")
     if kind == _KIND_DATAGRAM:
-        if len(record) < 1 + HEADER_LEN:
+        return kind, record[1 : 1 + FINGERPRINT_LEN], record[1 + FINGERPRINT_LEN :]
+    fp = record[1 + HEADER_LEN : 1 + HEADER_LEN + FINGERPRINT_LEN]
+    return kind, fp, record[1 : 1 + HEADER_LEN] + record[1 + HEADER_LEN + FINGERPRINT_LEN :]
+
+
+def record_fingerprint(record: bytes) -> bytes | None:
+    """The fingerprint of the request a record is of (None: a record without one)."""
+    return _split_record(record)[1]
+
+
+def decode_record(record: bytes) -> tuple[HeaderFields, Any] | bytes:
+    """A record -> (request header fields, Redis' answer), or the reply datagram (kind ``D``)."""
+    kind, _, rest = _split_record(record)
+    if kind == _KIND_DATAGRAM:
+        if len(rest) < HEADER_LEN:
             raise RecordError("datagram record shorter than a header")
-        return record[1:]
-    if len(record) < 1 + HEADER_LEN:
+        return rest
+    if len(rest) < HEADER_LEN:
         raise RecordError("record shorter than a header")
-    fields: HeaderFields = HEADER.unpack_from(record, 1)
-    payload = record[1 + HEADER_LEN :]
+    fields: HeaderFields = HEADER.unpack_from(rest)
+    payload = rest[HEADER_LEN:]
     if kind == _KIND_NIL and not payload:
         return fields, None
     if kind in (_KIND_STATUS, _KIND_BULK):
@@ -330,21 +400,30 @@ def decode_record(record: bytes) -> tuple[HeaderFields, Any] | bytes:
     raise RecordError(f"unknown record kind {record[:1]!r}")
 
 
-def datagram_record(reply: bytes) -> bytes:
-    """The record of a reply datagram as it is (an id another agent applied)."""
-    return bytes((_KIND_DATAGRAM,)) + reply
+def datagram_record(reply: bytes, fingerprint: bytes | None = None) -> bytes:
+    """The record of a reply datagram as it is (an id another agent applied), with the
+    fingerprint of its request when known."""
+    if fingerprint is None:
+        return bytes((_KIND_DATAGRAM_NO_FP,)) + reply
+    if len(fingerprint) != FINGERPRINT_LEN:
+        raise ValueError(f"a fingerprint has {FINGERPRINT_LEN} bytes")
+    return bytes((_KIND_DATAGRAM,)) + fingerprint + reply
 
 
 async def record_replies(
-    admin: Any, replies: Iterable[tuple[int, bytes]], ttl_ms: int = RECORD_TTL_MS
+    admin: Any,
+    replies: Iterable[tuple[int, bytes] | tuple[int, bytes, bytes | None]],
+    ttl_ms: int = RECORD_TTL_MS,
 ) -> int:
-    """Record (request id, reply datagram) pairs applied elsewhere, e.g. the ids a migration
-    source hands over, so that they survive a restart here too; existing records are kept.
-    ``admin`` is a ``redis.asyncio`` client. Returns how many were recorded."""
+    """Record (request id, reply datagram[, fingerprint]) of requests applied elsewhere, e.g.
+    the ids a migration source hands over, so that they survive a restart here too; existing
+    records are kept. ``admin`` is a ``redis.asyncio`` client. Returns how many were
+    recorded."""
     pipe = admin.pipeline(transaction=False)
     n = 0
-    for request_id, reply in replies:
-        pipe.set(request_id_key(request_id), datagram_record(reply), px=ttl_ms, nx=True)
+    for request_id, reply, *fp in replies:
+        record = datagram_record(reply, fp[0] if fp else None)
+        pipe.set(request_id_key(request_id), record, px=ttl_ms, nx=True)
         n += 1
     if not n:
         return 0

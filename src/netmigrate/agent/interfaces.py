@@ -16,7 +16,7 @@ pipeline and runtime), so the data path imports no migration code and the sides 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from netmigrate.agent.commands import OpSpec
@@ -64,8 +64,9 @@ class RequestPath(DatagramOut, Protocol):
     #: The request-id window (the target installs the source's ids into it).
     dedup: DedupWindow
 
-    def begin(self, fields: HeaderFields, addr: Address) -> DedupEntry | None:
-        """Remember the request as in flight, or answer BUSY (None) when Redis is away."""
+    def begin(self, fields: HeaderFields, addr: Address, data: bytes) -> DedupEntry | None:
+        """Remember the request (``data``: its datagram, fingerprinted) as in flight, or answer
+        BUSY (None) when Redis is away."""
         ...
 
     def queue(
@@ -79,8 +80,10 @@ class RequestPath(DatagramOut, Protocol):
         *,
         dirty: bytes | None = None,
         keys: tuple[bytes, ...] = (),
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
-        """Queue a begun request's command (a write with ``dirty`` also marks ``keys``)."""
+        """Queue a begun request's command (a write with ``dirty`` also marks ``keys``;
+        ``on_applied`` runs once Redis applied this very write)."""
         ...
 
     def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:

@@ -15,6 +15,7 @@ COUNTERS: dict[str, str] = {
     "unexpected_replies": "well-formed replies received (an agent takes requests only)",
     "dedup_hits": "retries answered from the dedup window without applying them again",
     "dedup_inflight": "retries that arrived while the original was still in flight",
+    "dedup_collisions": "requests refused because their id was known for a different request",
     "batches": "Redis pipelines sent (one round trip each)",
     "redis_commands": "commands sent to Redis",
     "redis_errors": "error replies from Redis (including BUSY-like ones)",

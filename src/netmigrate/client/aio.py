@@ -1,11 +1,17 @@
 """The asyncio NetMigrate client.
 
 One UDP socket, any number of outstanding requests. Each request gets a request id (a random
-32-bit client id | a 32-bit counter); replies are matched by that id and op only, so late,
-duplicate or foreign replies are ignored and never mistaken for another request's. A request
-that gets no usable reply within its timeout is sent again with the RETRY flag and the same
-id (the agents apply it at most once); WRONG_OWNER, BUSY and MISS answers are retried after a
-short backoff, since the switch routes the retry to the right server.
+32-bit client id | a 32-bit counter from a random start); replies are matched by that id and op
+only, so late, duplicate or foreign replies are ignored and never mistaken for another
+request's. A request that gets no usable reply within its timeout is sent again with the RETRY
+flag and the same id (the agents apply it at most once); WRONG_OWNER, BUSY and MISS answers are
+retried after a short backoff, since the switch routes the retry to the right server.
+
+The retry budget is time: a call keeps trying until its ``deadline`` (5 s by default: a slot
+transition, which answers WRONG_OWNER / BUSY for a moment, and a switch failover fit in it), not
+for a fixed number of attempts that a few lost datagrams during one transition can use up. A
+call that fails without knowing whether it took effect raises an error whose
+``outcome_unknown`` is True (:class:`~netmigrate.client.errors.OutcomeUnknown`).
 
 Multi-key requests whose keys fall in several slots are split into one request per slot:
 ``mget`` is then a set of per-slot reads and ``mset`` is atomic per slot only, not across
@@ -24,8 +30,15 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from netmigrate.client.errors import NetMigrateError, ServerError, Timeout, TooLarge
-from netmigrate.client.merge import Reply, merge_double_read
+from netmigrate.client.errors import (
+    ClientClosed,
+    NetMigrateError,
+    RetryBudgetSpent,
+    ServerError,
+    Timeout,
+    TooLarge,
+)
+from netmigrate.client.merge import RETRY_FROM_TARGET, Reply, merge_double_read
 from netmigrate.protocol.codec import (
     Body,
     Delete,
@@ -64,6 +77,11 @@ _SOCKET_BUFFER = 4 << 20
 _MAX_DRAIN = 256
 #: A timed-out request is noticed at most this late (or 5% of its timeout, if less).
 _MAX_TIMER_SLACK = 0.01
+#: Default time budget of one call, all attempts and backoffs included. Long enough for a slot
+#: transition under loss (SLOT_START resends start at 0.2 s) and a switch failover; short
+#: enough that every retry lands while the agents still keep the request's record
+#: (``agent.dedup.RECORD_TTL_MS``, 10 s: deadline + one attempt's timeout must stay below it).
+DEFAULT_DEADLINE = 5.0
 _OK = int(Status.OK)
 _NOT_FOUND = int(Status.NOT_FOUND)
 _DOUBLE_READ = int(Flag.DOUBLE_READ)
@@ -133,6 +151,7 @@ class _Request:
         "backoff",
         "body",
         "datagram",
+        "expires",
         "future",
         "op",
         "owner",
@@ -152,6 +171,7 @@ class _Request:
         datagram: bytes,
         future: asyncio.Future[Any],
         timeout: float,
+        expires: float,
     ) -> None:
         self.request_id = request_id
         self.op = op
@@ -160,6 +180,8 @@ class _Request:
         self.datagram = datagram
         self.future = future
         self.timeout = timeout
+        #: Loop time after which no new attempt starts (the call's deadline).
+        self.expires = expires
         self.attempts = 0
         #: Bumped on every (re)send: a timer entry with an older token is stale.
         self.token = 0
@@ -171,7 +193,10 @@ class _Request:
 class AsyncClient:
     """Asyncio client of one keyspace (service address + keyspace id).
 
-    ``timeout`` is per attempt; a request is tried ``1 + retries`` times at most. Use as
+    ``timeout`` is per attempt; ``deadline`` is the budget of one call (seconds from its start
+    after which no new attempt is made; the last attempt may still run its ``timeout``).
+    ``retries``, if given, also caps the resends at that number (None: only the deadline
+    bounds them). Use as
     ``async with AsyncClient(("10.0.0.1", 50000), 50000) as c: await c.get("k")``.
     """
 
@@ -181,7 +206,8 @@ class AsyncClient:
         keyspace: int,
         *,
         timeout: float = 0.25,
-        retries: int = 4,
+        retries: int | None = None,
+        deadline: float = DEFAULT_DEADLINE,
         backoff: float = 0.002,
         max_backoff: float = 0.1,
         max_datagram: int = MAX_DATAGRAM,
@@ -191,12 +217,13 @@ class AsyncClient:
     ) -> None:
         if not 0 <= keyspace <= 0xFFFF:
             raise ValueError(f"keyspace {keyspace} out of range 0..65535")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be > 0, retries and backoff >= 0")
+        if timeout <= 0 or deadline < 0 or backoff < 0 or (retries is not None and retries < 0):
+            raise ValueError("timeout must be > 0, deadline, retries and backoff >= 0")
         self.address = address
         self.keyspace = keyspace
         self.timeout = timeout
         self.retries = retries
+        self.deadline = deadline
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_datagram = max_datagram
@@ -209,7 +236,10 @@ class AsyncClient:
         #: EVENT_TO_TARGET, once per reply the switch sent to a migration target).
         self.on_event = on_event
         self._socket_factory = socket_factory
-        self._counter = 0
+        #: The counter starts at a random value: two clients that drew the same client id
+        #: then collide only if their counters also overlap while the agents remember the
+        #: ids (docs/decisions.md D21).
+        self._counter = secrets.randbits(32)
         self._pending: dict[int, _Request] = {}
         self._sock: socket.socket | None = None
         self._peer: Any = None
@@ -270,7 +300,7 @@ class AsyncClient:
             if req.backoff is not None:
                 req.backoff.cancel()
             if not req.future.done():
-                req.future.set_exception(NetMigrateError("client closed"))
+                req.future.set_exception(ClientClosed("client closed with the request outstanding"))
         self._deadlines.clear()
 
     async def __aenter__(self) -> AsyncClient:
@@ -370,16 +400,24 @@ class AsyncClient:
         datagram = encode_request(op, request_id, self.keyspace, slot, body)
         if len(datagram) > self.max_datagram:
             raise TooLarge(len(datagram), self.max_datagram)
-        req = _Request(
+        loop = self._loop
+        assert loop is not None
+        return _Request(
             request_id,
             op,
             slot,
             body,
             datagram,
-            self._loop.create_future(),  # type: ignore[union-attr]
+            loop.create_future(),
             self.timeout if timeout is None else timeout,
+            loop.time() + self.deadline,
         )
-        return req
+
+    def _may_retry(self, req: _Request, delay: float = 0.0) -> bool:
+        """Whether the budget allows another attempt ``delay`` seconds from now."""
+        if self.retries is not None and req.attempts > self.retries:
+            return False
+        return self._loop.time() + delay < req.expires  # type: ignore[union-attr]
 
     def _start(self, req: _Request) -> asyncio.Future[Any]:
         self._pending[req.request_id] = req
@@ -453,7 +491,7 @@ class AsyncClient:
     def _expire(self, req: _Request) -> None:
         if req.future.done():  # cancelled by the caller
             del self._pending[req.request_id]
-        elif req.attempts <= self.retries:
+        elif self._may_retry(req):
             if self.on_event is not None:
                 self.on_event(EVENT_TIMEOUT_RETRY)
             self._resend(req)
@@ -463,7 +501,7 @@ class AsyncClient:
             req.future.set_exception(
                 Timeout(
                     f"no reply from {self.address[0]}:{self.address[1]} after "
-                    f"{req.attempts} attempts of {req.timeout:g} s",
+                    f"{req.attempts} attempts of {req.timeout:g} s (outcome unknown)",
                     req.attempts,
                 )
             )
@@ -511,16 +549,21 @@ class AsyncClient:
             if chosen is None:
                 return
             status, body = chosen.status, chosen.body
-        self._complete(req, status, body)
+            if chosen is req.target and status in RETRY_FROM_TARGET:
+                self._complete(req, status, body, retry=True)
+                return
+        self._complete(req, status, body, retry=status in _RETRYABLE)
 
-    def _complete(self, req: _Request, status: int, body: Any) -> None:
-        if status in _RETRYABLE:
+    def _complete(self, req: _Request, status: int, body: Any, *, retry: bool) -> None:
+        if retry:
             if req.backoff is not None:
                 return  # a retry is already scheduled
-            if req.attempts <= self.retries and not req.future.done():
+            # The exponent is capped: a deadline allows thousands of attempts at a zero
+            # backoff, and 2.0 ** 1024 overflows.
+            delay = min(self.backoff * (2.0 ** min(req.attempts - 1, 32)), self.max_backoff)
+            if self._may_retry(req, delay) and not req.future.done():
                 if self.on_event is not None:
                     self.on_event(_STATUS_NAMES[status])
-                delay = min(self.backoff * (2 ** (req.attempts - 1)), self.max_backoff)
                 req.token += 1  # the attempt's timer no longer applies
                 req.backoff = self._loop.call_later(delay, self._resend, req)  # type: ignore[union-attr]
                 return
@@ -533,8 +576,11 @@ class AsyncClient:
             return
         if status == _OK or (status == _NOT_FOUND and req.op == Op.GET):
             future.set_result(_RESULTS[req.op](body))
+            return
+        message = body.message if isinstance(body, ErrorReply) else ""
+        if retry:
+            future.set_exception(RetryBudgetSpent(Status(status), message, req.attempts))
         else:
-            message = body.message if isinstance(body, ErrorReply) else ""
             future.set_exception(ServerError(Status(status), message))
 
 

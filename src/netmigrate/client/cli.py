@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from netmigrate.addresses import AddressError, parse_host_port
+from netmigrate.client.aio import DEFAULT_DEADLINE
 from netmigrate.client.errors import NetMigrateError
 from netmigrate.client.sync import Client
 
@@ -20,7 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="keyspace service address")
     p.add_argument("--keyspace", required=True, type=int, metavar="ID", help="keyspace id")
     p.add_argument("--timeout", type=float, default=0.5, help="seconds per attempt")
-    p.add_argument("--retries", type=int, default=4, help="resends after the first attempt")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="seconds one request keeps retrying (default %(default)s)",
+    )
+    p.add_argument("--retries", type=int, help="also cap the resends at this number")
     sub = p.add_subparsers(dest="op", required=True, metavar="OP")
     sub.add_parser("get", help="GET KEY").add_argument("key")
     s = sub.add_parser("set", help="SET KEY VALUE [--ttl-ms N] [--nx|--xx]")
@@ -82,12 +89,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         address = parse_host_port(args.to, "--to")
-        with Client(address, args.keyspace, timeout=args.timeout, retries=args.retries) as c:
+        options = {"timeout": args.timeout, "retries": args.retries, "deadline": args.deadline}
+        with Client(address, args.keyspace, **options) as c:
             _execute(c, args)
     except AddressError as e:
         print(f"netmigrate kv: {e}", file=sys.stderr)
         return 2
     except (NetMigrateError, ValueError) as e:
-        print(f"netmigrate kv: {type(e).__name__}: {e}", file=sys.stderr)
+        unknown = " (it may have taken effect)" if getattr(e, "outcome_unknown", False) else ""
+        print(f"netmigrate kv: {type(e).__name__}: {e}{unknown}", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,9 @@ class IdHandover:
 
     def _entries(self, slot: int) -> list[control_pb2.RequestIdEntry]:
         return [
-            control_pb2.RequestIdEntry(request_id=e.request_id, reply=e.reply)
+            control_pb2.RequestIdEntry(
+                request_id=e.request_id, reply=e.reply, fingerprint=e.fingerprint or b""
+            )
             for e in self._ctx.dedup.entries_of(slot)
             if e.reply is not None and (e.reply[1] & ~REPLY_BIT) in _WRITE_OPS
         ]

@@ -41,7 +41,8 @@ class Intake:
         # Recorded in Redis too, so a retry of a write the source applied is still caught
         # if this agent restarts before the client gives up (D16).
         await record_replies(
-            self._ctx.admin, [(e.request_id, e.reply) for _, entries in items for e in entries]
+            self._ctx.admin,
+            [(e.request_id, e.reply, e.fingerprint or None) for _, es in items for e in es],
         )
         for inc in incs:  # checked after the last wait: nothing changes until the end
             if not self._ctx.still_in(inc):
@@ -49,7 +50,9 @@ class Intake:
         dedup = self._ctx.dp.dedup
         installed = 0
         for (slot, entries), inc in zip(items, incs, strict=True):
-            installed += sum(dedup.install(e.request_id, slot, e.reply) for e in entries)
+            installed += sum(
+                dedup.install(e.request_id, slot, e.reply, e.fingerprint or None) for e in entries
+            )
             if request.source_control:
                 inc.source_control = request.source_control
             if not inc.ids_received:

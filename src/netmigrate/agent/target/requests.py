@@ -71,7 +71,7 @@ class IncomingRequests:
             # and others): every acknowledged write of it is queued before this read, and a
             # MISS would make the client take the source's frozen, older value.
             if key in inc.authoritative:
-                entry = dp.begin(fields, addr)
+                entry = dp.begin(fields, addr, data)
                 if entry is not None:
                     dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
             else:
@@ -99,7 +99,7 @@ class IncomingRequests:
             op == _SET and body.condition != SetCondition.ALWAYS
         )
         pull = [k for k in keys if k not in inc.authoritative] if needs_pull else []
-        entry = dp.begin(fields, addr)
+        entry = dp.begin(fields, addr, data)
         if entry is None:
             return
         if pull or any(k in chains for k in keys):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netmigrate.bench.load.workload import DEFAULT_MIX, WorkloadConfig, parse_mix
+from netmigrate.client import DEFAULT_DEADLINE
 
 if TYPE_CHECKING:
     from netmigrate.bench.load.runner import LoadConfig
@@ -49,7 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds (default %(default)s)")
     p.add_argument("--stop-file", type=Path, help="stop as soon as this file exists")
     p.add_argument("--timeout", type=float, default=0.25, help="per-attempt timeout (s)")
-    p.add_argument("--retries", type=int, default=8)
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="seconds one operation keeps retrying (default %(default)s)",
+    )
+    p.add_argument("--retries", type=int, help="also cap the resends at this number")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--key-prefix", help="prefix of every key (default: nm:<random>:, per run)")
 
@@ -107,6 +114,7 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
         stop_file=args.stop_file,
         timeout=args.timeout,
         retries=args.retries,
+        deadline=args.deadline,
     )
     return cfg, netns
 

@@ -28,7 +28,7 @@ from netmigrate.bench.history import History, unique_value
 from netmigrate.bench.load import HISTORY_FILE, LOAD_FILE, READY_FILE
 from netmigrate.bench.load.workload import OPS, Chooser, WorkloadConfig, data_key
 from netmigrate.bench.timeline import Recorder
-from netmigrate.client import AsyncClient, NetMigrateError, ServerError, Timeout
+from netmigrate.client import DEFAULT_DEADLINE, AsyncClient, NetMigrateError, ServerError, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ class LoadConfig:
     duration: float = 10.0
     stop_file: Path | None = None
     timeout: float = 0.25
-    retries: int = 8
+    #: A cap on resends (None: the deadline alone bounds them, the client's default).
+    retries: int | None = None
+    deadline: float = DEFAULT_DEADLINE
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -227,7 +229,11 @@ class LoadRun:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         async with AsyncClient(
-            cfg.service, cfg.keyspace, timeout=cfg.timeout, retries=cfg.retries
+            cfg.service,
+            cfg.keyspace,
+            timeout=cfg.timeout,
+            retries=cfg.retries,
+            deadline=cfg.deadline,
         ) as client:
             preload_s = await self.preload(client) if cfg.preload else 0.0
             # The report places the migration on this clock: CLOCK_MONOTONIC, as the history.
@@ -258,6 +264,7 @@ class LoadRun:
                 "duration": cfg.duration,
                 "timeout": cfg.timeout,
                 "retries": cfg.retries,
+                "deadline": cfg.deadline,
                 "workload": asdict(cfg.workload),
             },
             "clock": self.clock,
