@@ -23,7 +23,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS, OpSpec
+from netmigrate.agent.answers import failure_answer, reply_of_record
+from netmigrate.agent.commands import OPS, OpSpec
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import (
     RECORD_TTL_MS,
@@ -35,13 +36,12 @@ from netmigrate.agent.dedup import (
     DedupWindow,
     RecordError,
     WriteRecorder,
-    decode_record,
     fingerprint,
     record_fingerprint,
 )
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.reserved import RESERVED_PREFIXES
-from netmigrate.agent.resp import ConnectionLost, ReplyError, RespConnection
+from netmigrate.agent.resp import ConnectionLost, RespConnection
 from netmigrate.agent.slots import Admission, SlotTable
 from netmigrate.agent.stats import AgentStats
 from netmigrate.protocol.codec import (
@@ -164,7 +164,7 @@ class DataPath:
         n = 0
         for record in records:
             try:
-                reply = self._reply_of_record(record)
+                reply = reply_of_record(record)
             except (RecordError, ValueError, TypeError) as e:
                 log.warning("ignoring a request id record: %s", e)
                 continue
@@ -447,19 +447,6 @@ class DataPath:
             for addr in entry.copies:
                 self._send(datagram, addr)
 
-    def _reply_of_record(self, record: bytes) -> bytes:
-        """The reply datagram a request id record stands for (raises if it is unreadable)."""
-        decoded = decode_record(record)
-        return decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
-
-    def _recorded_reply(self, fields: HeaderFields, answer: Any) -> bytes:
-        """The reply datagram a recorded write was answered with (the same bytes)."""
-        spec = OPS.get(fields[F_OP])
-        if spec is None or spec.read_only:
-            raise RecordError(f"record of op 0x{fields[F_OP]:02x}, which is not a write")
-        status, body = spec.reply(answer)
-        return pack_reply_header(fields, status) + encode_body(body)
-
     def _replay(
         self, record: bytes, fields: HeaderFields, entry: DedupEntry
     ) -> tuple[bytes, int, bool]:
@@ -477,7 +464,7 @@ class DataPath:
                 )
                 status = int(Status.ERROR)
                 return encode_reply(fields, status, ErrorReply(_COLLISION_MESSAGE)), status, False
-            reply = self._reply_of_record(record)
+            reply = reply_of_record(record)
             self.stats.dedup_hits += 1
             return reply, HEADER.unpack_from(reply)[F_STATUS], True
         except (RecordError, ValueError, TypeError) as e:
@@ -491,21 +478,10 @@ class DataPath:
     def _redis_failure(self, reply: Exception) -> tuple[int, bytes, bool]:
         """(status, body bytes, applied?) for an error instead of a reply."""
         self.stats.redis_errors += 1
-        if isinstance(reply, ReplyError):
-            message = str(reply)
-            if message.startswith(TRANSIENT_ERRORS):
-                if message.startswith("NOSCRIPT"):
-                    self._reload_script()
-                return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {message}")), False
-            return int(Status.ERROR), encode_body(ErrorReply(message)), True
-        if isinstance(reply, ConnectionLost):
-            # Retryable, for writes too: a write runs in the recording script, which applies it
-            # and records its request id in one step, and a rerun finds the record instead of
-            # applying it again, in whichever order the two reach Redis (D16). So the entry is
-            # forgotten and the client's retry goes to Redis, which knows.
-            return int(Status.BUSY), encode_body(ErrorReply(f"Redis: {reply}")), False
-        log.error("unexpected reply object from Redis: %r", reply)
-        return int(Status.ERROR), encode_body(ErrorReply("internal error")), True
+        answer = failure_answer(reply)
+        if answer.script_lost:
+            self._reload_script()
+        return answer.status, answer.body, answer.applied
 
     def _reload_script(self) -> None:
         """Someone flushed Redis' script cache: load the script again (once at a time)."""
