@@ -243,19 +243,27 @@ async def configure_agent_level(address: str, p: Any, *, default_owner: int) -> 
     return KeyspaceRef(KEYSPACE, host, port)
 
 
+async def counted_pair(
+    switch: SwitchProcess, pair: Any, monkeypatch: pytest.MonkeyPatch, owner: int, keys: list
+) -> tuple[Any, KeyspaceRef, ConnectionCounter]:
+    """The pair (16 slots at the source, ``keys`` written there), the switch configured for it
+    with default owner ``owner``, and a counter started after that."""
+    p = await pair(initial_slots=frozenset(range(16)))
+    keyspace = await configure_agent_level(switch.address, p, default_owner=owner)
+    ra = p.redis_a.client()
+    for k in keys:
+        ra.set(k, b"v")
+    return p, keyspace, ConnectionCounter(monkeypatch)
+
+
 async def test_a_run_uses_one_channel_per_agent_and_one_switch_session(
     switch, pair, monkeypatch
 ) -> None:
     """Plan to finalize: readiness check, start, wait, the switch's slot map verified, the
     moved keys deleted, the final status read; each agent over one channel, the switch over
     one session (it used to be five channels to the source and two to four sessions)."""
-    p = await pair(initial_slots=frozenset(range(16)))
     # The switch sends slot 3 to the target already, so finalize finds it agreeing.
-    keyspace = await configure_agent_level(switch.address, p, default_owner=TARGET)
-    ra = p.redis_a.client()
-    for k in keys_in(3, 7):
-        ra.set(k, b"v")
-    counter = ConnectionCounter(monkeypatch)
+    p, keyspace, counter = await counted_pair(switch, pair, monkeypatch, TARGET, keys_in(3, 7))
     result = await migration.run(
         p.source_ep,
         p.target_ep,
@@ -278,12 +286,7 @@ async def test_runs_at_once_share_the_switch_session_instead_of_waiting(
 ) -> None:
     """A reconcile beside a running migration (same switch, same election id) uses the run's
     session and returns while the migration goes on."""
-    p = await pair(initial_slots=frozenset(range(16)))
-    keyspace = await configure_agent_level(switch.address, p, default_owner=SOURCE)
-    ra = p.redis_a.client()
-    for k in keys_in(8, 300):
-        ra.set(k, b"v")
-    counter = ConnectionCounter(monkeypatch)
+    p, keyspace, counter = await counted_pair(switch, pair, monkeypatch, SOURCE, keys_in(8, 300))
     endpoint = SwitchEndpoint(switch.address, election_id=11)
     slow = asyncio.create_task(
         migration.run(
