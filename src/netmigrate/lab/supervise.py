@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netmigrate.lab import cgroups
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.netns import call_in_netns, in_netns
 
@@ -49,6 +50,9 @@ class ProcessSpec:
     #: Added to the supervisor's environment. Never logged, only fingerprinted.
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    #: The lab host whose CPU budget the process runs under; None: the host of ``netns``.
+    #: Not part of the fingerprint: a budget changes without restarting anything.
+    cpu_host: str | None = None
 
     def fingerprint(self) -> str:
         doc = json.dumps(
@@ -197,6 +201,8 @@ class Supervisor:
             state = self._read_state(spec.name)
             if state is not None and _alive(int(state["pid"]), state.get("start_time")):
                 if state.get("fingerprint") == spec.fingerprint():
+                    # Budgets may have been switched on since it started.
+                    self._join_budget(spec, int(state["pid"]))
                     return StartResult(changed=False, pid=int(state["pid"]))
                 self._stop_locked(spec.name, timeout=timeout)
             pid = self._spawn(spec)
@@ -207,8 +213,27 @@ class Supervisor:
             raise
         return StartResult(changed=True, pid=pid)
 
+    def _budget_host(self, spec: ProcessSpec) -> tuple[cgroups.LabCpu, str] | None:
+        state = cgroups.load(self.run_dir)
+        if state is None:
+            return None
+        host = spec.cpu_host or state.host_of_netns(spec.netns)
+        if host is None or host not in state.shares:
+            return None
+        return state, host
+
+    def _join_budget(self, spec: ProcessSpec, pid: int) -> None:
+        budget = self._budget_host(spec)
+        if budget is not None:
+            with contextlib.suppress(LabError):  # it exited meanwhile
+                cgroups.join(*budget, pid)
+
     def _spawn(self, spec: ProcessSpec) -> int:
         argv = in_netns(spec.netns, spec.argv)
+        budget = self._budget_host(spec)
+        # The child joins its host's cgroup before it execs, so not one instruction of it runs
+        # on another host's CPU (threads and children it makes inherit the cgroup).
+        preexec = None if budget is None else (lambda: cgroups.join(*budget))
         env = {**os.environ, **spec.env}
         log_fd = os.open(
             self.log_file(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
@@ -225,8 +250,9 @@ class Supervisor:
                 cwd=spec.cwd,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=preexec,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             raise LabError(f"{spec.name}: cannot start {spec.argv[0]}: {exc}") from exc
         finally:
             os.close(log_fd)
