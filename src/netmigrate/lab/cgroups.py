@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import time
@@ -40,7 +41,7 @@ CONTROLLER = "controller"
 #: The kernel refuses a CFS quota below 1 ms.
 MIN_QUOTA_US = 1000
 #: The default CFS period, chosen by measurement (docs/decisions.md, "CPU budgets").
-DEFAULT_PERIOD_US = 10_000
+DEFAULT_PERIOD_US = 5000
 MIN_PERIOD_US = 1000
 MAX_PERIOD_US = 1_000_000
 #: Default shares of one core per role (sum 1.95 for the default five hosts plus controller,
@@ -94,10 +95,12 @@ def default_budgets(topology_hosts: Sequence[str], cores: int | None = None) -> 
         shares[name] = DEFAULT_CLIENT if i == 0 else DEFAULT_SERVER
     shares[CONTROLLER] = DEFAULT_CONTROLLER
     total = sum(shares.values())
+    period = DEFAULT_PERIOD_US
     if total > cores:
-        floor = MIN_QUOTA_US / DEFAULT_PERIOD_US
-        shares = {h: max(floor, round(f * cores / total, 3)) for h, f in shares.items()}
-    budgets = CpuBudgets(shares)
+        shares = {h: math.floor(f * cores / total * 1000) / 1000 for h, f in shares.items()}
+        # The smallest share must still be a quota of at least 1 ms: lengthen the period.
+        period = max(period, math.ceil(MIN_QUOTA_US / min(shares.values()) / 1000) * 1000)
+    budgets = CpuBudgets(shares, period)
     _validate(budgets, topology_hosts, cores)
     return budgets
 
@@ -120,6 +123,7 @@ def parse_cpu(
         return None
     base = default_budgets(topology_hosts, cores)
     shares = dict(base.shares)
+    period_us = period_us or base.period_us
     if spec != "default":
         known = budget_hosts(topology_hosts)
         seen: set[str] = set()
@@ -140,7 +144,7 @@ def parse_cpu(
             if not fraction > 0 or fraction != fraction or fraction == float("inf"):
                 raise LabError(f"--cpu: {host}={value} must be a positive share of a core")
             shares[host] = fraction
-    budgets = CpuBudgets(shares, period_us or DEFAULT_PERIOD_US)
+    budgets = CpuBudgets(shares, period_us)
     _validate(budgets, topology_hosts, cores)
     return budgets
 
@@ -437,10 +441,13 @@ class LabCpu:
     def host_of_netns(self, netns: str | None) -> str | None:
         return None if netns is None else self.netns.get(netns)
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paths"], d["shares"], d["netns"] = dict(self.paths), dict(self.shares), dict(self.netns)
-        return json.dumps(d, indent=2, sort_keys=True)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> LabCpu:

@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--cpu-period-us",
         type=int,
-        default=cgroups.DEFAULT_PERIOD_US,
-        help="CFS period of every budget in microseconds (default %(default)s)",
+        help=f"CFS period of every budget in microseconds (default {cgroups.DEFAULT_PERIOD_US}, "
+        "longer on a machine too small for 1 ms quotas)",
     )
     down = sub.add_parser(
         "down",

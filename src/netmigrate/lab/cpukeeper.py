@@ -8,11 +8,11 @@ namespace, so this keeper looks every :data:`INTERVAL` seconds and moves:
 
 * a process in a host's namespace that is in no cgroup of this lab (a hand-started agent, or
   one the supervisor started before budgets were on) into that host's cgroup;
-* a process in a host's namespace that is in the controller's cgroup and has left the
-  controller's process tree (a daemon the controller started: its parent is no longer the
-  controller's), unless it is an Ansible job wrapper: a command the controller runs in a host
-  (a module, ``netmigrate migrate``) is the controller's work, a service it starts is the
-  host's.
+* a process in a host's namespace that is in the controller's cgroup and leads a session of
+  its own, i.e. a daemon the controller started there (``start-stop-daemon --background``,
+  ``redis-server --daemonize``), unless it is Ansible's job wrapper: a command the controller
+  runs in a host (a module, ``netmigrate migrate``) is the controller's work, a service it
+  starts is the host's.
 
 A process that was put in another host's cgroup on purpose stays there.
 
@@ -53,12 +53,13 @@ def _netns_inode(pid: int | str) -> int | None:
         return None
 
 
-def _ppid(pid: int) -> int | None:
+def _session_leader(pid: int) -> bool:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    return int(raw[raw.rindex(")") + 2 :].split()[1])
+        return False
+    # After the command name: state, ppid, pgrp, session.
+    return int(raw[raw.rindex(")") + 2 :].split()[3]) == pid
 
 
 def _is_ansible_job(pid: int) -> bool:
@@ -98,13 +99,8 @@ def plan(state: cg.LabCpu, kernel: cg.Backend | None = None) -> list[Move]:
             continue
         if where in lab_groups and where != controller:
             continue  # placed in another host on purpose (`lab exec`)
-        if where == controller:
-            ppid = _ppid(pid)
-            if ppid is None:
-                continue
-            parent_group = (kernel.group_of(ppid) or "").strip("/") if ppid > 1 else ""
-            if parent_group == controller or _is_ansible_job(pid):
-                continue
+        if where == controller and (not _session_leader(pid) or _is_ansible_job(pid)):
+            continue
         moves.append(Move(pid, host))
     return moves
 
