@@ -4,6 +4,7 @@ cgroup, bad ``--cpu`` changes nothing, and two labs of different prefixes run si
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -252,3 +253,65 @@ def test_up_help_shows_the_options_of_up():
     for option in ("--cpu", "--with-switch", "--full", "--grpc-addr", "--prefix"):
         assert option in out.stdout
     assert "usage: netmigrate lab up" in out.stdout
+
+
+def test_a_daemon_the_controller_starts_in_a_host_moves_there(topology: Topology, run_dir: Path):
+    """As Ansible starts agents and the load: start-stop-daemon from the controller's budget."""
+    up(topology, run_dir, cpu=_budgets(topology))
+    pid_file = run_dir / "daemon.pid"
+    try:
+        state = cg.load(run_dir)
+        assert state is not None
+        out = _cli(
+            "exec", "--prefix", topology.prefix, "--run-dir", str(run_dir), "controller", "--",
+            "ip", "netns", "exec", topology.host("c").netns,
+            "start-stop-daemon", "--start", "--background", "--make-pidfile",
+            "--pidfile", str(pid_file), "--exec", "/bin/sleep", "--", "300",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        pid = int(pid_file.read_text())
+        assert _wait_for(lambda: _group_of(pid) == state.group("c"), 3.0), _group_of(pid)
+    finally:
+        down(topology, run_dir)  # kills what is left in the namespaces
+
+
+def test_the_stack_with_budgets_and_a_restarted_agent(prefix: str, tmp_path: Path):
+    """The whole stack (switch, Redis, agents) under budgets; a restarted agent is back in its
+    host's cgroup, and the switch (root namespace) is on the switch's budget."""
+    from netmigrate.lab.stack import (
+        StackConfig,
+        free_tcp_port,
+        stack_down,
+        stack_up,
+        start_agent,
+        stop_agent,
+    )
+
+    config = StackConfig(
+        prefix=prefix,
+        redis_hosts=("redis1", "redis2"),
+        run_dir=tmp_path / "run",
+        grpc_port=free_tcp_port(),
+        control_base=lab_ports(prefix).control_base,
+    )
+    budgets = cg.parse_cpu(None, config.topology().host_names)
+    assert budgets is not None
+    config = dataclasses.replace(config, cpu=budgets)
+    try:
+        stack = stack_up(config)
+        state = cg.load(stack.run_dir)
+        assert state is not None
+        sup = Supervisor(stack.run_dir)
+        assert _group_of(sup.status("switch").pid or 0) == state.group("switch")
+        for name in ("redis1", "redis2"):
+            for svc in (f"{name}-redis", f"{name}-agent"):
+                assert _group_of(sup.status(svc).pid or 0) == state.group(name), svc
+        old = sup.status("redis1-agent").pid
+        assert stop_agent(stack, "redis1") is True
+        assert start_agent(config, stack, "redis1") is True
+        new = sup.status("redis1-agent").pid
+        assert new is not None and new != old
+        assert _group_of(new) == state.group("redis1")
+    finally:
+        stack_down(config)
+    assert not cg.detect().exists(f"nm-lab-{prefix}")

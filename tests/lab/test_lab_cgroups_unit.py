@@ -152,11 +152,11 @@ def test_v2_apply_join_and_usage(tmp_path: Path):
     netns = cg.netns_map("p-sw", [("client", "p-client"), ("redis1", "p-redis1")])
     state, done = cg.apply("p", budgets, netns, run_dir, backend=kernel)
     group = root / "nm-lab-p" / "redis1"
-    assert (group / "cpu.max").read_text() == "1500 5000"
+    assert (group / "cpu.max").read_text() == "3000 10000"
     # cpu is enabled down to the lab's parent group (the kernel refuses cpu.max otherwise).
     assert "+cpu" in (root / "nm-lab-p" / "cgroup.subtree_control").read_text()
     assert (root / "cgroup.subtree_control").read_text() == "+cpu"
-    assert any("redis1: 1500 us every 5000 us" in a for a in done)
+    assert any("redis1: 3000 us every 10000 us" in a for a in done)
     assert state.host_of_netns("p-redis1") == "redis1"
     assert state.host_of_netns("p-sw") == "switch"
 
@@ -175,7 +175,7 @@ def test_v2_apply_join_and_usage(tmp_path: Path):
     usage = cg.read_usage(run_dir)
     assert usage is not None and usage["backend"] == "v2"
     r1 = usage["hosts"]["redis1"]
-    assert (r1["share"], r1["quota_us"], r1["period_us"]) == (0.3, 1500, 5000)
+    assert (r1["share"], r1["quota_us"], r1["period_us"]) == (0.3, 3000, 10_000)
     assert (r1["usage_s"], r1["nr_throttled"], r1["throttled_s"]) == (1.5, 7, 0.25)
     assert set(usage["hosts"]) == {"switch", "client", "redis1", "controller"}
     json.dumps(usage)  # plain data, for reports

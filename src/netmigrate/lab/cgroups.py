@@ -41,7 +41,7 @@ CONTROLLER = "controller"
 #: The kernel refuses a CFS quota below 1 ms.
 MIN_QUOTA_US = 1000
 #: The default CFS period, chosen by measurement (docs/decisions.md, "CPU budgets").
-DEFAULT_PERIOD_US = 5000
+DEFAULT_PERIOD_US = 10_000
 MIN_PERIOD_US = 1000
 MAX_PERIOD_US = 1_000_000
 #: Default shares of one core per role (sum 1.95 for the default five hosts plus controller,

@@ -322,6 +322,8 @@ def _status(args: argparse.Namespace, topology: Topology, run_dir: Path) -> int:
     for name, proc in st["processes"].items():
         where = proc["netns"] or "root namespace"
         state = f"running (pid {proc['pid']})" if proc["running"] else "not running"
+        if proc.get("adopted"):
+            state += ", restarted outside the lab and tracked again"
         lines.append(f"  process {name} [{proc['program']} in {where}]: {state}")
     usage = cgroups.read_usage(run_dir)
     st["cpu"] = usage

@@ -8,11 +8,11 @@ namespace, so this keeper looks every :data:`INTERVAL` seconds and moves:
 
 * a process in a host's namespace that is in no cgroup of this lab (a hand-started agent, or
   one the supervisor started before budgets were on) into that host's cgroup;
-* a process in a host's namespace that is in the controller's cgroup and leads a session of
-  its own, i.e. a daemon the controller started there (``start-stop-daemon --background``,
-  ``redis-server --daemonize``), unless it is Ansible's job wrapper: a command the controller
-  runs in a host (a module, ``netmigrate migrate``) is the controller's work, a service it
-  starts is the host's.
+* a process in a host's namespace that is in the controller's cgroup and is detached (it leads
+  a session of its own, or that session's leader is gone), i.e. a daemon the controller
+  started there (``start-stop-daemon --background``, ``redis-server --daemonize``), unless
+  it is Ansible's job wrapper or a module: a command the controller runs in a host (a module,
+  ``netmigrate migrate``) is the controller's work, a service it starts is the host's.
 
 A process that was put in another host's cgroup on purpose stays there.
 
@@ -53,13 +53,16 @@ def _netns_inode(pid: int | str) -> int | None:
         return None
 
 
-def _session_leader(pid: int) -> bool:
+def _detached(pid: int) -> bool:
+    """True for a daemon: it leads its own session, or the leader of its session is gone (the
+    classic double fork: the intermediate child that called setsid exits)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     # After the command name: state, ppid, pgrp, session.
-    return int(raw[raw.rindex(")") + 2 :].split()[3]) == pid
+    sid = int(raw[raw.rindex(")") + 2 :].split()[3])
+    return sid == pid or (sid > 0 and not Path(f"/proc/{sid}").exists())
 
 
 def _is_ansible_job(pid: int) -> bool:
@@ -99,7 +102,7 @@ def plan(state: cg.LabCpu, kernel: cg.Backend | None = None) -> list[Move]:
             continue
         if where in lab_groups and where != controller:
             continue  # placed in another host on purpose (`lab exec`)
-        if where == controller and (not _session_leader(pid) or _is_ansible_job(pid)):
+        if where == controller and (not _detached(pid) or _is_ansible_job(pid)):
             continue
         moves.append(Move(pid, host))
     return moves

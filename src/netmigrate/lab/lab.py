@@ -402,7 +402,13 @@ def status(topology: Topology, run_dir: Path | str | None = None) -> dict[str, A
             )
     supervisor = Supervisor(run_dir)
     processes = {
-        name: {"running": st.running, "pid": st.pid, "netns": st.netns, "program": st.program}
+        name: {
+            "running": st.running,
+            "pid": st.pid,
+            "netns": st.netns,
+            "program": st.program,
+            "adopted": st.adopted,
+        }
         for name in supervisor.names()
         for st in (supervisor.status(name),)
     }

@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,65 @@ class ProcessStatus:
     program: str | None
     pid_file: str
     log_file: str
+    #: The process running now was started outside the supervisor (restarted by hand) and
+    #: found by its command line; the supervisor tracks it from now on.
+    adopted: bool = False
+
+
+_PYTHON_RE = re.compile(r"^python[0-9.]*$")
+
+
+def canonical_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` without what differs between two ways of starting the same program: the
+    interpreter's path, ``python -m netmigrate.cli`` versus the ``netmigrate`` script, a
+    program's directory."""
+    args = list(argv)
+    if not args:
+        return args
+    head = os.path.basename(args[0])
+    if _PYTHON_RE.match(head):
+        if args[1:3] == ["-m", "netmigrate.cli"]:
+            return ["netmigrate", *args[3:]]
+        if len(args) > 1 and os.path.basename(args[1]) == "netmigrate":
+            return ["netmigrate", *args[2:]]
+        return ["python", *args[1:]]
+    return [head, *args[1:]]
+
+
+def command_fingerprint(argv: Sequence[str]) -> str:
+    """What identifies a service's process among others (hashed: arguments may hold secrets)."""
+    return hashlib.sha256(json.dumps(canonical_command(argv)).encode()).hexdigest()
+
+
+def _netns_inode(netns: str | None) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{netns}" if netns else "/proc/1/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _find_by_command(netns: str | None, fingerprint: str) -> int | None:
+    """The oldest process in ``netns`` whose command line has ``fingerprint``."""
+    inode = _netns_inode(netns)
+    if inode is None:
+        return None
+    found: list[tuple[int, int]] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
+                continue
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+        if argv and command_fingerprint(argv) == fingerprint:
+            stat = _proc_stat(pid)
+            if stat is not None and stat[0] not in ("Z", "X"):
+                found.append((stat[1], pid))
+    return min(found)[1] if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +227,17 @@ class Supervisor:
         _check_name(name)
         state = self._read_state(name)
         running = False
+        adopted = False
         pid = None
         if state is not None:
             pid = int(state["pid"])
             running = _alive(pid, state.get("start_time"))
+            adopted = running and bool(state.get("adopted"))
             if not running:
                 _reap(pid)
+                found = self._adopt(name, state)
+                if found is not None:
+                    pid, running, adopted = found, True, True
         return ProcessStatus(
             name=name,
             running=running,
@@ -182,7 +246,27 @@ class Supervisor:
             program=None if state is None else state.get("program"),
             pid_file=str(self.pid_file(name)),
             log_file=str(self.log_file(name)),
+            adopted=adopted,
         )
+
+    def _adopt(self, name: str, state: dict[str, Any]) -> int | None:
+        """A service restarted by hand (same command, same namespace) is tracked again: its
+        pid replaces the dead one, so status, stop and ``lab down`` reach it."""
+        command = state.get("command")
+        if not command:
+            return None
+        pid = _find_by_command(state.get("netns"), command)
+        if pid is None:
+            return None
+        stat = _proc_stat(pid)
+        with self._locked():
+            if self._read_state(name) != state:
+                return None  # started or stopped meanwhile
+            _write_atomic(self.pid_file(name), f"{pid}\n")
+            start_time = None if stat is None else stat[1]
+            new = {**state, "pid": pid, "start_time": start_time, "adopted": True}
+            _write_atomic(self.state_file(name), json.dumps(new))
+        return pid
 
     # --- start / stop ---
 
@@ -261,6 +345,7 @@ class Supervisor:
             "pid": proc.pid,
             "start_time": None if stat is None else stat[1],
             "fingerprint": spec.fingerprint(),
+            "command": command_fingerprint(spec.argv),
             "netns": spec.netns,
             "program": os.path.basename(spec.argv[0]),
         }
