@@ -4,9 +4,12 @@
 * :mod:`~netmigrate.lab.lab` — :func:`up` / :func:`down` / :func:`status`, idempotent;
 * :mod:`~netmigrate.lab.supervise` — pid-file supervision of processes inside namespaces;
 * :mod:`~netmigrate.lab.switch` — the lab switch as a supervised process;
-* :mod:`~netmigrate.lab.cli` — ``netmigrate lab up|down|status``.
+* :mod:`~netmigrate.lab.cgroups` — per-host CPU budgets (:func:`read_usage` for reports) and
+  :mod:`~netmigrate.lab.cpukeeper`, which keeps every host's processes in its cgroup;
+* :mod:`~netmigrate.lab.cli` — ``netmigrate lab up|down|status|exec``.
 """
 
+from netmigrate.lab.cgroups import CpuBudgets, lab_budgets, parse_cpu, read_usage
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.lab import LabResult, default_run_dir, down, load_topology, status, up
 from netmigrate.lab.supervise import (
@@ -20,6 +23,7 @@ from netmigrate.lab.supervise import (
 from netmigrate.lab.topology import Host, Topology, build_topology
 
 __all__ = [
+    "CpuBudgets",
     "Host",
     "LabError",
     "LabResult",
@@ -31,7 +35,10 @@ __all__ = [
     "build_topology",
     "default_run_dir",
     "down",
+    "lab_budgets",
     "load_topology",
+    "parse_cpu",
+    "read_usage",
     "status",
     "tcp_ready",
     "unix_ready",
