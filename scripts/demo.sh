@@ -16,7 +16,8 @@
 #   ansible-playbook -i inventory/lab playbooks/lab_down.yml     (or: DEMO_KEEP_LAB=0 make demo)
 #
 # Environment: DEMO_SLOTS (default 0-4095), DEMO_KEYS (preloaded keys, default 20000),
-# DEMO_PREFIX (lab namespace prefix, default nm), DEMO_KEEP_LAB (1: leave the lab up; default).
+# DEMO_PREFIX (lab namespace prefix, default nm), DEMO_KEEP_LAB (1: leave the lab up; default),
+# DEMO_CPU (per-host CPU budgets, `netmigrate lab up --cpu`: default, off or HOST=FRACTION,...).
 # Needs root (network namespaces) and the .venv made by scripts/bootstrap.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ SLOTS=${DEMO_SLOTS:-0-4095}
 KEYS=${DEMO_KEYS:-20000}
 PREFIX=${DEMO_PREFIX:-nm}
 KEEP_LAB=${DEMO_KEEP_LAB:-1}
+CPU=${DEMO_CPU:-default}
 OUT=$ROOT/reports/demo
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -49,11 +51,16 @@ export ANSIBLE_COLLECTIONS_PATH=$WORK/collections
 export ANSIBLE_PYTHON_INTERPRETER=$VENV_BIN/python
 export ANSIBLE_RETRY_FILES_ENABLED=0
 
+# The controller is a host too: ansible-playbook, the modules it runs and `netmigrate migrate`
+# run under the lab's controller CPU budget (netmigrate_lab_cpu), so they take no CPU from the
+# switch, the client or the servers. Before site.yml has made the lab there is no budget yet
+# and `lab exec` just runs the command.
 playbook() {
     local book=$1
     shift
     echo "== ansible-playbook playbooks/$book $*"
-    ansible-playbook -i inventory/lab "playbooks/$book" -e "netmigrate_lab_prefix=$PREFIX" "$@"
+    "$VENV_BIN/python" -m netmigrate.cli lab exec --prefix "$PREFIX" controller -- \
+        ansible-playbook -i inventory/lab "playbooks/$book" -e "netmigrate_lab_prefix=$PREFIX" "$@"
 }
 
 if ip netns list | grep -q "^$PREFIX-sw\b"; then
@@ -65,7 +72,7 @@ if ip netns list | grep -q "^$PREFIX-sw\b"; then
 fi
 
 start=$SECONDS
-playbook site.yml >"$WORK/site.log" || {
+playbook site.yml -e "netmigrate_lab_cpu=$CPU" >"$WORK/site.log" || {
     cat "$WORK/site.log"
     exit 1
 }

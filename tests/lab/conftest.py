@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netmigrate.lab import Topology, build_topology, down
+from netmigrate.lab import LabError, Topology, build_topology, cgroups, down
 from netmigrate.lab.netns import list_netns
 
 PREFIX_ROOT = "nmt4l"
@@ -21,6 +22,11 @@ def _purge(prefix: str) -> None:
     for ns in list_netns():
         if ns.startswith(prefix + "-"):
             subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
+    with contextlib.suppress(LabError):
+        backend = cgroups.detect()
+        for group in (f"nm-lab-{prefix}", f"nm-lab-{prefix}-b"):
+            if backend.exists(group):
+                backend.remove(group)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -199,3 +200,45 @@ def test_lab_down_stops_supervised_and_stray_processes(topology: Topology, run_d
         for pid in pids:
             if not _zombie_or_gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_canonical_command_ignores_how_a_program_was_started():
+    from netmigrate.lab.supervise import canonical_command
+
+    module = ["/opt/venv/bin/python3.11", "-m", "netmigrate.cli", "agent", "--server-id", "1"]
+    script = ["/usr/bin/python3", "/opt/venv/bin/netmigrate", "agent", "--server-id", "1"]
+    assert canonical_command(module) == canonical_command(script)
+    assert canonical_command(module) == ["netmigrate", "agent", "--server-id", "1"]
+    assert canonical_command(["/usr/bin/redis-server", "x.conf"]) == ["redis-server", "x.conf"]
+    assert canonical_command(module) != canonical_command([*module[:-1], "2"])
+
+
+def test_a_service_restarted_by_hand_is_tracked_again(sup: Supervisor, one_ns: str, run_dir: Path):
+    first = sup.start(_sleeper("agent", one_ns, "--server-id", "1")).pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while sup.status("agent").running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Another program with other arguments in the namespace is not taken for it.
+    other = subprocess.Popen(
+        ["ip", "netns", "exec", one_ns, sys.executable, "-c", SLEEPER, "--server-id", "2"]
+    )
+    try:
+        assert sup.status("agent").running is False
+        # Restarted by hand as an operator would: the same command, in the namespace.
+        by_hand = subprocess.Popen(
+            ["ip", "netns", "exec", one_ns, sys.executable, "-c", SLEEPER, "--server-id", "1"]
+        )
+        deadline = time.monotonic() + 5
+        while not sup.status("agent").running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = sup.status("agent")
+        assert st.running and st.adopted and st.pid == by_hand.pid
+        assert sup.pid_file("agent").read_text().strip() == str(by_hand.pid)
+        # Tracked from now on: stop reaches the process started by hand.
+        assert sup.stop("agent") is True
+        assert by_hand.wait(timeout=5) is not None
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -11,15 +11,19 @@ import contextlib
 import fcntl
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from netmigrate.lab import cgroups, cpukeeper
 from netmigrate.lab import netns as nx
+from netmigrate.lab.cgroups import CpuBudgets
+from netmigrate.lab.cpukeeper import KEEPER_SERVICE
 from netmigrate.lab.errors import LabError
-from netmigrate.lab.supervise import Supervisor, process_running
+from netmigrate.lab.supervise import ProcessSpec, Supervisor, process_running
 from netmigrate.lab.topology import Host, Topology
 
 DEFAULT_RUN_ROOT = Path("/run/netmigrate-lab")
@@ -62,8 +66,21 @@ def _lab_lock(run_dir: Path) -> Iterator[None]:
 # --- up -------------------------------------------------------------------------------------
 
 
-def up(topology: Topology, run_dir: Path | str | None = None) -> LabResult:
-    """Create whatever of ``topology`` is missing or wrong. Idempotent."""
+#: ``up(cpu=KEEP_CPU)``: leave the lab's CPU budgets as they are (none for a new lab).
+KEEP_CPU = "keep"
+
+
+def up(
+    topology: Topology,
+    run_dir: Path | str | None = None,
+    *,
+    cpu: CpuBudgets | Literal["keep"] | None = KEEP_CPU,
+) -> LabResult:
+    """Create whatever of ``topology`` is missing or wrong. Idempotent.
+
+    ``cpu``: per-host CPU budgets to enforce (:mod:`netmigrate.lab.cgroups`), None to remove
+    them, :data:`KEEP_CPU` to keep what the lab has.
+    """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(topology.prefix)
     result = LabResult()
     with _lab_lock(run_dir):
@@ -85,7 +102,40 @@ def up(topology: Topology, run_dir: Path | str | None = None) -> LabResult:
         if not topo_file.exists() or topo_file.read_text() != text:
             topo_file.write_text(text)
             result.did(f"wrote {topo_file}")
+        if cpu != KEEP_CPU:
+            _ensure_cpu(topology, run_dir, cpu, result)
     return result
+
+
+def _ensure_cpu(
+    topology: Topology, run_dir: Path, budgets: CpuBudgets | None, result: LabResult
+) -> None:
+    supervisor = Supervisor(run_dir)
+    if budgets is None:
+        if supervisor.stop(KEEPER_SERVICE):
+            result.did(f"stopped {KEEPER_SERVICE}")
+        supervisor.remove_files(KEEPER_SERVICE)
+        for action in cgroups.remove(run_dir):
+            result.did(action)
+        return
+    netns = cgroups.netns_map(topology.switch_netns, ((h.name, h.netns) for h in topology.hosts))
+    state, actions = cgroups.apply(topology.prefix, budgets, netns, run_dir)
+    for action in actions:
+        result.did(action)
+    keeper = ProcessSpec(
+        name=KEEPER_SERVICE,
+        argv=(sys.executable, "-m", "netmigrate.lab.cpukeeper", "--run-dir", str(run_dir)),
+    )
+    if supervisor.start(keeper).changed:
+        result.did(f"started {KEEPER_SERVICE} (keeps each host's processes in its cgroup)")
+    # Processes already running in the hosts join now, not a sweep later.
+    for move in cpukeeper.sweep(state):
+        result.did(f"moved pid {move.pid} into {state.group(move.host)}")
+
+
+def cpu_budgets(run_dir: Path | str) -> cgroups.LabCpu | None:
+    """The CPU budgets the lab in ``run_dir`` enforces (None: none)."""
+    return cgroups.load(run_dir)
 
 
 def _check_recorded(topology: Topology, run_dir: Path) -> None:
@@ -268,6 +318,8 @@ def down(
                 _kill_netns_processes(ns, result)
                 nx.delete_netns(ns)
                 result.did(f"deleted namespace {ns}")
+        for action in cgroups.remove(run_dir):
+            result.did(action)
         for path in sorted(run_dir.glob("*")):
             if path.name == _LOCK_FILE:
                 continue
@@ -350,7 +402,13 @@ def status(topology: Topology, run_dir: Path | str | None = None) -> dict[str, A
             )
     supervisor = Supervisor(run_dir)
     processes = {
-        name: {"running": st.running, "pid": st.pid, "netns": st.netns, "program": st.program}
+        name: {
+            "running": st.running,
+            "pid": st.pid,
+            "netns": st.netns,
+            "program": st.program,
+            "adopted": st.adopted,
+        }
         for name in supervisor.names()
         for st in (supervisor.status(name),)
     }

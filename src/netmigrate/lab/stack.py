@@ -41,9 +41,10 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from netmigrate.lab import lab
+from netmigrate.lab.cgroups import CpuBudgets
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.forwarding import DEVICE_CONFIG, LabServer, netmigrate_entries
 from netmigrate.lab.supervise import ProcessSpec, Supervisor, tcp_ready, unix_ready
@@ -80,6 +81,8 @@ class StackConfig:
     faults: tuple[str, ...] = ()
     #: Extra agent options (e.g. ``("--log-level", "DEBUG")``).
     agent_args: tuple[str, ...] = ()
+    #: Per-host CPU budgets (:func:`netmigrate.lab.lab.up`'s ``cpu``): keep the lab's by default.
+    cpu: CpuBudgets | Literal["keep"] | None = lab.KEEP_CPU
 
     def topology(self) -> Topology:
         return build_topology(self.prefix, (self.client_host, *self.redis_hosts))
@@ -399,7 +402,7 @@ def stack_up(config: StackConfig = StackConfig()) -> Stack:
     topo = config.topology()
     run_dir = config.resolved_run_dir()
     stack = describe(config)
-    result = lab.up(topo, run_dir)
+    result = lab.up(topo, run_dir, cpu=config.cpu)
     actions = list(result.actions)
     sup = Supervisor(run_dir)
     if start_switch_process(config, stack):

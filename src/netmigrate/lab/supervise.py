@@ -26,11 +26,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netmigrate.lab import cgroups
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.netns import in_netns
 from netmigrate.netns import NetnsError, call_in_netns
@@ -50,6 +51,9 @@ class ProcessSpec:
     #: Added to the supervisor's environment. Never logged, only fingerprinted.
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    #: The lab host whose CPU budget the process runs under; None: the host of ``netns``.
+    #: Not part of the fingerprint: a budget changes without restarting anything.
+    cpu_host: str | None = None
 
     def fingerprint(self) -> str:
         doc = json.dumps(
@@ -72,6 +76,65 @@ class ProcessStatus:
     program: str | None
     pid_file: str
     log_file: str
+    #: The process running now was started outside the supervisor (restarted by hand) and
+    #: found by its command line; the supervisor tracks it from now on.
+    adopted: bool = False
+
+
+_PYTHON_RE = re.compile(r"^python[0-9.]*$")
+
+
+def canonical_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` without what differs between two ways of starting the same program: the
+    interpreter's path, ``python -m netmigrate.cli`` versus the ``netmigrate`` script, a
+    program's directory."""
+    args = list(argv)
+    if not args:
+        return args
+    head = os.path.basename(args[0])
+    if _PYTHON_RE.match(head):
+        if args[1:3] == ["-m", "netmigrate.cli"]:
+            return ["netmigrate", *args[3:]]
+        if len(args) > 1 and os.path.basename(args[1]) == "netmigrate":
+            return ["netmigrate", *args[2:]]
+        return ["python", *args[1:]]
+    return [head, *args[1:]]
+
+
+def command_fingerprint(argv: Sequence[str]) -> str:
+    """What identifies a service's process among others (hashed: arguments may hold secrets)."""
+    return hashlib.sha256(json.dumps(canonical_command(argv)).encode()).hexdigest()
+
+
+def _netns_inode(netns: str | None) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{netns}" if netns else "/proc/1/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _find_by_command(netns: str | None, fingerprint: str) -> int | None:
+    """The oldest process in ``netns`` whose command line has ``fingerprint``."""
+    inode = _netns_inode(netns)
+    if inode is None:
+        return None
+    found: list[tuple[int, int]] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
+                continue
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+        if argv and command_fingerprint(argv) == fingerprint:
+            stat = _proc_stat(pid)
+            if stat is not None and stat[0] not in ("Z", "X"):
+                found.append((stat[1], pid))
+    return min(found)[1] if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +228,17 @@ class Supervisor:
         _check_name(name)
         state = self._read_state(name)
         running = False
+        adopted = False
         pid = None
         if state is not None:
             pid = int(state["pid"])
             running = _alive(pid, state.get("start_time"))
+            adopted = running and bool(state.get("adopted"))
             if not running:
                 _reap(pid)
+                found = self._adopt(name, state)
+                if found is not None:
+                    pid, running, adopted = found, True, True
         return ProcessStatus(
             name=name,
             running=running,
@@ -179,7 +247,27 @@ class Supervisor:
             program=None if state is None else state.get("program"),
             pid_file=str(self.pid_file(name)),
             log_file=str(self.log_file(name)),
+            adopted=adopted,
         )
+
+    def _adopt(self, name: str, state: dict[str, Any]) -> int | None:
+        """A service restarted by hand (same command, same namespace) is tracked again: its
+        pid replaces the dead one, so status, stop and ``lab down`` reach it."""
+        command = state.get("command")
+        if not command:
+            return None
+        pid = _find_by_command(state.get("netns"), command)
+        if pid is None:
+            return None
+        stat = _proc_stat(pid)
+        with self._locked():
+            if self._read_state(name) != state:
+                return None  # started or stopped meanwhile
+            _write_atomic(self.pid_file(name), f"{pid}\n")
+            start_time = None if stat is None else stat[1]
+            new = {**state, "pid": pid, "start_time": start_time, "adopted": True}
+            _write_atomic(self.state_file(name), json.dumps(new))
+        return pid
 
     # --- start / stop ---
 
@@ -198,6 +286,8 @@ class Supervisor:
             state = self._read_state(spec.name)
             if state is not None and _alive(int(state["pid"]), state.get("start_time")):
                 if state.get("fingerprint") == spec.fingerprint():
+                    # Budgets may have been switched on since it started.
+                    self._join_budget(spec, int(state["pid"]))
                     return StartResult(changed=False, pid=int(state["pid"]))
                 self._stop_locked(spec.name, timeout=timeout)
             pid = self._spawn(spec)
@@ -208,8 +298,27 @@ class Supervisor:
             raise
         return StartResult(changed=True, pid=pid)
 
+    def _budget_host(self, spec: ProcessSpec) -> tuple[cgroups.LabCpu, str] | None:
+        state = cgroups.load(self.run_dir)
+        if state is None:
+            return None
+        host = spec.cpu_host or state.host_of_netns(spec.netns)
+        if host is None or host not in state.shares:
+            return None
+        return state, host
+
+    def _join_budget(self, spec: ProcessSpec, pid: int) -> None:
+        budget = self._budget_host(spec)
+        if budget is not None:
+            with contextlib.suppress(LabError):  # it exited meanwhile
+                cgroups.join(*budget, pid)
+
     def _spawn(self, spec: ProcessSpec) -> int:
         argv = in_netns(spec.netns, spec.argv)
+        budget = self._budget_host(spec)
+        # The child joins its host's cgroup before it execs, so not one instruction of it runs
+        # on another host's CPU (threads and children it makes inherit the cgroup).
+        preexec = None if budget is None else (lambda: cgroups.join(*budget))
         env = {**os.environ, **spec.env}
         log_fd = os.open(
             self.log_file(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
@@ -226,8 +335,9 @@ class Supervisor:
                 cwd=spec.cwd,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=preexec,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             raise LabError(f"{spec.name}: cannot start {spec.argv[0]}: {exc}") from exc
         finally:
             os.close(log_fd)
@@ -236,6 +346,7 @@ class Supervisor:
             "pid": proc.pid,
             "start_time": None if stat is None else stat[1],
             "fingerprint": spec.fingerprint(),
+            "command": command_fingerprint(spec.argv),
             "netns": spec.netns,
             "program": os.path.basename(spec.argv[0]),
         }

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netmigrate.lab.cgroups import SWITCH
 from netmigrate.lab.errors import LabError
 from netmigrate.lab.supervise import ProcessSpec, StartResult, Supervisor, tcp_ready, unix_ready
 from netmigrate.lab.topology import Topology
@@ -68,7 +69,8 @@ def switch_spec(
     argv += ["--grpc-addr", grpc_addr, "--device-id", str(device_id), "--cpu-port", str(cpu_port)]
     for fault in faults:
         argv += ["--fault", fault]
-    return ProcessSpec(name=name, argv=tuple(argv))
+    # It lives in the root namespace but is the switch host: it runs on the switch's budget.
+    return ProcessSpec(name=name, argv=tuple(argv), cpu_host=SWITCH)
 
 
 def switch_available() -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -47,6 +48,39 @@ HOST_IFACE = "eth0"
 IFNAMSIZ = 15
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+#: The default lab's TCP ports in the root namespace: P4Runtime, and agent n's control
+#: forwarder at base + n.
+DEFAULT_P4RUNTIME_PORT = 9559
+DEFAULT_CONTROL_BASE = 17000
+#: Other prefixes get a block of :data:`PORT_BLOCK` ports in [PORT_RANGE_START, +PORT_BLOCKS
+#: blocks): the P4Runtime port first, then the agents' forwarders.
+PORT_RANGE_START = 20000
+PORT_BLOCK = 20
+PORT_BLOCKS = 1400
+
+
+@dataclass(frozen=True, slots=True)
+class LabPorts:
+    """The root-namespace TCP ports of one lab, derived from its prefix so that labs with
+    different prefixes can run side by side without choosing ports by hand."""
+
+    p4runtime: int
+    #: Agent ``n`` (1-based server id) is forwarded at ``control_base + n``.
+    control_base: int
+
+    @property
+    def max_agents(self) -> int:
+        return PORT_BLOCK - 1
+
+
+def lab_ports(prefix: str) -> LabPorts:
+    """``nm`` keeps the documented 9559 / 17000; any other prefix a block by its CRC-32."""
+    if prefix == DEFAULT_PREFIX:
+        return LabPorts(DEFAULT_P4RUNTIME_PORT, DEFAULT_CONTROL_BASE)
+    block = PORT_RANGE_START + (zlib.crc32(prefix.encode()) % PORT_BLOCKS) * PORT_BLOCK
+    return LabPorts(p4runtime=block, control_base=block)
 
 
 def host_mac(index: int) -> str:
