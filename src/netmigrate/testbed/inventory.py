@@ -84,6 +84,9 @@ def write_inventory(
             "vars": {
                 "ansible_user": user,
                 "ansible_become": True,
+                # One SSH round trip per task instead of three (sudo needs no tty on Debian).
+                "ansible_pipelining": True,
+                "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_ssh_private_key_file": str(private_key),
                 "ansible_ssh_common_args": (
                     f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
