@@ -21,6 +21,9 @@ PLAYBOOK = """\
 - name: Install netmigrate
   hosts: "{{ target }}"
   gather_facts: false
+  vars:
+    # As site.yml: the virtualenv the inventory names does not exist yet.
+    ansible_python_interpreter: /usr/bin/python3
   roles:
     - role: netmigrate.core.runtime
       runtime_wheelhouse: "{{ netmigrate_wheelhouse }}"

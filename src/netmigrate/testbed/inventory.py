@@ -86,7 +86,9 @@ def write_inventory(
                 "ansible_become": True,
                 # One SSH round trip per task instead of three (sudo needs no tty on Debian).
                 "ansible_pipelining": True,
-                "ansible_python_interpreter": "/usr/bin/python3",
+                # The runtime role's virtualenv: our modules need its packages (site.yml's
+                # first play installs it with the system's Python).
+                "ansible_python_interpreter": "{{ netmigrate_python }}",
                 "ansible_ssh_private_key_file": str(private_key),
                 "ansible_ssh_common_args": (
                     f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
