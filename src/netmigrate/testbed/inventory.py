@@ -104,6 +104,8 @@ def write_inventory(
         "netmigrate_p4runtime_device_id": LAB_SWITCH_DEVICE_ID,
         "netmigrate_p4runtime_election_id": 10,
         "netmigrate_p4info": "{{ playbook_dir }}/../p4/build/netmigrate.p4info.txtpb",
+        # migrate.yml checks the pipeline from the client host: the runtime role's link there.
+        "netmigrate_controller_p4info": "/opt/netmigrate/p4/build/netmigrate.p4info.txtpb",
         "netmigrate_device_config": "",
         "netmigrate_p4_build": False,
         # --- keyspace ---
