@@ -117,7 +117,6 @@ def write_inventory(
         # --- hosts ---
         "netmigrate_supervisor": "systemd",
         "netmigrate_node_dir": "/var/lib/netmigrate",
-        "netmigrate_venv": "/opt/netmigrate/venv",
         "netmigrate_python": "/opt/netmigrate/venv/bin/python",
         "netmigrate_wheelhouse": str(state_dir / "wheelhouse"),
         "netmigrate_redis_port": 6379,
@@ -141,6 +140,8 @@ def write_inventory(
         "netmigrate_load_concurrency": 32,
         "netmigrate_load_duration": 600,
         "netmigrate_bench_dir": str(state_dir / "reports" / "bench"),
+        "netmigrate_bench_before": 5,
+        "netmigrate_bench_after": 5,
     }
     # JSON is YAML: no YAML library needed in the product package.
     header = (
