@@ -43,7 +43,7 @@ def main() -> int:
     wheelhouse = Path(sys.argv[1])
     environments = [json.loads(arg) for arg in sys.argv[2:]]
     added: list[str] = []
-    for _ in range(10):
+    for _round in range(10):
         missing = _missing(wheelhouse, environments)
         if not missing:
             print(json.dumps(sorted(added)))
