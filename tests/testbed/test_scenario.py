@@ -28,6 +28,14 @@ UNITS = {
     "sw": ["netmigrate-lab-switch.service"],
     "redis": ["netmigrate-redis-{host}.service", "netmigrate-agent-{host}.service"],
 }
+#: What the SIGKILL test kills: the switch, both agents of the migration and the Redis of a
+#: server that holds no data (a killed Redis of the others would lose keys: no persistence).
+KILLED = {
+    "sw": ["netmigrate-lab-switch.service"],
+    "redis1": ["netmigrate-agent-{host}.service"],
+    "redis2": ["netmigrate-agent-{host}.service"],
+    "redis3": ["netmigrate-redis-{host}.service"],
+}
 _outputs: list[str] = []
 
 
@@ -71,10 +79,11 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def _units(record) -> list[str]:
+def _units(record, table: dict[str, list[str]] | None = None) -> list[str]:
     role = record.name.split("-", 1)[1]
-    kind = "redis" if role.startswith("redis") else role
-    return [u.format(host=record.name) for u in UNITS.get(kind, [])]
+    if table is None:
+        table, role = UNITS, ("redis" if role.startswith("redis") else role)
+    return [u.format(host=record.name) for u in table.get(role, [])]
 
 
 def test_site_provisions_fresh_hosts(run, testbed_up, user_collection) -> None:
@@ -103,9 +112,8 @@ def test_site_and_migrate_again_change_nothing(run) -> None:
 
 
 def test_units_killed_with_sigkill_come_back(testbed_state) -> None:
-    targets = [h for h in testbed_state.hosts if _units(h)]
-    for host in targets:
-        for unit in _units(host):
+    for host in testbed_state.hosts:
+        for unit in _units(host, KILLED):
             pid = ssh(testbed_state, host, f"systemctl show -P MainPID {unit}").strip()
             assert pid != "0", f"{unit} on {host.name} does not run"
             ssh(testbed_state, host, f"sudo -n kill -KILL {pid}")
