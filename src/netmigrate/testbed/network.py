@@ -78,8 +78,9 @@ def attach(net: MgmtNet, index: int, netns: str) -> str:
     return addr
 
 
-def route_via_mgmt(net: MgmtNet, netns: str, data_gateway: str, data_iface: str,
-                   data_routes: list[str]) -> None:  # fmt: skip
+def route_via_mgmt(
+    net: MgmtNet, netns: str, data_gateway: str, data_iface: str, data_routes: list[str]
+) -> None:
     """Default route over management (apt, like a real server); ``data_routes`` via the switch.
 
     The lab points a host's default route at the switch; a testbed host keeps only the
