@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-server redis-tools ethtool iproute2 procps)
+# debootstrap, systemd-container (systemd-nspawn) and nftables: the testbed harness's fresh hosts.
+APT_PACKAGES=(redis-server redis-tools ethtool iproute2 procps debootstrap systemd-container nftables)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "switch": ("netmigrate.switch.cli", "run the lab switch (P4Runtime server + data plane)"),
     "gen-p4-constants": ("netmigrate.p4rt.gen_constants", "write p4/include/constants.p4"),
     "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),
+    "testbed": ("netmigrate.testbed.cli", "fresh Debian hosts under systemd-nspawn, up or down"),
     "migrate": ("netmigrate.migration.cli", "migrate slots between servers"),
     "bench": (
         "netmigrate.bench.cli",

@@ -1,0 +1,152 @@
+"""The testbed path end to end, as a user runs it (issue 13).
+
+Fresh hosts -> the collection built with ``ansible-galaxy collection build`` and installed into a
+fresh collections path -> ``netmigrate.core.site`` over SSH with become -> a migration under
+client load with ``netmigrate.core.migrate`` (history checker clean, no client error) -> site
+and migrate again with nothing changed -> units killed with SIGKILL come back by themselves ->
+``netmigrate.core.reconcile`` -> every unit of ours active, no secret anywhere. The tests of this
+module run in order on one testbed; the module's teardown removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from testbed_helpers import REPO_ROOT, PlaybookRun, ansible_playbook, ssh
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+SCENARIO = Path(__file__).parent / "playbooks" / "migrate_under_load.yml"
+#: Every unit of ours per kind of host.
+UNITS = {
+    "sw": ["netmigrate-lab-switch.service"],
+    "redis": ["netmigrate-redis-{host}.service", "netmigrate-agent-{host}.service"],
+}
+#: What the SIGKILL test kills: the switch, both agents of the migration and the Redis of a
+#: server that holds no data (a killed Redis of the others would lose keys: no persistence).
+KILLED = {
+    "sw": ["netmigrate-lab-switch.service"],
+    "redis1": ["netmigrate-agent-{host}.service"],
+    "redis2": ["netmigrate-agent-{host}.service"],
+    "redis3": ["netmigrate-redis-{host}.service"],
+}
+_outputs: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def user_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The collection as a user gets it: built, then installed into a fresh path."""
+    work = tmp_path_factory.mktemp("user")
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    subprocess.run(
+        [str(galaxy), "collection", "build", "--output-path", str(work), str(REPO_ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tarball = next(work.glob("netmigrate-core-*.tar.gz"))
+    collections = work / "collections"
+    subprocess.run(
+        [str(galaxy), "collection", "install", "-p", str(collections), str(tarball)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return collections
+
+
+@pytest.fixture(scope="module")
+def run(testbed_up, user_collection: Path, tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("ansible")
+    inventory = Path(testbed_up["inventory"])
+
+    def play(playbook: str | Path, *args: str) -> PlaybookRun:
+        result = ansible_playbook(playbook, inventory, user_collection, workdir, *args)
+        _outputs.append(result.output)
+        assert result.returncode == 0, result.output[-6000:]
+        return result
+
+    return play
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _units(record, table: dict[str, list[str]] | None = None) -> list[str]:
+    role = record.name.split("-", 1)[1]
+    if table is None:
+        table, role = UNITS, ("redis" if role.startswith("redis") else role)
+    return [u.format(host=record.name) for u in table.get(role, [])]
+
+
+def test_site_provisions_fresh_hosts(run, testbed_up, user_collection) -> None:
+    before = _tree_digest(user_collection)
+    t0 = time.monotonic()
+    first = run("netmigrate.core.site")
+    print(f"site.yml on fresh hosts: {time.monotonic() - t0:.0f} s")
+    assert first.totals()["changed"] > 0
+    # Nothing is written inside the installed collection (wheels and reports live elsewhere).
+    assert _tree_digest(user_collection) == before
+
+
+def test_migration_under_load_is_clean(run, testbed_up) -> None:
+    t0 = time.monotonic()
+    run(SCENARIO)
+    print(f"migration under load: {time.monotonic() - t0:.0f} s")
+    reports = list(Path(testbed_up["state_dir"], "reports", "migrations").glob("*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["slots_done"] == 4096 and report["keys_copied"] > 0
+
+
+def test_site_and_migrate_again_change_nothing(run) -> None:
+    assert run("netmigrate.core.site").totals()["changed"] == 0
+    assert run("netmigrate.core.migrate").totals()["changed"] == 0
+
+
+def test_units_killed_with_sigkill_come_back(testbed_state) -> None:
+    for host in testbed_state.hosts:
+        for unit in _units(host, KILLED):
+            pid = ssh(testbed_state, host, f"systemctl show -P MainPID {unit}").strip()
+            assert pid != "0", f"{unit} on {host.name} does not run"
+            ssh(testbed_state, host, f"sudo -n kill -KILL {pid}")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                now = ssh(testbed_state, host, f"systemctl show -P MainPID {unit}").strip()
+                state = ssh(testbed_state, host, f"systemctl is-active {unit}", check=False)
+                if now not in ("0", pid) and state.strip() == "active":
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"{unit} on {host.name} did not come back after SIGKILL")
+
+
+def test_reconcile_restores_the_switch(run) -> None:
+    # The lab switch restarted empty: reconcile reinstalls the pipeline and the slot map.
+    assert run("netmigrate.core.reconcile").totals()["changed"] > 0
+    assert run("netmigrate.core.reconcile").totals()["changed"] == 0
+    # What migrate.yml checks after a migration holds again: the switch sends the slots to 2.
+    assert run("netmigrate.core.migrate").totals()["changed"] == 0
+
+
+def test_every_unit_is_active_and_no_secret_leaks(testbed_state) -> None:
+    secret = (Path(testbed_state.state_dir) / "secrets" / "redis-agent-password").read_text()
+    assert len(secret) >= 16
+    for host in testbed_state.hosts:
+        for unit in _units(host):
+            assert ssh(testbed_state, host, f"systemctl is-active {unit}").strip() == "active"
+        leaks = ssh(
+            testbed_state, host,
+            "sudo -n sh -c 'cat /etc/systemd/system/netmigrate-*.service; ps -eo args; "
+            "journalctl --no-pager -o cat'",
+        )  # fmt: skip
+        assert leaks.strip(), f"nothing read on {host.name}"
+        assert secret not in leaks, f"the agent password leaks on {host.name}"
+    assert _outputs and all(secret not in out for out in _outputs)
