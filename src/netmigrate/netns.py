@@ -91,3 +91,21 @@ def call_in_netns(name: str | None, fn: Callable[..., _T], *args: Any) -> _T:
             return pool.submit(enter_and_call).result()
     finally:
         os.close(fd)
+
+
+def current_netns() -> str:
+    """The name of the named namespace (``ip netns``) this process is in, or ``""`` when it is
+    in none of them (the root namespace, as far as the lab is concerned)."""
+    try:
+        here = os.stat("/proc/self/ns/net")
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        return ""
+    for name in names:
+        try:
+            st = os.stat(os.path.join(NETNS_RUN_DIR, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
+            return name
+    return ""

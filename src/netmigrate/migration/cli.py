@@ -34,6 +34,7 @@ from netmigrate.migration.model import (
     Progress,
     SwitchEndpoint,
 )
+from netmigrate.netns import current_netns
 
 
 class UsageError(ValueError):
@@ -286,10 +287,30 @@ async def _act(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             doc["result"] = e.result.to_json()
         print(json.dumps(doc, indent=2), file=out)
         print(f"netmigrate migrate: {e}", file=err)
+        hint = _where_to_run(e)
+        if hint:
+            print(f"netmigrate migrate: {hint}", file=err)
         return 1
     finally:
         if bar is not None:
             bar.close()
+
+
+def _where_to_run(error: MigrationError) -> str:
+    """Why an agent or the switch may be out of reach from here: the lab's P4Runtime server and
+    agent control ports listen on 127.0.0.1 of the root namespace, which a lab host (a network
+    namespace) cannot reach."""
+    if error.code != "UNAVAILABLE":
+        return ""
+    here = current_netns()
+    if not here:
+        return ""
+    return (
+        f"this process runs in network namespace {here!r}; the lab's P4Runtime server and the "
+        "agents' control services listen on 127.0.0.1 of the root namespace: run netmigrate "
+        "migrate there (for the lab's controller budget: netmigrate lab exec controller -- "
+        "netmigrate migrate ...)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
