@@ -41,5 +41,13 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp_src"
     echo "$stamp_src" > .venv/.stamp
 fi
 
+# The editable install must point at this checkout (another checkout's install in the same
+# venv, or a stale build, would make every test run someone else's code): reinstall if not.
+here=$(pwd -P)/src
+if [[ "$(.venv/bin/python -c 'import netmigrate, os; print(os.path.dirname(os.path.dirname(os.path.realpath(netmigrate.__file__))))' 2>/dev/null)" != "$here" ]]; then
+    echo "bootstrap: pointing the editable install of netmigrate at $here"
+    .venv/bin/python -m pip install -q --no-deps --no-cache-dir --force-reinstall -e ".[bench]"
+fi
+
 # gRPC stubs are generated, never committed; this is a no-op when they are up to date.
 .venv/bin/python scripts/gen_protos.py
