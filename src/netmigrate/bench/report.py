@@ -45,6 +45,14 @@ Schema ``netmigrate.bench/2`` (times in seconds, latencies in microseconds)::
         "server_counters": {counter: change over the run phase} (Redis Cluster:
                            errorstat_MOVED/ASK/TRYAGAIN/... summed over nodes; both peers:
                            cpu_ms_<server>, connections_<server> accepted),
+        "cpu": {budgets: {period_us, shares: {role: cores}} or null (no budgets),
+                harness_in: role whose cgroup the load generator shares, or null,
+                marks: boundaries read ("start", "started", "finished", "end"),
+                roles: {role: {share, phases: {"before"|"during"|"after": {wall_s,
+                        usage_s, share, used_pct (of the budget; of one core without one),
+                        throttled_s, nr_throttled}}}},
+                saturated: ["role phase" at >= 90 % of its budget]}
+               (netmigrate.bench.cpu; role "harness" is the load generator process),
         "verification": {history: netmigrate.bench.history.CheckResult.summary() of the
                          run's history and final sweep, keys_checked, lost_writes,
                          stale_reads, unknown_values, slots_on_target, slots_expected,
