@@ -99,3 +99,28 @@ def test_table_shows_budgets_and_saturation() -> None:
     text = table.terminal(report)
     assert "redis1 100/100% of 0.25" in text
     assert table.row({**run, "cpu": None})["CPU saturated"] == "not measured"
+
+
+def test_demo_report_takes_the_samples_around_the_migration() -> None:
+    # `bench load` read the lab every 0.25 s from t=0 to t=5; the migration ran 2.1..3.3 s.
+    samples = []
+    for i in range(21):
+        t = 1000.0 + i * 0.25
+        source = 0.25 * min(t - 1000.0, 2.25)  # at its quota until 2.25 s, then idle
+        samples.append(
+            reading(t, 0.1 * i, {"redis1": (source, 0.0, 0), "switch": (0.1 * i, 0.0, 0)})
+        )
+    from netmigrate.bench.load.cpu_samples import section
+
+    doc = {"budgets": {"period_us": 10_000, "shares": SHARES}, "harness_in": "client",
+           "samples": samples}  # fmt: skip
+    out = section(doc, 1002.1, 1003.3)
+    assert out is not None
+    assert out["marks"] == ["start", "started", "finished", "end"]
+    r1 = out["roles"]["redis1"]["phases"]
+    assert r1["before"]["wall_s"] == 2.0 and r1["before"]["used_pct"] == 100.0
+    assert r1["during"]["wall_s"] == 1.5  # 2.0 .. 3.5: the readings around 2.1 and 3.3
+    assert r1["after"]["used_pct"] == 0.0
+    assert cpu.HARNESS not in out["roles"]  # the load runs in the client's cgroup
+    assert section({"budgets": None, "samples": []}, 1.0, 2.0) is None
+    assert section(None, 1.0, 2.0) is None

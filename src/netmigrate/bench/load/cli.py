@@ -115,6 +115,9 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
         timeout=args.timeout,
         retries=args.retries,
         deadline=args.deadline,
+        # The lab's CPU budgets are read from the stack's run directory, where lab up records
+        # them; a load pointed at a bare service has none to read.
+        cpu_run_dir=args.stack,
     )
     return cfg, netns
 
