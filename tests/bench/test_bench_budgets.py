@@ -81,3 +81,16 @@ def test_redis_cluster_nodes_run_in_their_role_cgroups_and_off_means_none() -> N
             await plain.teardown()
 
     asyncio.run(go())
+
+
+def test_netmigrate_lab_gets_the_same_role_budgets_by_default() -> None:
+    from netmigrate.bench.peers.netmigrate import NetMigrateSystem
+
+    system = NetMigrateSystem()
+    nm = system._budgets({})
+    peer = roles.parse(None, 2)
+    assert nm is not None and peer is not None
+    assert dict(nm.shares) == dict(peer.shares)
+    assert system._budgets({"cpu": "off"}) is None
+    with pytest.raises(ValueError, match="unknown host"):
+        system.validate_options({"cpu": "redis9=0.1"})

@@ -321,7 +321,7 @@ class NetMigrateSystem(System):
         from netmigrate.lab.cgroups import parse_cpu
         from netmigrate.lab.errors import LabError
 
-        hosts = self._config.topology().host_names()
+        hosts = self._config.topology().host_names
         try:
             return parse_cpu(options.get("cpu"), hosts)
         except LabError as exc:
