@@ -124,3 +124,18 @@ def test_demo_report_takes_the_samples_around_the_migration() -> None:
     assert cpu.HARNESS not in out["roles"]  # the load runs in the client's cgroup
     assert section({"budgets": None, "samples": []}, 1.0, 2.0) is None
     assert section(None, 1.0, 2.0) is None
+
+
+def test_bench_load_reads_budgets_from_the_run_dir_given(tmp_path: Any) -> None:
+    import argparse
+
+    from netmigrate.bench.load import cli as load_cli
+
+    p = argparse.ArgumentParser()
+    load_cli.add_arguments(p)
+    args = p.parse_args(["--service", "10.0.1.1:50000", "--out", str(tmp_path),
+                         "--cpu-run-dir", "/run/netmigrate-lab/nm"])  # fmt: skip
+    cfg, _ = load_cli._config(args)
+    assert str(cfg.cpu_run_dir) == "/run/netmigrate-lab/nm"
+    cfg, _ = load_cli._config(p.parse_args(["--service", "10.0.1.1:50000", "--out", "x"]))
+    assert cfg.cpu_run_dir is None
