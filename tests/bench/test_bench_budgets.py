@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,28 @@ def test_netmigrate_lab_gets_the_same_role_budgets_by_default() -> None:
     assert system._budgets({"cpu": "off"}) is None
     with pytest.raises(ValueError, match="unknown host"):
         system.validate_options({"cpu": "redis9=0.1"})
+
+
+def test_cgroups_that_cannot_be_made_name_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class Refusing:
+        name = "v1"
+
+        def exists(self, group: str) -> bool:
+            return False
+
+        def create(self, group: str, quota_us: int, period_us: int) -> None:
+            raise cgroups.LabError(f"cannot write to {group}: Permission denied")
+
+    monkeypatch.setattr(cgroups, "detect", lambda *a: Refusing())
+    monkeypatch.setattr(cgroups, "_backend_paths", lambda b: {})
+    monkeypatch.setattr(roles.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    budgets = roles.parse(None, 2)
+    assert budgets is not None
+    cg = roles.RoleCgroups("nmbtest", budgets)
+    with pytest.raises(RuntimeError, match=r"Permission denied.*`--cpu off`"):
+        cg.up()
+    assert not (tmp_path / "run").exists()  # the run directory is removed again
+    assert cg.usage() is None

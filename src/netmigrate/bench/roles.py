@@ -54,6 +54,12 @@ class RoleCgroups:
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"nm-bench-{self.prefix}-"))
         try:
             self._state, _ = cgroups.apply(self.prefix, self.budgets, {}, self._run_dir)
+        except (LabError, OSError) as exc:
+            self.down()
+            raise RuntimeError(
+                f"CPU budgets for {self.prefix}: {exc} (they need root and the cgroup cpu "
+                "controller; `--cpu off` runs without them)"
+            ) from exc
         except BaseException:
             self.down()
             raise
