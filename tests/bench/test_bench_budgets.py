@@ -120,3 +120,25 @@ def test_cgroups_that_cannot_be_made_name_the_way_out(
         cg.up()
     assert not (tmp_path / "run").exists()  # the run directory is removed again
     assert cg.usage() is None
+
+
+def test_bench_load_sampler_reads_real_cgroups() -> None:
+    from netmigrate.bench.load.cpu_samples import CpuSampler
+
+    budgets = roles.parse(None, 2)
+    assert budgets is not None
+    cg = roles.RoleCgroups("nmbsamp", budgets)
+    cg.up()
+    try:
+        assert cg._run_dir is not None
+        sampler = CpuSampler(cg._run_dir)
+        assert sampler.budgets == budgets.to_dict()
+        assert sampler.harness_in is None  # this process is in none of them
+        sampler.take()
+        sampler.take()
+        assert len(sampler.samples) == 2
+        assert sampler.samples[0]["hosts"]["redis1"]["share"] == 0.25
+        assert sampler.samples[1]["time"] >= sampler.samples[0]["time"]
+    finally:
+        cg.down()
+    assert not cgroups.detect().exists("nm-lab-nmbsamp")
