@@ -124,6 +124,11 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bin-ms", type=_positive_int, default=100)
     p.add_argument("--masters", type=_positive_int, default=2, help="Redis Cluster masters")
+    p.add_argument(
+        "--cpu", default="default",
+        help="per-role CPU budgets (cgroups): 'default', 'off', or HOST=FRACTION,... over the "
+        "defaults, as `netmigrate lab up --cpu` (default %(default)s; NetMigrate's lab)",
+    )  # fmt: skip
     p.add_argument("--reshard-pipeline", type=_positive_int, default=10,
                    help="redis-cli --cluster-pipeline (keys per MIGRATE)")  # fmt: skip
     p.add_argument("--cluster-reinit-steps", type=int, default=None,
@@ -216,6 +221,7 @@ def _config(args: argparse.Namespace, workload: str) -> Any:
         verify=not args.no_verify,
         options={
             "masters": args.masters,
+            "cpu": args.cpu,
             "reshard_pipeline": args.reshard_pipeline,
             "copy_batch": args.copy_batch,
             "cluster_reinitialize_steps": args.cluster_reinit_steps,

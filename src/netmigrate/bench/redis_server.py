@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the harness dies, even by SIGKILL."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _preexec(
+    wrap: Callable[[Callable[[], None]], Callable[[], None]] | None,
+) -> Callable[[], None] | None:
+    base = _die_with_parent if sys.platform == "linux" else None
+    if wrap is None:
+        return base
+    return wrap(base or (lambda: None))
 
 
 def free_port() -> int:
@@ -165,9 +175,17 @@ async def _wait_ready(server: RedisServer, deadline: float) -> None:
 
 
 async def start_redis(
-    *, cluster: bool = False, name: str = "", attempts: int = 5, timeout: float = 10.0
+    *,
+    cluster: bool = False,
+    name: str = "",
+    attempts: int = 5,
+    timeout: float = 10.0,
+    preexec: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
 ) -> RedisServer:
-    """Start one redis-server on free ports; the caller must :meth:`~RedisServer.stop` it."""
+    """Start one redis-server on free ports; the caller must :meth:`~RedisServer.stop` it.
+
+    ``preexec`` wraps the child's ``preexec_fn`` (e.g. to join a CPU-budget cgroup first).
+    """
     binary = redis_server_binary()
     last_error: Exception | None = None
     for _ in range(attempts):
@@ -183,7 +201,7 @@ async def start_redis(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal must not hit it before cleanup
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_preexec(preexec),
         )
         server = RedisServer(port, directory, proc, cluster, bus_port, name or f"{HOST}:{port}")
         try:

@@ -45,6 +45,14 @@ Schema ``netmigrate.bench/2`` (times in seconds, latencies in microseconds)::
         "server_counters": {counter: change over the run phase} (Redis Cluster:
                            errorstat_MOVED/ASK/TRYAGAIN/... summed over nodes; both peers:
                            cpu_ms_<server>, connections_<server> accepted),
+        "cpu": {budgets: {period_us, shares: {role: cores}} or null (no budgets),
+                harness_in: role whose cgroup the load generator shares, or null,
+                marks: boundaries read ("start", "started", "finished", "end"),
+                roles: {role: {share, phases: {"before"|"during"|"after": {wall_s,
+                        usage_s, share, used_pct (of the budget; of one core without one),
+                        throttled_s, nr_throttled}}}},
+                saturated: ["role phase" at >= 90 % of its budget]}
+               (netmigrate.bench.cpu; role "harness" is the load generator process),
         "verification": {history: netmigrate.bench.history.CheckResult.summary() of the
                          run's history and final sweep, keys_checked, lost_writes,
                          stale_reads, unknown_values, slots_on_target, slots_expected,
@@ -75,6 +83,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netmigrate.bench import cpu
+from netmigrate.bench.load import cpu_samples
 from netmigrate.bench.timeline import errors_between, histogram_summary, merged
 
 SCHEMA = "netmigrate.bench/2"
@@ -362,6 +372,7 @@ def migration_under_load(
     if end < start:
         raise ReportError("the migration ends before it starts")
     run = _load_run(load, mig, start, end)
+    run["cpu"] = cpu_samples.section(load.get("cpu"), start, end)
     before, during, after = (run["phases"][p] for p in ("before", "during", "after"))
     lat_b, lat_d = before["latency_us"]["all"], during["latency_us"]["all"]
     p99_before, p99_during = _ms(lat_b["p99"], lat_b["count"]), _ms(lat_d["p99"], lat_d["count"])
@@ -404,6 +415,8 @@ def migration_under_load(
                 "ops_per_s": load["ops_per_s"],
                 "config": load["config"],
             },
+            "cpu_budgets": (run["cpu"] or {}).get("budgets"),
+            "cpu_saturated": (run["cpu"] or {}).get("saturated"),
             "migration_start_s": round(start - tl["t0_monotonic"], 3),
             "migration_end_s": round(end - tl["t0_monotonic"], 3),
         }
@@ -415,6 +428,13 @@ def migration_under_load(
 def summary_lines(r: dict[str, Any]) -> list[str]:
     """The human summary of a :func:`migration_under_load` report."""
     c = r["checker"]
+    cpu_run = r["runs"][0].get("cpu") if r.get("runs") else None
+    cpu_line = (
+        "CPU (before/during % of budget): " + cpu.summary(cpu_run)
+        + f"; saturated: {', '.join(cpu_run['saturated']) or 'none'}"
+        if cpu_run and cpu_run.get("roles")
+        else "CPU: the lab ran without budgets (or the load did not read them)"
+    )  # fmt: skip
     return [
         f"migrated {r['migrated_slots']} slots, {r['keys']} keys in {r['duration_s']:.2f} s "
         f"({r['keys_per_s']} keys/s), state {r['migration_state']}",
@@ -426,4 +446,5 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"checker: {'OK' if c['ok'] else 'VIOLATIONS'} (lost writes {c['lost_writes']}, "
         f"stale reads {c['stale_reads']}, duplicates {c['duplicates']}, "
         f"{c['operations']} operations)",
+        cpu_line,
     ]

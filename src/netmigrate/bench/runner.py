@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from netmigrate.bench import cpu
 from netmigrate.bench.history import MIN_VALUE_SIZE, History, ValueFactory
 from netmigrate.bench.kv import REDIRECT_KINDS, KVClient, NullEvents, error_kind
 from netmigrate.bench.progress import Progress, Status
@@ -120,8 +122,10 @@ class RunConfig:
 class _Observer:
     """The runner's :class:`~netmigrate.bench.system.MigrationObserver`."""
 
-    def __init__(self, rec: Recorder) -> None:
+    def __init__(self, rec: Recorder, mark: Callable[[str], None] | None = None) -> None:
         self.rec = rec
+        #: Called with the boundary's name when a phase changes (CPU readings).
+        self.mark = mark or (lambda _name: None)
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.samples: list[tuple[int, int, int, str]] = []
@@ -131,6 +135,7 @@ class _Observer:
         if self.start_ns is None:
             self.start_ns = self.rec.now()
             self.rec.set_phase(DURING)
+            self.mark(cpu.MIGRATION_STARTED)
 
     def progress(self, done: int, total: int, unit: str) -> None:
         self.last = (done, total, unit)
@@ -141,6 +146,7 @@ class _Observer:
             self.started()
             self.end_ns = self.rec.now()
             self.rec.set_phase(AFTER)
+            self.mark(cpu.MIGRATION_FINISHED)
 
 
 @dataclass
@@ -316,8 +322,19 @@ async def run_phase(
     label: str,
 ) -> dict[str, Any]:
     rec = ctx.rec
-    obs = _Observer(rec)
+    readings: dict[str, dict[str, Any]] = {}
+
+    def mark(name: str) -> None:
+        try:
+            usage = system.cpu_usage()
+        except Exception as exc:  # a reading must never break the run; it is left out
+            progress.log(f"[{label}] CPU reading at {name} failed: {exc}")
+            return
+        readings[name] = cpu.sample(usage, time.process_time(), time.time())
+
+    obs = _Observer(rec, mark)
     cpu0 = time.process_time()
+    mark(cpu.START)
     rec.start()
     t0 = rec.t0_ns
     workers = [asyncio.create_task(worker(i, ctx)) for i in range(cfg.concurrency)]
@@ -380,6 +397,7 @@ async def run_phase(
                 break
     finally:
         end_ns = rec.now()
+        mark(cpu.END)
         ctx.stop = True
         if mig_task is not None and not mig_task.done():
             mig_task.cancel()
@@ -435,6 +453,9 @@ async def run_phase(
         "phases": phases,
         "migration": migration,
         "timeline": timeline,
+        "cpu": cpu.cpu_section(
+            readings, system.cpu_budgets(), harness_host=getattr(system, "harness_cpu_host", None)
+        ),
     }
 
 
@@ -519,6 +540,7 @@ async def run_system(
         out["ratios"] = ratios(run["phases"])
         out["totals"] = _totals(run["phases"])
         out["migration"] = run["migration"]
+        out["cpu"] = run["cpu"]
         if cfg.verify:
             progress.log(
                 f"[{label}] verifying {len(names):,} keys, {len(history.ops):,} operations"

@@ -127,6 +127,16 @@ class System(abc.ABC):
         """Number of keys each server holds now (for the report and tests)."""
         return {}
 
+    def cpu_budgets(self) -> dict[str, Any] | None:
+        """The per-role CPU budgets the system runs with (``{"period_us", "shares"}``), None
+        without; recorded in the report."""
+        return None
+
+    def cpu_usage(self) -> dict[str, Any] | None:
+        """Per-role CPU use so far (:func:`netmigrate.lab.cgroups.read_usage`'s format), None
+        without budgets. Called at the run phase's boundaries, so it must be quick."""
+        return None
+
 
 SystemFactory = Callable[[], System]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from netmigrate.bench import cpu
 from netmigrate.bench.kv import REDIRECT_KINDS
 
 COLUMNS = (
@@ -24,8 +25,9 @@ COLUMNS = (
     "keys moved",
     "keys/s",
     "verified",
+    "CPU saturated",
 )
-_NUMERIC = frozenset(COLUMNS) - {"workload", "system", "verified"}
+_NUMERIC = frozenset(COLUMNS) - {"workload", "system", "verified", "CPU saturated"}
 
 
 def _ms(us: float | int | None) -> str:
@@ -90,7 +92,42 @@ def row(run: dict[str, Any]) -> dict[str, str]:
         "keys moved": _int(mig.get("keys_moved")),
         "keys/s": _int(mig.get("keys_per_s")),
         "verified": verified,
+        "CPU saturated": _saturated(run.get("cpu")),
     }
+
+
+def _saturated(section: dict[str, Any] | None) -> str:
+    if not section or not section.get("roles"):
+        return "not measured"
+    return ", ".join(section["saturated"]) or "none"
+
+
+def cpu_markdown(report: dict[str, Any]) -> str:
+    """Per run, role and phase: CPU seconds, % of the budget used, throttled seconds."""
+    lines = []
+    for run in sorted(report["runs"], key=lambda r: (r["workload"], r["system"])):
+        section = run.get("cpu")
+        if not section or not section.get("roles"):
+            continue
+        budgets = section.get("budgets")
+        period = f", CFS period {budgets['period_us']} us" if budgets else ", no budgets"
+        lines += [
+            "",
+            f"CPU of {run['workload']} {run['system']}{period} (used % of the role's budget;"
+            " of one core without one):",
+            "",
+            "| role | budget (cores) | phase | wall s | CPU s | used % | throttled s |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for role, r in sorted(section["roles"].items()):
+            share = "-" if r["share"] is None else f"{r['share']:g}"
+            for phase, u in r["phases"].items():
+                pct = "-" if u["used_pct"] is None else f"{u['used_pct']:.0f}"
+                lines.append(
+                    f"| {role} | {share} | {phase} | {u['wall_s']:.2f} | {u['usage_s']:.2f} "
+                    f"| {pct} | {u['throttled_s']:.2f} |"
+                )
+    return "\n".join(lines)
 
 
 def rows(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -104,6 +141,9 @@ def markdown(report: dict[str, Any]) -> str:
     align = "| " + " | ".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + " |"
     body = ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in data]
     lines = [head, align, *body]
+    cpu_table = cpu_markdown(report)
+    if cpu_table:
+        lines.append(cpu_table)
     overhead = overhead_line(report)
     if overhead:
         lines += ["", overhead]
@@ -124,6 +164,10 @@ def terminal(report: dict[str, Any]) -> str:
             for r, w in zip(data, widths, strict=True)
         ]
         out.append(c.ljust(label_w) + "  " + "  ".join(cells))
+    for run in sorted(report["runs"], key=lambda r: (r["workload"], r["system"])):
+        if run.get("cpu", {}).get("roles"):
+            out.append(f"CPU {run['workload']} {run['system']} (before/during % of budget): "
+                       + cpu.summary(run["cpu"]))  # fmt: skip
     overhead = overhead_line(report)
     if overhead:
         out += ["", overhead]

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take service, keyspace and client namespace from the lab stack "
                    "recorded there (netmigrate lab up --full)")  # fmt: skip
     p.add_argument("--service", metavar="HOST:PORT", help="keyspace service address")
+    p.add_argument("--cpu-run-dir", type=Path, metavar="RUN_DIR",
+                   help="read the CPU budgets of the lab recorded there for the report "
+                   "(default: --stack's)")  # fmt: skip
     p.add_argument("--keyspace", type=int, help="keyspace id (default: the service port)")
     p.add_argument("--netns", help="run inside this network namespace (needs root)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -115,6 +118,9 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
         timeout=args.timeout,
         retries=args.retries,
         deadline=args.deadline,
+        # The lab's CPU budgets are read from the stack's run directory, where lab up records
+        # them; a load pointed at a bare service has none to read.
+        cpu_run_dir=args.cpu_run_dir or args.stack,
     )
     return cfg, netns
 

@@ -26,6 +26,7 @@ from typing import Any
 from netmigrate import gc_policy
 from netmigrate.bench.history import History, unique_value
 from netmigrate.bench.load import HISTORY_FILE, LOAD_FILE, READY_FILE
+from netmigrate.bench.load.cpu_samples import CpuSampler
 from netmigrate.bench.load.workload import OPS, Chooser, WorkloadConfig, data_key
 from netmigrate.bench.timeline import Recorder
 from netmigrate.client import DEFAULT_DEADLINE, AsyncClient, NetMigrateError, ServerError, Timeout
@@ -53,6 +54,8 @@ class LoadConfig:
     #: A cap on resends (None: the deadline alone bounds them, the client's default).
     retries: int | None = None
     deadline: float = DEFAULT_DEADLINE
+    #: Lab run directory whose CPU budgets are read during the run (None: none).
+    cpu_run_dir: Path | None = None
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -243,12 +246,19 @@ class LoadRun:
             if on_ready is not None:
                 on_ready(self.load_start)
             watcher = asyncio.create_task(self._watch_stop(self.load_start + cfg.duration))
+            sampler = CpuSampler(cfg.cpu_run_dir) if cfg.cpu_run_dir is not None else None
+            sampling = (
+                asyncio.create_task(sampler.run(self.stopping)) if sampler is not None else None
+            )
             # The history grows by every operation: keep it out of the full collections.
             freezer = asyncio.create_task(gc_policy.freeze_periodically(self.stopping))
             await asyncio.gather(*(self._worker(client, w) for w in range(cfg.concurrency)))
             await watcher
             await freezer
             self.load_end = time.monotonic()
+            if sampler is not None and sampling is not None:
+                await sampling
+                sampler.take()
             # Quiescent: every worker has its answer; now read what the run left behind.
             await self.final_read(client)
             stats = asdict(client.stats)
@@ -287,6 +297,7 @@ class LoadRun:
             "client": stats,
             "checker": check.summary(),
             "timeline": self._timeline_json(),
+            "cpu": None if sampler is None else sampler.to_json(),
         }
         self.history.dump(cfg.out / HISTORY_FILE)
         (cfg.out / LOAD_FILE).write_text(json.dumps(doc) + "\n")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -312,6 +313,30 @@ class NetMigrateSystem(System):
 
     def validate_options(self, options: Mapping[str, Any]) -> None:
         migration_options(options)
+        self._budgets(options)
+
+    def _budgets(self, options: Mapping[str, Any]) -> Any:
+        """The lab's per-host CPU budgets from the ``cpu`` knob (``default``, ``off`` or
+        ``HOST=FRACTION,...``, as ``lab up --cpu``); on by default (docs/benchmarks.md)."""
+        from netmigrate.lab.cgroups import parse_cpu
+        from netmigrate.lab.errors import LabError
+
+        hosts = self._config.topology().host_names
+        try:
+            return parse_cpu(options.get("cpu"), hosts)
+        except LabError as exc:
+            raise ValueError(str(exc)) from None
+
+    def cpu_budgets(self) -> dict[str, Any] | None:
+        budgets = self._config.cpu
+        return budgets.to_dict() if hasattr(budgets, "to_dict") else None
+
+    def cpu_usage(self) -> dict[str, Any] | None:
+        if self._stack is None or self.cpu_budgets() is None:
+            return None
+        from netmigrate.lab.cgroups import read_usage
+
+        return read_usage(self._stack.run_dir)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -319,6 +344,8 @@ class NetMigrateSystem(System):
         from netmigrate.lab.stack import stack_down, stack_up
 
         self._options = migration_options(plan.options)
+        # None (``off``) rather than "keep": a budget left by another run must not apply.
+        self._config = dataclasses.replace(self._config, cpu=self._budgets(plan.options))
         # A lab of an interrupted run holds stale keys and slot ownership: start fresh.
         await asyncio.to_thread(stack_down, self._config)
         up = asyncio.ensure_future(asyncio.to_thread(stack_up, self._config))

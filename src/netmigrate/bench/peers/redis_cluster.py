@@ -34,13 +34,14 @@ import contextlib
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError, TryAgainError
 
+from netmigrate.bench import roles
 from netmigrate.bench.kv import ASK, MOVED, TRYAGAIN, ClientEvents
 from netmigrate.bench.redis_server import (
     HOST,
@@ -124,6 +125,10 @@ def initial_layout(masters: int, moving: int) -> list[tuple[int, int] | None]:
     return layout
 
 
+#: Name of the peer's cgroups (``nm-lab-<prefix>/<role>``), apart from every lab's.
+CGROUP_PREFIX = "nmbrc"
+
+
 class RedisClusterSystem(System):
     name = "redis-cluster"
     description = "Redis Cluster live resharding (redis-cli --cluster reshard, redis-py client)"
@@ -137,6 +142,7 @@ class RedisClusterSystem(System):
         self._pipeline = 10
         self._reinit_steps = self.default_reinitialize_steps
         self._reshard_proc: asyncio.subprocess.Process | None = None
+        self._cgroups: roles.RoleCgroups | None = None
 
     # -- naming ---------------------------------------------------------------------------
     @property
@@ -188,9 +194,15 @@ class RedisClusterSystem(System):
             raise ValueError(f"reinitialize steps must be >= 0, got {self._reinit_steps}")
         layout = initial_layout(self._masters, len(plan.slots))
         redis_cli_binary()  # fail before starting anything if redis-cli is missing
+        budgets = roles.parse(plan.options.get("cpu"), self._masters)
         try:
+            if budgets is not None:
+                self._cgroups = roles.RoleCgroups(CGROUP_PREFIX, budgets)
+                self._cgroups.up()
             for i in range(self._masters):
-                self._nodes.append(await start_redis(cluster=True, name=f"node{i}"))
+                self._nodes.append(
+                    await start_redis(cluster=True, name=f"node{i}", preexec=self._join(i))
+                )
             await self._form_cluster(layout)
         except BaseException:
             await self.teardown()
@@ -257,9 +269,11 @@ class RedisClusterSystem(System):
             "--cluster-pipeline", str(self._pipeline),
         ]  # fmt: skip
         started = time.monotonic()
+        cg = self._cgroups
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=None if cg is None else cg.preexec(roles.CONTROLLER),
+        )  # fmt: skip
         self._reshard_proc = proc
         observer.started()
         moved = keys = 0
@@ -370,6 +384,25 @@ class RedisClusterSystem(System):
         for n in nodes:
             n.stop()
         self._ids = []
+        cg, self._cgroups = self._cgroups, None
+        if cg is not None:
+            cg.down()
+
+    def _join(self, index: int) -> Any:
+        """``start_redis``'s preexec wrapper for node ``index`` (None without budgets)."""
+        cg = self._cgroups
+        if cg is None:
+            return None
+        return lambda base: cg.preexec(roles.server_role(index), base)
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        roles.parse(options.get("cpu"), int(options.get("masters", 2)))
+
+    def cpu_budgets(self) -> dict[str, Any] | None:
+        return None if self._cgroups is None else self._cgroups.budgets_dict()
+
+    def cpu_usage(self) -> dict[str, Any] | None:
+        return None if self._cgroups is None else dict(self._cgroups.usage() or {}) or None
 
 
 class TunedRedisClusterSystem(RedisClusterSystem):

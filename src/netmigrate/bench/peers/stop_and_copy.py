@@ -27,13 +27,14 @@ import json
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import redis
 from redis.asyncio import Redis
 
+from netmigrate.bench import roles
 from netmigrate.bench.kv import WRITE_HELD, ClientEvents
 from netmigrate.bench.redis_server import HOST, RedisServer, redis_version, start_redis
 from netmigrate.bench.system import MigrationObserver, MigrationResult, SetupPlan, System
@@ -42,6 +43,8 @@ from netmigrate.protocol.slot import key_slot
 from netmigrate.protocol.slotset import to_ranges
 
 SOURCE, TARGET = 0, 1
+#: Name of the peer's cgroups (``nm-lab-<prefix>/<role>``), apart from every lab's.
+CGROUP_PREFIX = "nmbsc"
 
 
 class SlotRouter:
@@ -162,12 +165,15 @@ class _Mover:
         self.proc = proc
 
     @classmethod
-    async def start(cls, source: RedisServer, target: RedisServer) -> _Mover:
+    async def start(
+        cls, source: RedisServer, target: RedisServer, preexec: Callable[[], None] | None = None
+    ) -> _Mover:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "netmigrate.bench.peers.sc_mover",
             "--host", HOST, "--source-port", str(source.port),
             "--target-port", str(target.port),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=preexec,
         )  # fmt: skip
         mover = cls(proc)
         await mover.expect("ready")
@@ -221,6 +227,7 @@ class StopAndCopySystem(System):
         self._router: SlotRouter | None = None
         self._mover: _Mover | None = None
         self._batch = 500
+        self._cgroups: roles.RoleCgroups | None = None
 
     @property
     def source(self) -> str:
@@ -246,12 +253,22 @@ class StopAndCopySystem(System):
         self._batch = int(plan.options.get("copy_batch", 500))
         if self._batch < 1:
             raise ValueError(f"copy batch must be >= 1, got {self._batch}")
+        budgets = roles.parse(plan.options.get("cpu"), 2)
         try:
-            for name in ("source", "target"):
-                self._servers.append(await start_redis(name=name))
+            if budgets is not None:
+                self._cgroups = roles.RoleCgroups(CGROUP_PREFIX, budgets)
+                self._cgroups.up()
+            cg = self._cgroups
+            for i, name in enumerate(("source", "target")):
+                wrap = None if cg is None else _wrap(cg, roles.server_role(i))
+                self._servers.append(await start_redis(name=name, preexec=wrap))
             self._router = SlotRouter()
             # Started now so the write pause does not include Python's start-up.
-            self._mover = await _Mover.start(self._servers[SOURCE], self._servers[TARGET])
+            self._mover = await _Mover.start(
+                self._servers[SOURCE],
+                self._servers[TARGET],
+                None if cg is None else cg.preexec(roles.CONTROLLER),
+            )
         except BaseException:
             await self.teardown()
             raise
@@ -346,3 +363,19 @@ class StopAndCopySystem(System):
         for s in servers:
             s.stop()
         self._router = None
+        cg, self._cgroups = self._cgroups, None
+        if cg is not None:
+            cg.down()
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        roles.parse(options.get("cpu"), 2)
+
+    def cpu_budgets(self) -> dict[str, Any] | None:
+        return None if self._cgroups is None else self._cgroups.budgets_dict()
+
+    def cpu_usage(self) -> dict[str, Any] | None:
+        return None if self._cgroups is None else dict(self._cgroups.usage() or {}) or None
+
+
+def _wrap(cg: roles.RoleCgroups, role: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    return lambda base: cg.preexec(role, base)

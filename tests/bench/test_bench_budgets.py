@@ -1,0 +1,144 @@
+"""Every peer's processes sit in their role's CPU-budget cgroup (root, real cgroups)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from netmigrate.bench import roles
+from netmigrate.bench.peers.redis_cluster import CGROUP_PREFIX as RC_PREFIX
+from netmigrate.bench.peers.redis_cluster import RedisClusterSystem
+from netmigrate.bench.peers.stop_and_copy import CGROUP_PREFIX as SC_PREFIX
+from netmigrate.bench.peers.stop_and_copy import StopAndCopySystem
+from netmigrate.bench.system import SetupPlan
+from netmigrate.lab import cgroups
+from netmigrate.protocol.constants import SLOT_COUNT
+
+pytestmark = pytest.mark.redis
+HALF = SLOT_COUNT // 2
+
+
+def cgroup_of(pid: int) -> str:
+    group = cgroups.detect().group_of(pid)
+    assert group is not None
+    return group
+
+
+def test_parse_names_the_lab_roles_and_refuses_bad_specs() -> None:
+    budgets = roles.parse("redis1=0.3", 2)
+    assert budgets is not None
+    assert budgets.shares["redis1"] == 0.3 and budgets.shares["redis2"] == 0.25
+    assert budgets.shares["client"] == 0.5 and budgets.shares["controller"] == 0.3
+    assert roles.parse("off", 2) is None
+    with pytest.raises(ValueError, match="unknown host 'redis3'"):
+        roles.parse("redis3=0.2", 2)
+
+
+def test_stop_and_copy_servers_and_mover_run_in_their_role_cgroups() -> None:
+    async def go() -> None:
+        system = StopAndCopySystem()
+        await system.setup(SetupPlan(10, 32, tuple(range(HALF)), {"cpu": "redis1=0.2"}))
+        try:
+            source, target = system.servers
+            assert cgroup_of(source.process.pid).endswith(f"nm-lab-{SC_PREFIX}/redis1")
+            assert cgroup_of(target.process.pid).endswith(f"nm-lab-{SC_PREFIX}/redis2")
+            mover = system._mover
+            assert mover is not None
+            assert cgroup_of(mover.proc.pid).endswith(f"nm-lab-{SC_PREFIX}/controller")
+            # The harness (load generator) stays outside: measured, not bounded.
+            assert f"nm-lab-{SC_PREFIX}" not in cgroup_of(os.getpid())
+            budgets = system.cpu_budgets()
+            assert budgets is not None and budgets["shares"]["redis1"] == 0.2
+            usage = system.cpu_usage()
+            assert usage is not None
+            assert usage["hosts"]["redis1"]["quota_us"] == round(0.2 * budgets["period_us"])
+            assert usage["hosts"]["controller"]["usage_s"] > 0  # the mover's start-up
+        finally:
+            await system.teardown()
+        assert system.cpu_usage() is None
+        assert not cgroups.detect().exists(f"nm-lab-{SC_PREFIX}")
+
+    asyncio.run(go())
+
+
+def test_redis_cluster_nodes_run_in_their_role_cgroups_and_off_means_none() -> None:
+    async def go() -> None:
+        system = RedisClusterSystem()
+        await system.setup(SetupPlan(10, 32, tuple(range(HALF)), {"masters": 2}))
+        try:
+            for i, node in enumerate(system.nodes):
+                assert cgroup_of(node.process.pid).endswith(f"nm-lab-{RC_PREFIX}/redis{i + 1}")
+        finally:
+            await system.teardown()
+        plain = RedisClusterSystem()
+        await plain.setup(SetupPlan(10, 32, tuple(range(HALF)), {"masters": 2, "cpu": "off"}))
+        try:
+            assert plain.cpu_budgets() is None and plain.cpu_usage() is None
+            assert "nm-lab-" not in cgroup_of(plain.nodes[0].process.pid)
+        finally:
+            await plain.teardown()
+
+    asyncio.run(go())
+
+
+def test_netmigrate_lab_gets_the_same_role_budgets_by_default() -> None:
+    from netmigrate.bench.peers.netmigrate import NetMigrateSystem
+
+    system = NetMigrateSystem()
+    nm = system._budgets({})
+    peer = roles.parse(None, 2)
+    assert nm is not None and peer is not None
+    assert dict(nm.shares) == dict(peer.shares)
+    assert system._budgets({"cpu": "off"}) is None
+    with pytest.raises(ValueError, match="unknown host"):
+        system.validate_options({"cpu": "redis9=0.1"})
+
+
+def test_cgroups_that_cannot_be_made_name_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class Refusing:
+        name = "v1"
+
+        def exists(self, group: str) -> bool:
+            return False
+
+        def create(self, group: str, quota_us: int, period_us: int) -> None:
+            raise cgroups.LabError(f"cannot write to {group}: Permission denied")
+
+    monkeypatch.setattr(cgroups, "detect", lambda *a: Refusing())
+    monkeypatch.setattr(cgroups, "_backend_paths", lambda b: {})
+    monkeypatch.setattr(roles.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    budgets = roles.parse(None, 2)
+    assert budgets is not None
+    cg = roles.RoleCgroups("nmbtest", budgets)
+    with pytest.raises(RuntimeError, match=r"Permission denied.*`--cpu off`"):
+        cg.up()
+    assert not (tmp_path / "run").exists()  # the run directory is removed again
+    assert cg.usage() is None
+
+
+def test_bench_load_sampler_reads_real_cgroups() -> None:
+    from netmigrate.bench.load.cpu_samples import CpuSampler
+
+    budgets = roles.parse(None, 2)
+    assert budgets is not None
+    cg = roles.RoleCgroups("nmbsamp", budgets)
+    cg.up()
+    try:
+        assert cg._run_dir is not None
+        sampler = CpuSampler(cg._run_dir)
+        assert sampler.budgets == budgets.to_dict()
+        assert sampler.harness_in is None  # this process is in none of them
+        sampler.take()
+        sampler.take()
+        assert len(sampler.samples) == 2
+        assert sampler.samples[0]["hosts"]["redis1"]["share"] == 0.25
+        assert sampler.samples[1]["time"] >= sampler.samples[0]["time"]
+    finally:
+        cg.down()
+    assert not cgroups.detect().exists("nm-lab-nmbsamp")
