@@ -57,6 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds one operation keeps retrying (default %(default)s)",
     )
     p.add_argument("--retries", type=int, help="also cap the resends at this number")
+    p.add_argument(
+        "--max-datagram",
+        type=int,
+        metavar="N",
+        help="largest request in bytes, the keyspace's setting (default: the MTU of the route "
+        "to the service minus 28 IPv4 + UDP)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--key-prefix", help="prefix of every key (default: nm:<random>:, per run)")
 
@@ -115,6 +122,7 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
         timeout=args.timeout,
         retries=args.retries,
         deadline=args.deadline,
+        max_datagram=args.max_datagram,
     )
     return cfg, netns
 

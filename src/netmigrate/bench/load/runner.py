@@ -53,6 +53,8 @@ class LoadConfig:
     #: A cap on resends (None: the deadline alone bounds them, the client's default).
     retries: int | None = None
     deadline: float = DEFAULT_DEADLINE
+    #: The keyspace's largest request (None: the client derives it from the route's MTU).
+    max_datagram: int | None = None
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -234,6 +236,7 @@ class LoadRun:
             timeout=cfg.timeout,
             retries=cfg.retries,
             deadline=cfg.deadline,
+            max_datagram=cfg.max_datagram,
         ) as client:
             preload_s = await self.preload(client) if cfg.preload else 0.0
             # The report places the migration on this clock: CLOCK_MONOTONIC, as the history.
