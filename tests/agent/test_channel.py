@@ -12,6 +12,8 @@ from netmigrate.agent.channel import CHANNEL_OPTIONS, MAX_MESSAGE, ControlTls, t
 from netmigrate.migration import ControlTls as MigrationControlTls
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 #: Bench code another change moves into the bench package; it still opens its own channel.
 def test_tls_from_files_builds_paths_and_refuses_half_a_client_certificate() -> None:
     assert tls_from_files(None) is None and tls_from_files("") is None

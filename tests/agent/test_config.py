@@ -12,11 +12,13 @@ from netmigrate.agent.config import (
     AgentConfig,
     ConfigError,
     RedisTarget,
+    default_max_datagram,
     parse_host_port,
     parse_redis_url,
     parse_slots,
     resolve_password,
 )
+from netmigrate.protocol.path_mtu import datagram_limit, smallest_interface_mtu
 
 
 def test_redis_urls() -> None:
@@ -140,3 +142,21 @@ def test_cli_builds_config(tmp_path) -> None:
         )
     with pytest.raises(ConfigError, match="without --control"):
         cli.build_config(_args("--control-tls-cert", str(cert), "--control-tls-key", str(cert)))
+
+
+def test_max_datagram_is_the_keyspace_setting_or_derived() -> None:
+    assert cli.build_config(_args()).max_datagram is None
+    assert cli.build_config(_args("--max-datagram", "1472")).max_datagram == 1472
+    with pytest.raises(ConfigError, match="max-datagram 63"):
+        cli.build_config(_args("--max-datagram", "63"))
+
+
+def test_default_max_datagram_follows_the_route_or_the_interface() -> None:
+    base = {"redis": RedisTarget(), "keyspace": 1, "server_id": 1}
+    to_service = AgentConfig(**base, listen=("0.0.0.0", 0), service=("127.0.0.1", 50000))
+    assert default_max_datagram(to_service) == (65507, "route to the service 127.0.0.1")
+    on_lo = AgentConfig(**base, listen=("127.0.0.1", 0))
+    assert default_max_datagram(on_lo) == (65507, "interface lo of 127.0.0.1")
+    anywhere = AgentConfig(**base, listen=("0.0.0.0", 0))
+    limit = datagram_limit(smallest_interface_mtu())
+    assert default_max_datagram(anywhere) == (limit, "smallest interface MTU")

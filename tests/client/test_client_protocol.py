@@ -34,6 +34,7 @@ from netmigrate.protocol.constants import (
     F_REQUEST_ID,
     F_SLOT,
     REPLY_BIT,
+    UDP_MAX_PAYLOAD,
     Flag,
     Op,
     Status,
@@ -311,6 +312,31 @@ async def test_too_large_is_raised_before_sending(udp_peer) -> None:
             await client.mset({"{a}small": "1", "{b}big": b"x" * 300})
         await peer.expect_silence(0.2)
         assert client.stats.sent == 0
+
+
+async def test_max_datagram_defaults_to_the_route_mtu(udp_peer) -> None:
+    """Unset, the limit is the route's MTU minus IPv4 + UDP (loopback: UDP's own cap); the
+    same holds for a socket from a factory (it may live in another namespace)."""
+    import socket
+
+    peer = await udp_peer()
+    async with AsyncClient(peer.address, KS) as client:
+        assert client.max_datagram == UDP_MAX_PAYLOAD
+    made: list[socket.socket] = []
+
+    async def factory() -> socket.socket:
+        made.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        made[-1].bind(("127.0.0.1", 0))
+        return made[-1]
+
+    async with AsyncClient(peer.address, KS, socket_factory=factory) as client:
+        assert client.max_datagram == UDP_MAX_PAYLOAD
+        assert client.local_address == made[0].getsockname()
+        assert made[1].fileno() == -1  # the probe is closed
+    async with AsyncClient(peer.address, KS, max_datagram=1472) as client:
+        assert client.max_datagram == 1472
+    with pytest.raises(ValueError, match="max_datagram"):
+        AsyncClient(peer.address, KS, max_datagram=63)
 
 
 async def test_argument_errors(pair) -> None:

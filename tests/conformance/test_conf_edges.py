@@ -11,7 +11,7 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from netmigrate.protocol.constants import HEADER_LEN, LAB_MTU, MAX_DATAGRAM, Flag, Op
+from netmigrate.protocol.constants import HEADER_LEN, IPV4_UDP_OVERHEAD, LAB_MTU, Flag, Op
 
 pytestmark = pytest.mark.root
 
@@ -47,7 +47,7 @@ def test_jumbo_request_is_steered_whole(sw: Conformance):
     ka = sw.world.ka
     slot = sw.fresh_slot()
     sw.slot_set(ka, slot, 0, 3)
-    room = MAX_DATAGRAM - HEADER_LEN
+    room = LAB_MTU - IPV4_UDP_OVERHEAD - HEADER_LEN
     body = bytes(range(256)) * (room // 256) + b"z" * (room % 256)
     sent = sw.from_client(sw.header(Op.GET, ka, slot), ka, payload=body)
     owner, target = sw.world.servers[1], sw.world.servers[3]

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from netmigrate.agent import dedup, slot_store
-from netmigrate.agent.config import AgentConfig, RedisTarget
+from netmigrate.agent.config import AgentConfig, RedisTarget, default_max_datagram
 from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
 from netmigrate.agent.migration_store import MigrationStore
@@ -88,13 +88,17 @@ class Agent:
             if result.changed:
                 log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
             self.table = await self._restore_ownership()
+            max_datagram = cfg.max_datagram
+            if max_datagram is None:
+                max_datagram, origin = default_max_datagram(cfg)
+                log.info("largest datagram %d bytes (%s)", max_datagram, origin)
             self._datapath = DataPath(
                 keyspace=cfg.keyspace,
                 server_id=cfg.server_id,
                 table=self.table,
                 dedup=self.dedup,
                 stats=self.stats,
-                max_datagram=cfg.max_datagram,
+                max_datagram=max_datagram,
                 max_batch=cfg.max_batch,
             )
             await self._datapath.connect(cfg.redis)

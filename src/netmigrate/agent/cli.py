@@ -24,7 +24,6 @@ from netmigrate.agent.config import (
 )
 from netmigrate.agent.redis_node import RedisNodeError
 from netmigrate.agent.slot_store import AgentStateError
-from netmigrate.protocol.constants import MAX_DATAGRAM
 
 log = logging.getLogger("netmigrate.agent")
 
@@ -100,9 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-datagram",
         type=int,
-        default=MAX_DATAGRAM,
+        default=None,
         metavar="N",
-        help=f"largest request/reply in bytes (default {MAX_DATAGRAM}: MTU 9000)",
+        help="largest request/reply in bytes, the keyspace's setting (default: the MTU of the "
+        "route to --service, else of the listen address's interface, minus 28 IPv4 + UDP)",
     )
     p.add_argument("--max-batch", type=int, default=512, help="most requests per Redis pipeline")
     p.add_argument("--dedup-entries", type=int, default=262_144, help="request ids remembered")

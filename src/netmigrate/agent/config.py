@@ -10,11 +10,17 @@ from urllib.parse import quote, unquote, urlsplit
 from netmigrate import addresses
 from netmigrate.agent.channel import ControlTls
 from netmigrate.protocol import slotset
-from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
+from netmigrate.protocol.constants import MAX_SERVER_ID, MIN_DATAGRAM, SLOT_COUNT, UDP_MAX_PAYLOAD
+from netmigrate.protocol.path_mtu import (
+    datagram_limit,
+    interface_mtu,
+    interface_of,
+    route_datagram_limit,
+    smallest_interface_mtu,
+)
 
 PASSWORD_ENV = "NETMIGRATE_REDIS_PASSWORD"
 #: Largest UDP payload over IPv4: the agent reads whole datagrams up to this size.
-UDP_MAX_PAYLOAD = 65507
 _DEFAULT_REDIS_PORT = 6379
 
 
@@ -155,7 +161,9 @@ class AgentConfig:
     initial_slots: frozenset[int] = frozenset(range(SLOT_COUNT))
     control: tuple[str, int] | None = None
     control_tls: TlsFiles | None = None
-    max_datagram: int = MAX_DATAGRAM
+    #: Largest request/reply in bytes: the keyspace's setting, the same for its agents and
+    #: clients. None: derived from this host's MTU (default_max_datagram) when the agent starts.
+    max_datagram: int | None = None
     #: Dedup window bounds: request ids remembered in total and per client, reply bytes kept.
     dedup_entries: int = 262_144
     dedup_per_client: int = 65_536
@@ -179,11 +187,37 @@ class AgentConfig:
             raise ConfigError(f"--keyspace {self.keyspace} out of range 0..65535")
         if not 1 <= self.server_id <= MAX_SERVER_ID:
             raise ConfigError(f"--server-id {self.server_id} out of range 1..{MAX_SERVER_ID}")
-        if not 64 <= self.max_datagram <= UDP_MAX_PAYLOAD:
-            raise ConfigError(f"--max-datagram {self.max_datagram} out of range 64..65507")
+        if self.max_datagram is not None and not (
+            MIN_DATAGRAM <= self.max_datagram <= UDP_MAX_PAYLOAD
+        ):
+            raise ConfigError(
+                f"--max-datagram {self.max_datagram} out of range {MIN_DATAGRAM}..{UDP_MAX_PAYLOAD}"
+            )
         if self.dedup_entries < 1 or self.dedup_per_client < 1 or self.dedup_bytes < 1:
             raise ConfigError("dedup window bounds must be positive")
         if self.max_batch < 1:
             raise ConfigError("--max-batch must be positive")
         if self.hold_limit < 1 or self.hold_timeout <= 0:
             raise ConfigError("--hold-limit and --hold-timeout must be positive")
+
+
+def default_max_datagram(config: AgentConfig) -> tuple[int, str]:
+    """The largest datagram this agent's own link carries unfragmented, and where it came from.
+
+    The route towards the keyspace's service address (on the switch) is the one replies take;
+    without one, the interface holding the listen address; listening on every address, the
+    smallest MTU of this host's interfaces, so no reply is larger than any of its links.
+    A client whose link is smaller than the agent's needs the keyspace setting on both.
+    """
+    try:
+        if config.service is not None:
+            host = config.service[0]
+            return route_datagram_limit(host), f"route to the service {host}"
+        host = config.listen[0]
+        if host not in ("", "0.0.0.0", "::"):
+            name = interface_of(host)
+            if name is not None:
+                return datagram_limit(interface_mtu(name)), f"interface {name} of {host}"
+        return datagram_limit(smallest_interface_mtu()), "smallest interface MTU"
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot derive --max-datagram ({e}): set it explicitly") from None

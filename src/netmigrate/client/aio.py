@@ -57,14 +57,16 @@ from netmigrate.protocol.constants import (
     F_OP,
     F_REQUEST_ID,
     F_STATUS,
-    MAX_DATAGRAM,
+    MIN_DATAGRAM,
     REPLY_BIT,
     RETRYABLE_STATUSES,
+    UDP_MAX_PAYLOAD,
     Flag,
     Op,
     SetCondition,
     Status,
 )
+from netmigrate.protocol.path_mtu import datagram_limit, socket_route_mtu
 from netmigrate.protocol.slot import key_slot
 
 log = logging.getLogger(__name__)
@@ -196,7 +198,10 @@ class AsyncClient:
     ``timeout`` is per attempt; ``deadline`` is the budget of one call (seconds from its start
     after which no new attempt is made; the last attempt may still run its ``timeout``).
     ``retries``, if given, also caps the resends at that number (None: only the deadline
-    bounds them). Use as
+    bounds them). ``max_datagram`` is the keyspace's largest request (the same setting as its
+    agents'); None derives it when the client opens from the MTU of the route towards
+    ``address`` minus the IP and UDP headers, so a request that would be fragmented raises
+    :class:`TooLarge` before anything is sent. Use as
     ``async with AsyncClient(("10.0.0.1", 50000), 50000) as c: await c.get("k")``.
     """
 
@@ -210,7 +215,7 @@ class AsyncClient:
         deadline: float = DEFAULT_DEADLINE,
         backoff: float = 0.002,
         max_backoff: float = 0.1,
-        max_datagram: int = MAX_DATAGRAM,
+        max_datagram: int | None = None,
         client_id: int | None = None,
         socket_factory: SocketFactory | None = None,
         on_event: Callable[[str], None] | None = None,
@@ -219,6 +224,8 @@ class AsyncClient:
             raise ValueError(f"keyspace {keyspace} out of range 0..65535")
         if timeout <= 0 or deadline < 0 or backoff < 0 or (retries is not None and retries < 0):
             raise ValueError("timeout must be > 0, deadline, retries and backoff >= 0")
+        if max_datagram is not None and not MIN_DATAGRAM <= max_datagram <= UDP_MAX_PAYLOAD:
+            raise ValueError(f"max_datagram out of range {MIN_DATAGRAM}..{UDP_MAX_PAYLOAD}")
         self.address = address
         self.keyspace = keyspace
         self.timeout = timeout
@@ -226,7 +233,9 @@ class AsyncClient:
         self.deadline = deadline
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.max_datagram = max_datagram
+        #: Set by open() when not given.
+        self.max_datagram = max_datagram or 0
+        self._derive_max_datagram = max_datagram is None
         self.client_id = secrets.randbits(32) if client_id is None else client_id
         if not 0 <= self.client_id <= 0xFFFFFFFF:
             raise ValueError("client_id must fit 32 bits")
@@ -261,6 +270,17 @@ class AsyncClient:
             # The factory's socket may live where names do not resolve: the address is used
             # as given (numeric).
             self._sock, self._peer, self._loop = sock, self.address, loop
+            if self._derive_max_datagram:
+                # A second socket from the factory sees the same routes (its namespace's).
+                probe = await self._socket_factory()
+                try:
+                    self._set_max_datagram(probe, self.address)
+                except BaseException:
+                    sock.close()
+                    self._sock = None
+                    raise
+                finally:
+                    probe.close()
             loop.add_reader(sock.fileno(), self._on_readable)
             return self
         host, port = self.address
@@ -271,6 +291,9 @@ class AsyncClient:
         if not infos:
             raise NetMigrateError(f"cannot resolve {host}")
         family, _, _, _, peer = infos[0]
+        if self._derive_max_datagram:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                self._set_max_datagram(probe, peer)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -283,6 +306,15 @@ class AsyncClient:
         self._sock, self._peer, self._loop = sock, peer, loop
         loop.add_reader(sock.fileno(), self._on_readable)
         return self
+
+    def _set_max_datagram(self, probe: socket.socket, peer: Any) -> None:
+        """The largest datagram the route to ``peer`` carries unfragmented (``probe`` is an
+        unconnected UDP socket; connecting it sends nothing)."""
+        try:
+            self.max_datagram = datagram_limit(socket_route_mtu(probe, peer), probe.family)
+        except OSError as e:
+            raise NetMigrateError(f"{e}; pass max_datagram") from None
+        log.debug("largest datagram to %s: %d bytes", peer[0], self.max_datagram)
 
     def close(self) -> None:
         """Close the socket; outstanding requests fail with NetMigrateError."""

@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds one request keeps retrying (default %(default)s)",
     )
     p.add_argument("--retries", type=int, help="also cap the resends at this number")
+    p.add_argument(
+        "--max-datagram",
+        type=int,
+        metavar="N",
+        help="largest request in bytes, the keyspace's setting (default: the MTU of the route "
+        "to --to minus 28 IPv4 + UDP)",
+    )
     sub = p.add_subparsers(dest="op", required=True, metavar="OP")
     sub.add_parser("get", help="GET KEY").add_argument("key")
     s = sub.add_parser("set", help="SET KEY VALUE [--ttl-ms N] [--nx|--xx]")
@@ -89,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         address = parse_host_port(args.to, "--to")
-        options = {"timeout": args.timeout, "retries": args.retries, "deadline": args.deadline}
+        options = {
+            "timeout": args.timeout,
+            "retries": args.retries,
+            "deadline": args.deadline,
+            "max_datagram": args.max_datagram,
+        }
         with Client(address, args.keyspace, **options) as c:
             _execute(c, args)
     except AddressError as e:

@@ -51,6 +51,7 @@ from netmigrate.lab.supervise import ProcessSpec, Supervisor, tcp_ready, unix_re
 from netmigrate.lab.switch_process import DEFAULT_DEVICE_ID, SWITCH_SERVICE, switch_spec
 from netmigrate.lab.topology import DEFAULT_PREFIX, Topology, build_topology
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT
+from netmigrate.protocol.path_mtu import datagram_limit
 
 STACK_FILE = "stack.json"
 DEFAULT_SERVICE_IP = "10.0.1.1"
@@ -335,6 +336,8 @@ def _agent_process(config: StackConfig, stack: Stack, s: ServerInfo) -> ProcessS
         "--control", f"0.0.0.0:{AGENT_CONTROL_PORT}",
         "--advertise-control", s.control_lab,
         "--service", f"{stack.service_ip}:{stack.service_port}",
+        # The lab knows its MTU: the keyspace's setting (agent_args may override it).
+        "--max-datagram", str(datagram_limit(config.topology().mtu)),
         *config.agent_args,
     )  # fmt: skip
     return ProcessSpec(name=f"{s.name}-agent", argv=argv, netns=s.netns)

@@ -31,9 +31,9 @@ from netmigrate.protocol.codec import (
 )
 from netmigrate.protocol.constants import (
     HEADER_LEN,
-    MAX_DATAGRAM,
     REPLY_BIT,
     SLOT_COUNT,
+    UDP_MAX_PAYLOAD,
     Decision,
     Flag,
     Op,
@@ -44,9 +44,9 @@ from netmigrate.protocol.slot import crc16_xmodem, hash_tag, key_slot
 
 __all__ = [
     "HEADER_LEN",
-    "MAX_DATAGRAM",
     "REPLY_BIT",
     "SLOT_COUNT",
+    "UDP_MAX_PAYLOAD",
     "Control",
     "CountReply",
     "Decision",

@@ -39,9 +39,17 @@ MAX_SERVER_ID = 254
 SERVICE_PORT_BASE = 50000
 SERVICE_PORT_MASK = 0xFFF0
 
-#: Largest UDP payload on the lab's MTU 9000 (9000 - 20 IPv4 - 8 UDP).
+#: The local lab's link MTU. Only the lab uses it: everywhere else the largest datagram is a
+#: setting derived from the path MTU (protocol.path_mtu, docs/decisions.md "No fragmentation").
 LAB_MTU = 9000
-MAX_DATAGRAM = LAB_MTU - 28
+
+#: What a datagram's IP and UDP headers take from the MTU (IPv4 without options: 20 + 8;
+#: IPv6: 40 + 8), and the largest UDP payload IPv4 allows (65535 - 20 - 8).
+IPV4_UDP_OVERHEAD = 28
+IPV6_UDP_OVERHEAD = 48
+UDP_MAX_PAYLOAD = 65507
+#: Smallest max-datagram setting accepted: room for a header and a short key.
+MIN_DATAGRAM = 64
 
 #: Length prefixes of the payload encoding.
 KEY_LEN = struct.Struct("!H")

@@ -60,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds one operation keeps retrying (default %(default)s)",
     )
     p.add_argument("--retries", type=int, help="also cap the resends at this number")
+    p.add_argument(
+        "--max-datagram",
+        type=int,
+        metavar="N",
+        help="largest request in bytes, the keyspace's setting (default: the MTU of the route "
+        "to the service minus 28 IPv4 + UDP)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--key-prefix", help="prefix of every key (default: nm:<random>:, per run)")
 
@@ -121,6 +128,7 @@ def _config(args: argparse.Namespace) -> tuple[LoadConfig, str | None]:
         # The lab's CPU budgets are read from the stack's run directory, where lab up records
         # them; a load pointed at a bare service has none to read.
         cpu_run_dir=args.cpu_run_dir or args.stack,
+        max_datagram=args.max_datagram,
     )
     return cfg, netns
 

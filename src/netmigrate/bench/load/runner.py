@@ -56,6 +56,8 @@ class LoadConfig:
     deadline: float = DEFAULT_DEADLINE
     #: Lab run directory whose CPU budgets are read during the run (None: none).
     cpu_run_dir: Path | None = None
+    #: The keyspace's largest request (None: the client derives it from the route's MTU).
+    max_datagram: int | None = None
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -237,6 +239,7 @@ class LoadRun:
             timeout=cfg.timeout,
             retries=cfg.retries,
             deadline=cfg.deadline,
+            max_datagram=cfg.max_datagram,
         ) as client:
             preload_s = await self.preload(client) if cfg.preload else 0.0
             # The report places the migration on this clock: CLOCK_MONOTONIC, as the history.
