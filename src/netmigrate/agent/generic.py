@@ -143,11 +143,15 @@ class GenericRequest:
         return any(c.kind is Kind.WRITE for c in self.classified)
 
     def keys_needing_old_value(self) -> tuple[bytes, ...]:
-        """Keys a migration target must pull before running this (not blind overwrites)."""
-        out: list[bytes] = []
-        for c, args in zip(self.classified, self.commands, strict=True):
-            out.extend(args[r.index] for r in c.key_refs if r.needs_old_value)
-        return tuple(dict.fromkeys(out))
+        """Keys a migration target must pull before running this: every key it names.
+
+        Key-spec flags do not say whether a command's *reply* depends on the old value: DEL
+        (``RM``) counts the keys that existed, SETNX / MSETNX / RENAMENX (``OW insert``) do
+        nothing when the key exists, COPY and RESTORE (``OW``) fail on an existing key
+        without REPLACE. Run without the key, each would answer (or do) what the source's
+        value contradicts, so no key is skipped; a pull costs one round trip, and only for a
+        key the target is not authoritative for yet."""
+        return tuple(dict.fromkeys(self.keys))
 
 
 class GenericCommands:

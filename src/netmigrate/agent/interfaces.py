@@ -16,11 +16,12 @@ pipeline and runtime), so the data path imports no migration code and the sides 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from netmigrate.agent.commands import OpSpec
 from netmigrate.agent.dedup import Address, DedupEntry, DedupWindow
+from netmigrate.agent.generic import GenericRequest
 from netmigrate.protocol.codec import HeaderFields
 
 
@@ -79,8 +80,25 @@ class RequestPath(DatagramOut, Protocol):
         *,
         dirty: bytes | None = None,
         keys: tuple[bytes, ...] = (),
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
-        """Queue a begun request's command (a write with ``dirty`` also marks ``keys``)."""
+        """Queue a begun request's command (a write with ``dirty`` also marks ``keys``;
+        ``on_applied`` runs once Redis answered that it applied this very write)."""
+        ...
+
+    def queue_generic(
+        self,
+        fields: HeaderFields,
+        request: GenericRequest,
+        entry: DedupEntry,
+        commands: list[bytes],
+        callbacks: list[Any],
+        *,
+        dirty: bytes | None = None,
+        on_applied: Callable[[tuple[bytes, ...]], None] | None = None,
+    ) -> None:
+        """Queue a begun CMD_READ / CMD_WRITE (a write with ``dirty`` marks the keys of its
+        commands that succeeded; ``on_applied`` gets them once Redis answered)."""
         ...
 
     def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:
