@@ -6,7 +6,14 @@ WRONG_OWNER / BUSY / MISS after a backoff, and the double-read merge during migr
 """
 
 from netmigrate.client.aio import AsyncClient, ClientStats
-from netmigrate.client.errors import NetMigrateError, ServerError, Timeout, TooLarge
+from netmigrate.client.errors import (
+    CommandRefused,
+    NetMigrateError,
+    RedisReplyError,
+    ServerError,
+    Timeout,
+    TooLarge,
+)
 from netmigrate.client.merge import merge_double_read
 from netmigrate.client.sync import Client, Pipeline
 
@@ -14,8 +21,10 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ClientStats",
+    "CommandRefused",
     "NetMigrateError",
     "Pipeline",
+    "RedisReplyError",
     "ServerError",
     "Timeout",
     "TooLarge",
