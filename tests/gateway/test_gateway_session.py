@@ -30,6 +30,8 @@ pytestmark = pytest.mark.redis
 class DirectKeyspace:
     """Commands straight to one Redis, on a connection of the client's RESP version."""
 
+    protocols = frozenset({2, 3})
+
     def __init__(self, port: int) -> None:
         self.port = port
         self._conns: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}

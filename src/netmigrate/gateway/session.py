@@ -25,6 +25,9 @@ _ids = itertools.count(1)
 class Keyspace(Protocol):
     """Where commands of one slot go: through the switch to the slot's owner (or target)."""
 
+    #: The RESP versions its replies can be written in; ``HELLO`` offers only these.
+    protocols: frozenset[int]
+
     async def command(self, request: Classified, args: Sequence[bytes], resp: int) -> bytes:
         """Run one command of one slot; Redis' reply as RESP bytes of version ``resp``."""
         ...
@@ -157,8 +160,9 @@ class Session:
                 proto = int(rest[0])
             except ValueError:
                 return self._error("ERR Protocol version is not an integer or out of range")
-            if proto not in (2, 3):
-                return self._error("NOPROTO unsupported protocol version")
+            if proto not in (2, 3) or proto not in self.keyspace.protocols:
+                # Redis' own answer: the client stays on the protocol it had.
+                return self._error("NOPROTO sorry, this protocol version is not supported.")
             rest = rest[1:]
         user = st.user
         while rest:
