@@ -32,6 +32,8 @@ header nm_t {
 @noWarn("unused") const bit<8> OP_INCRBY = 0x04;
 @noWarn("unused") const bit<8> OP_MGET = 0x05;
 @noWarn("unused") const bit<8> OP_MSET = 0x06;
+@noWarn("unused") const bit<8> OP_CMD_READ = 0x07;
+@noWarn("unused") const bit<8> OP_CMD_WRITE = 0x08;
 @noWarn("unused") const bit<8> OP_SLOT_START = 0x10;
 @noWarn("unused") const bit<8> OP_SLOT_COMPLETE = 0x11;
 @noWarn("unused") const bit<8> OP_SLOT_SET = 0x20;
@@ -40,11 +42,11 @@ header nm_t {
 // --- Op classes ----------------------------------------------------------------------------------
 // Sent to the migration target while a slot migrates.
 bool nm_is_write_op(in bit<8> op) {
-    return op == OP_SET || op == OP_DEL || op == OP_INCRBY || op == OP_MSET;
+    return op == OP_SET || op == OP_DEL || op == OP_INCRBY || op == OP_MSET || op == OP_CMD_WRITE;
 }
 // Double-read (owner + clone to target) while migrating.
 bool nm_is_read_op(in bit<8> op) {
-    return op == OP_GET || op == OP_MGET;
+    return op == OP_GET || op == OP_MGET || op == OP_CMD_READ;
 }
 
 // --- Flags ---------------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("netmigrate.agent.cli", "run the NetMigrate agent of one Redis instance"),
     "agent-stats": ("netmigrate.agent.stats_cli", "print an agent's counters"),
     "kv": ("netmigrate.client.cli", "send one request to a keyspace"),
+    "gateway": (
+        "netmigrate.gateway.cli",
+        "a local RESP server for unmodified Redis clients, in front of a keyspace",
+    ),
     "switch": ("netmigrate.switch.cli", "run the lab switch (P4Runtime server + data plane)"),
     "gen-p4-constants": ("netmigrate.p4rt.gen_constants", "write p4/include/constants.p4"),
     "lab": ("netmigrate.lab.cli", "bring the local lab of namespaces up or down"),

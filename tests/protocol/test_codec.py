@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from netmigrate.protocol import codec
 from netmigrate.protocol.codec import (
+    Command,
     Control,
     CountReply,
     Delete,
@@ -22,6 +23,7 @@ from netmigrate.protocol.codec import (
     MGetReply,
     MSet,
     ProtocolError,
+    RespReply,
     Set,
     SetReply,
     ValueReply,
@@ -91,6 +93,21 @@ REQUEST_BODIES = {
     Op.INCRBY: st.builds(IncrBy, keys, st.integers(-(2**63), 2**63 - 1)),
     Op.MGET: st.builds(MGet, st.lists(keys, min_size=1, max_size=8).map(tuple)),
     Op.MSET: st.builds(MSet, st.lists(st.tuples(keys, values), min_size=1, max_size=8).map(tuple)),
+    Op.CMD_READ: st.builds(
+        Command,
+        st.lists(st.lists(values, min_size=1, max_size=5).map(tuple), min_size=1, max_size=1).map(
+            tuple
+        ),
+        st.sampled_from([2, 3]),
+    ),
+    Op.CMD_WRITE: st.builds(
+        Command,
+        st.lists(st.lists(values, min_size=1, max_size=5).map(tuple), min_size=1, max_size=4).map(
+            tuple
+        ),
+        st.sampled_from([2, 3]),
+        st.just(True),
+    ),
     Op.SLOT_START: st.just(Control()),
     Op.SLOT_COMPLETE: st.just(Control()),
     Op.SLOT_SET: st.just(Control()),
@@ -103,6 +120,8 @@ OK_REPLY_BODIES = {
     Op.INCRBY: st.builds(IntReply, st.integers(-(2**63), 2**63 - 1)),
     Op.MGET: st.builds(MGetReply, st.lists(st.none() | values, min_size=1, max_size=8).map(tuple)),
     Op.MSET: st.just(Empty()),
+    Op.CMD_READ: st.builds(RespReply, values),
+    Op.CMD_WRITE: st.builds(RespReply, values),
     Op.SLOT_START: st.just(Empty()),
     Op.SLOT_COMPLETE: st.just(Empty()),
     Op.SLOT_SET: st.just(Empty()),
@@ -155,11 +174,32 @@ EXAMPLES = {
     Op.INCRBY: (IncrBy(b"k", -3), IntReply(-2)),
     Op.MGET: (MGet((b"a", b"b")), MGetReply((b"1", None))),
     Op.MSET: (MSet(((b"a", b"1"), (b"b", b""))), Empty()),
+    Op.CMD_READ: (Command.of(b"HGET", b"h", b"f"), RespReply(b"$1\r\nv\r\n")),
+    Op.CMD_WRITE: (
+        Command(((b"HSET", b"h", b"f", b"v"), (b"EXPIRE", b"h", b"9")), 3, True),
+        RespReply(b"*2\r\n:1\r\n:1\r\n"),
+    ),
     Op.SLOT_START: (Control(), Empty()),
     Op.SLOT_COMPLETE: (Control(), Empty()),
     Op.SLOT_SET: (Control(), Empty()),
     Op.SLOT_READ: (Control(), Empty()),
 }
+
+
+def test_generic_commands_refuse_what_redis_could_not_run() -> None:
+    header = Header(op=Op.CMD_WRITE, request_id=7, slot=1, keyspace=50000)
+    good = encode(header, Command.of(b"SET", b"k", b"v"))
+    with pytest.raises(ProtocolError, match="unknown RESP version 4"):
+        decode(good[:HEADER_LEN] + b"\x04" + good[HEADER_LEN + 1 :])
+    with pytest.raises(ProtocolError, match="unknown command flags"):
+        decode(good[: HEADER_LEN + 1] + b"\x02" + good[HEADER_LEN + 2 :])
+    two = encode(header, Command(((b"PING",), (b"PING",)), 2, True))
+    with pytest.raises(ProtocolError, match="must be a transaction"):
+        decode(two[: HEADER_LEN + 1] + b"\x00" + two[HEADER_LEN + 2 :])
+    with pytest.raises(ValueError, match="must be a transaction"):
+        encode(header, Command(((b"PING",), (b"PING",))))
+    with pytest.raises(ProtocolError, match="item count must be at least 1"):
+        decode(good[: HEADER_LEN + 2] + b"\x00\x00")
 
 
 @pytest.mark.parametrize("op", list(Op))

@@ -23,6 +23,7 @@ from netmigrate.protocol.codec import (
     MGet,
     MGetReply,
     MSet,
+    RespReply,
     Set,
     SetReply,
     ValueReply,
@@ -92,10 +93,17 @@ class OpSpec:
     #: The recording script answers with the key read back (a decimal string) instead of the
     #: command's integer: Lua numbers are doubles and would round INCRBY's results above 2^53.
     readback: bool = False
+    #: CMD_READ / CMD_WRITE: Redis commands checked against the command table and run in the
+    #: generic scripts (``agent.generic``); ``keys`` and ``command`` do not apply to them.
+    generic: bool = False
 
 
 def _one_key(b: Any) -> tuple[bytes, ...]:
     return (b.key,)
+
+
+def _no_command(b: Any) -> bytes:
+    raise TypeError("a generic request's command is built by agent.generic")
 
 
 OPS: dict[int, OpSpec] = {
@@ -108,6 +116,12 @@ OPS: dict[int, OpSpec] = {
     Op.MGET: OpSpec(True, True, lambda b: b.keys, _mget, lambda r: (_OK, MGetReply(tuple(r)))),
     Op.MSET: OpSpec(
         True, False, lambda b: tuple(k for k, _ in b.items), _mset, lambda r: (_OK, Empty())
+    ),
+    Op.CMD_READ: OpSpec(
+        True, True, lambda b: (), _no_command, lambda r: (_OK, RespReply(r)), generic=True
+    ),
+    Op.CMD_WRITE: OpSpec(
+        True, False, lambda b: (), _no_command, lambda r: (_OK, RespReply(r)), generic=True
     ),
 }
 assert {op for op, spec in OPS.items() if spec.read_only} == READ_OPS

@@ -29,7 +29,6 @@ from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import (
     RECORD_TTL_MS,
     SCRIPT_LOAD,
-    WRITE_SCRIPT,
     WRITE_SCRIPT_SHA,
     Address,
     DedupEntry,
@@ -39,6 +38,13 @@ from netmigrate.agent.dedup import (
     fingerprint,
     record_fingerprint,
 )
+from netmigrate.agent.generic import (
+    READ_SCRIPT_SHA,
+    SCRIPT_LOADS,
+    GenericCommands,
+)
+from netmigrate.agent.generic import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
+from netmigrate.agent.generic_path import GenericPath, command_table_of
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.reserved import RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, RespConnection
@@ -82,6 +88,7 @@ _BAD_REQUEST = int(Status.BAD_REQUEST)
 _TOO_LARGE = int(Status.TOO_LARGE)
 _WRONG_OWNER = int(Status.WRONG_OWNER)
 _BUSY = int(Status.BUSY)
+_OK = int(Status.OK)
 _SERVE = Admission.SERVE
 _TARGET = Admission.TARGET
 _RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
@@ -98,7 +105,7 @@ class ScriptLoadError(ConnectionError):
     """Redis would not load the recording script (e.g. an ACL without scripting)."""
 
 
-class DataPath:
+class DataPath(GenericPath):
     def __init__(
         self,
         *,
@@ -120,6 +127,7 @@ class DataPath:
         self.max_batch = max_batch
         self.redis: RespConnection | None = None
         self._recorder = WriteRecorder(record_ttl_ms)
+        self._record_ttl_ms = record_ttl_ms
         self._reloading_script = False
         #: Migration sides (``interfaces``); None until the agent wires them in.
         self.source: TransitionReplies | None = None
@@ -147,16 +155,18 @@ class DataPath:
         return sock.getsockname()[:2]
 
     async def connect(self, target: RedisTarget) -> None:
-        """Open the data connection (with the recording script loaded) and use it."""
+        """Open the data connection (scripts loaded, this Redis' command table read)."""
         conn = await RespConnection.open(target)
         try:
-            sha = await conn.call(b"SCRIPT", b"LOAD", WRITE_SCRIPT)
+            shas = await conn.calls(SCRIPT_LOAD + b"".join(SCRIPT_LOADS), 1 + len(SCRIPT_LOADS))
+            table = await command_table_of(conn)
         except BaseException:
             conn.close()
             raise
-        if sha != WRITE_SCRIPT_SHA:
+        if shas != list(_SCRIPT_SHAS):
             conn.close()
-            raise ScriptLoadError(f"Redis refused to load the agent's write script: {sha}")
+            raise ScriptLoadError(f"Redis refused to load the agent's scripts: {shas}")
+        self.generic = GenericCommands(table, self._record_ttl_ms)
         self.redis = conn
 
     def restore(self, records: Iterable[bytes]) -> int:
@@ -273,6 +283,9 @@ class DataPath:
                 self._duplicate(entry, addr)
             else:
                 self._collision(fields, addr)
+            return
+        if spec.generic:
+            self._handle_generic(fields, body, spec, data, addr, commands, callbacks)
             return
         slot = fields[F_SLOT]
         if spec.multi_key:
@@ -415,6 +428,31 @@ class DataPath:
 
     # -- Redis replies -------------------------------------------------------------------
 
+    def _fit(self, fields: HeaderFields, body_bytes: bytes, status: int = _OK) -> tuple[bytes, int]:
+        """(datagram, status): the reply, or TOO_LARGE when it exceeds a datagram."""
+        if HEADER_LEN + len(body_bytes) > self.max_datagram:
+            status = int(Status.TOO_LARGE)
+            body_bytes = encode_body(
+                ErrorReply(
+                    f"reply of {HEADER_LEN + len(body_bytes)} bytes exceeds the limit "
+                    f"of {self.max_datagram}"
+                )
+            )
+        return pack_reply_header(fields, status) + body_bytes, status
+
+    def _answer(self, entry: DedupEntry, datagram: bytes, status: int, applied: bool) -> None:
+        """Send the reply to the request and every copy of it waiting; remember it (or forget
+        a request Redis certainly did not apply, so that its retry runs)."""
+        self.stats.replies[status] += 1
+        if applied:
+            self.dedup.complete(entry, datagram)
+        else:
+            self.dedup.forget(entry)
+        self._send(datagram, entry.addr)
+        if entry.copies is not None:
+            for addr in entry.copies:
+                self._send(datagram, addr)
+
     def _on_redis_reply(self, reply: Any, ctx: tuple[HeaderFields, OpSpec, DedupEntry]) -> None:
         fields, spec, entry = ctx
         applied = True
@@ -428,24 +466,8 @@ class DataPath:
         else:
             status, body = spec.reply(reply)
             body_bytes = encode_body(body)
-            if HEADER_LEN + len(body_bytes) > self.max_datagram:
-                status = int(Status.TOO_LARGE)
-                body_bytes = encode_body(
-                    ErrorReply(
-                        f"reply of {HEADER_LEN + len(body_bytes)} bytes exceeds the limit "
-                        f"of {self.max_datagram}"
-                    )
-                )
-            datagram = pack_reply_header(fields, status) + body_bytes
-        self.stats.replies[status] += 1
-        if applied:
-            self.dedup.complete(entry, datagram)
-        else:
-            self.dedup.forget(entry)
-        self._send(datagram, entry.addr)
-        if entry.copies is not None:
-            for addr in entry.copies:
-                self._send(datagram, addr)
+            datagram, status = self._fit(fields, body_bytes, status)
+        self._answer(entry, datagram, status, applied)
 
     def _replay(
         self, record: bytes, fields: HeaderFields, entry: DedupEntry
@@ -484,18 +506,26 @@ class DataPath:
         return answer.status, answer.body, answer.applied
 
     def _reload_script(self) -> None:
-        """Someone flushed Redis' script cache: load the script again (once at a time)."""
+        """Someone flushed Redis' script cache: load the scripts again (once at a time)."""
         redis = self.redis
         if self._reloading_script or redis is None or not redis.is_open:
             return
         self._reloading_script = True
-        log.warning("Redis lost the agent's write script (SCRIPT FLUSH?); loading it again")
-        redis.send(SCRIPT_LOAD, ((self._script_reloaded, None),))
+        log.warning("Redis lost the agent's scripts (SCRIPT FLUSH?); loading them again")
+        redis.send(
+            SCRIPT_LOAD + b"".join(SCRIPT_LOADS),
+            [
+                (self._script_reloaded, (sha, i == len(_SCRIPT_SHAS) - 1))
+                for i, sha in enumerate(_SCRIPT_SHAS)
+            ],
+        )
 
-    def _script_reloaded(self, reply: Any, ctx: Any) -> None:
-        self._reloading_script = False
-        if reply != WRITE_SCRIPT_SHA:
-            log.error("loading the agent's write script again failed: %r", reply)
+    def _script_reloaded(self, reply: Any, ctx: tuple[bytes, bool]) -> None:
+        sha, last = ctx
+        if last:
+            self._reloading_script = False
+        if reply != sha:
+            log.error("loading the agent's script %s again failed: %r", sha.decode(), reply)
 
     # -- answers without Redis -----------------------------------------------------------
 
@@ -522,6 +552,10 @@ class DataPath:
             # Full buffer or unreachable peer: the client times out and retries, and a
             # completed request is then answered from the dedup window.
             self.stats.send_errors += 1
+
+
+#: What SCRIPT LOAD answers for the scripts :meth:`DataPath.connect` loads, in order.
+_SCRIPT_SHAS = (WRITE_SCRIPT_SHA, READ_SCRIPT_SHA, GENERIC_WRITE_SHA)
 
 
 def _check_multi_keys(keys: tuple[bytes, ...], slot: int) -> tuple[int, str] | None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from netmigrate.agent.commands import OpSpec
 from netmigrate.agent.dedup import Address, DedupEntry, DedupWindow
+from netmigrate.agent.generic import GenericRequest
 from netmigrate.protocol.codec import HeaderFields
 
 
@@ -83,7 +84,22 @@ class RequestPath(DatagramOut, Protocol):
         on_applied: Callable[[], None] | None = None,
     ) -> None:
         """Queue a begun request's command (a write with ``dirty`` also marks ``keys``;
-        ``on_applied`` runs once Redis applied this very write)."""
+        ``on_applied`` runs once Redis answered that it applied this very write)."""
+        ...
+
+    def queue_generic(
+        self,
+        fields: HeaderFields,
+        request: GenericRequest,
+        entry: DedupEntry,
+        commands: list[bytes],
+        callbacks: list[Any],
+        *,
+        dirty: bytes | None = None,
+        on_applied: Callable[[tuple[bytes, ...]], None] | None = None,
+    ) -> None:
+        """Queue a begun CMD_READ / CMD_WRITE (a write with ``dirty`` marks the keys of its
+        commands that succeeded; ``on_applied`` gets them once Redis answered)."""
         ...
 
     def fail(self, fields: HeaderFields, entry: DedupEntry, status: int, message: str) -> None:

@@ -10,8 +10,10 @@ during migrations. Every error says whether the call may have taken effect
 from netmigrate.client.aio import DEFAULT_DEADLINE, AsyncClient, ClientStats
 from netmigrate.client.errors import (
     ClientClosed,
+    CommandRefused,
     NetMigrateError,
     OutcomeUnknown,
+    RedisReplyError,
     RetryBudgetSpent,
     ServerError,
     Timeout,
@@ -26,9 +28,11 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "CommandRefused",
     "NetMigrateError",
     "OutcomeUnknown",
     "Pipeline",
+    "RedisReplyError",
     "RetryBudgetSpent",
     "ServerError",
     "Timeout",

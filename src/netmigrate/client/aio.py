@@ -16,6 +16,12 @@ call that fails without knowing whether it took effect raises an error whose
 Multi-key requests whose keys fall in several slots are split into one request per slot:
 ``mget`` is then a set of per-slot reads and ``mset`` is atomic per slot only, not across
 slots (a failure can leave some slots written and others not).
+
+Any other Redis command goes through :meth:`AsyncClient.execute` (or ``execute_raw`` for
+Redis' reply bytes, ``transaction`` for MULTI/EXEC): it is classified from Redis' command table
+(the shipped one, or one given), sent as CMD_READ (double-read during a migration) or
+CMD_WRITE (to the migration target), and its keys must share one slot, as in Redis Cluster.
+The six typed operations stay the fast path.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from typing import Any
 
 from netmigrate.client.errors import (
     ClientClosed,
+    CommandRefused,
     NetMigrateError,
+    RedisReplyError,
     RetryBudgetSpent,
     ServerError,
     Timeout,
@@ -41,6 +49,7 @@ from netmigrate.client.errors import (
 from netmigrate.client.merge import RETRY_FROM_TARGET, Reply, merge_double_read
 from netmigrate.protocol.codec import (
     Body,
+    Command,
     Delete,
     ErrorReply,
     Get,
@@ -68,6 +77,8 @@ from netmigrate.protocol.constants import (
 )
 from netmigrate.protocol.path_mtu import datagram_limit, socket_route_mtu
 from netmigrate.protocol.slot import key_slot
+from netmigrate.rediscmd import resp
+from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +142,11 @@ _RESULTS: dict[int, Callable[[Any], Any]] = {
     Op.INCRBY: attrgetter("value"),
     Op.MGET: _mget_values,
     Op.MSET: _nothing,
+    Op.CMD_READ: attrgetter("data"),
+    Op.CMD_WRITE: attrgetter("data"),
 }
+
+_CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
 
 
 @dataclass
@@ -219,6 +234,7 @@ class AsyncClient:
         client_id: int | None = None,
         socket_factory: SocketFactory | None = None,
         on_event: Callable[[str], None] | None = None,
+        command_table: CommandTable | None = None,
     ) -> None:
         if not 0 <= keyspace <= 0xFFFF:
             raise ValueError(f"keyspace {keyspace} out of range 0..65535")
@@ -245,6 +261,7 @@ class AsyncClient:
         #: EVENT_TO_TARGET, once per reply the switch sent to a migration target).
         self.on_event = on_event
         self._socket_factory = socket_factory
+        self._table = command_table
         #: The counter starts at a random value: two clients that drew the same client id
         #: then collide only if their counters also overlap while the agents remember the
         #: ids (docs/decisions.md D21).
@@ -420,6 +437,78 @@ class AsyncClient:
             for slot, idx in groups.items()
         ]
         await asyncio.gather(*(self._start(r) for r in reqs))
+
+    # -- any Redis command ---------------------------------------------------------------
+
+    @property
+    def command_table(self) -> CommandTable:
+        """The table commands are classified with (the shipped one unless one was given)."""
+        if self._table is None:
+            self._table = CommandTable.shipped()
+        return self._table
+
+    def classify(self, args: list[bytes]) -> Classified:
+        """Kind, keys and slot of a command; Redis' own error for what Redis would refuse
+        (unknown command, wrong arity, keys of several slots)."""
+        try:
+            return self.command_table.classify(args)
+        except CommandError as e:
+            raise RedisReplyError(e.message) from None
+
+    async def execute(self, *args: Value, timeout: float | None = None) -> Any:
+        """Run one Redis command; its reply as Python values (bulk strings as bytes, simple
+        strings as str, arrays as lists, nulls as None). An error reply raises
+        :class:`RedisReplyError`."""
+        return parse_reply(await self.execute_raw(*args, timeout=timeout))
+
+    async def execute_raw(self, *args: Value, timeout: float | None = None) -> bytes:
+        """Run one Redis command; Redis' RESP2 reply bytes (an error reply too)."""
+        a = [_bytes(x, "argument") for x in args]
+        return await self.command_raw(self.classify(a), a, timeout=timeout)
+
+    async def command_raw(
+        self, classified: Classified, args: list[bytes], *, timeout: float | None = None
+    ) -> bytes:
+        """Run a command classified already (see :meth:`classify`); Redis' reply bytes."""
+        op = _op_of(classified)
+        # A command without keys (PING, TIME, ECHO ...) may run at any server: slot 0's.
+        slot = 0 if classified.slot is None else classified.slot
+        body = Command((tuple(args),))
+        return await self._start(self._prepare(op, slot, body, timeout))
+
+    async def transaction(
+        self, commands: Iterable[Iterable[Value]], *, timeout: float | None = None
+    ) -> list[Any]:
+        """Run commands on keys of one slot atomically, as MULTI/EXEC does; EXEC's results in
+        order, a command that failed as its :class:`RedisReplyError` (not raised)."""
+        value = _python(
+            resp.ReplyParser.parse(await self.transaction_raw(commands, timeout=timeout))
+        )
+        if isinstance(value, RedisReplyError):
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    async def transaction_raw(
+        self, commands: Iterable[Iterable[Value]], *, timeout: float | None = None
+    ) -> bytes:
+        """:meth:`transaction`, answering EXEC's reply bytes."""
+        cmds = [[_bytes(x, "argument") for x in c] for c in commands]
+        return await self.transaction_classified([(self.classify(c), c) for c in cmds], timeout)
+
+    async def transaction_classified(
+        self, requests: list[tuple[Classified, list[bytes]]], timeout: float | None = None
+    ) -> bytes:
+        """Run classified commands as one transaction; EXEC's reply bytes."""
+        if not requests:
+            return b"*0\r\n"
+        slots = {c.slot for c, _ in requests if c.slot is not None}
+        if len(slots) > 1:
+            raise RedisReplyError(_CROSSSLOT)
+        for c, _ in requests:
+            _op_of(c)
+        body = Command(tuple(tuple(a) for _, a in requests), 2, True)
+        slot = slots.pop() if slots else 0
+        return await self._start(self._prepare(Op.CMD_WRITE, slot, body, timeout))
 
     # -- requests ------------------------------------------------------------------------
 
@@ -614,6 +703,38 @@ class AsyncClient:
             future.set_exception(RetryBudgetSpent(Status(status), message, req.attempts))
         else:
             future.set_exception(ServerError(Status(status), message))
+
+
+def _op_of(c: Classified) -> int:
+    """CMD_READ or CMD_WRITE for a classified command; CommandRefused for the others."""
+    if c.kind is Kind.READ or c.kind is Kind.KEYLESS:
+        return int(Op.CMD_READ)
+    if c.kind is Kind.WRITE:
+        return int(Op.CMD_WRITE)
+    if c.kind is Kind.FANOUT:
+        raise CommandRefused(f"{c.spec.name.upper()} works on the whole keyspace, not one slot")
+    raise CommandRefused(c.reason or f"{c.spec.name.upper()} is not served through NetMigrate")
+
+
+def parse_reply(data: bytes) -> Any:
+    """Redis' reply bytes as Python values; an error reply raises :class:`RedisReplyError`
+    (errors inside an array, as EXEC's, are left in it as exception objects)."""
+    value = _python(resp.ReplyParser.parse(data))
+    if isinstance(value, RedisReplyError):
+        raise value
+    return value
+
+
+def _python(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_python(x) for x in v]
+    if isinstance(v, resp.Error):
+        return RedisReplyError(v.message)
+    if isinstance(v, resp.Status):
+        return v.text
+    if v is resp.NULL_ARRAY:
+        return None
+    return v
 
 
 def _by_slot(keys: list[bytes]) -> dict[int, list[int]]:

@@ -44,6 +44,25 @@ class TooLarge(NetMigrateError):
         self.limit = limit
 
 
+class RedisReplyError(NetMigrateError):
+    """Redis answered the command with an error reply (``WRONGTYPE ...``, ``CROSSSLOT ...``):
+    the command ran (or was refused as Redis itself would), retrying it changes nothing.
+    ``message`` is Redis' text, ``code`` its first word."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return self.message.split(" ", 1)[0]
+
+
+class CommandRefused(NetMigrateError):
+    """A command NetMigrate cannot send as one request of one slot (keyspace-wide, blocking,
+    pub/sub, administrative ...); the message says which limit. Nothing was sent."""
+
+
 class ServerError(NetMigrateError):
     """The server answered with an error status (after retries, for the retryable ones)."""
 

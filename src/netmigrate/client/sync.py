@@ -61,6 +61,17 @@ class Client:
     def mset(self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]], **kw: Any) -> None:
         return self._run(self._aio.mset(items, **kw))
 
+    def execute(self, *args: Value, **kw: Any) -> Any:
+        """Any Redis command of one slot (see :meth:`AsyncClient.execute`)."""
+        return self._run(self._aio.execute(*args, **kw))
+
+    def execute_raw(self, *args: Value, **kw: Any) -> bytes:
+        return self._run(self._aio.execute_raw(*args, **kw))
+
+    def transaction(self, commands: Iterable[Iterable[Value]], **kw: Any) -> list[Any]:
+        """Commands on keys of one slot, atomically (see :meth:`AsyncClient.transaction`)."""
+        return self._run(self._aio.transaction(commands, **kw))
+
     def pipeline(self) -> Pipeline:
         """Queue operations, then send them all at once with :meth:`Pipeline.execute`."""
         return Pipeline(self)
@@ -113,6 +124,10 @@ class Pipeline:
     def mset(self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]], **kw: Any) -> Pipeline:
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         return self._queue("mset", pairs, **kw)
+
+    def command(self, *args: Value, **kw: Any) -> Pipeline:
+        """Queue any Redis command (what :meth:`Client.execute` runs)."""
+        return self._queue("execute", *args, **kw)
 
     def execute(self, *, raise_on_error: bool = True) -> list[Any]:
         """Send everything queued; results in order. With ``raise_on_error=False`` failed

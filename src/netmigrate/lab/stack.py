@@ -61,6 +61,8 @@ DEFAULT_KEYSPACE = SERVICE_PORT_BASE
 AGENT_UDP_PORT = SERVICE_PORT_BASE + 1
 AGENT_CONTROL_PORT = 7000
 REDIS_PORT = 6379
+#: ``netmigrate gateway`` on the client host: unmodified Redis clients there connect to it.
+GATEWAY_PORT = 6379
 DEFAULT_GRPC_PORT = 9559
 #: The root-namespace forwarder of server ``n``'s control service listens on base + n.
 DEFAULT_CONTROL_BASE = 17000
@@ -127,6 +129,8 @@ class Stack:
     servers: tuple[ServerInfo, ...]
     changed: bool = False
     actions: tuple[str, ...] = field(default_factory=tuple)
+    #: The RESP gateway's address inside the client's namespace ("" for a stack without one).
+    gateway: str = ""
 
     @property
     def service(self) -> tuple[str, int]:
@@ -206,6 +210,7 @@ def describe(config: StackConfig) -> Stack:
         client_netns=client.netns,
         client_ip=client.ip,
         servers=tuple(servers),
+        gateway=f"127.0.0.1:{GATEWAY_PORT}",
     )
 
 
@@ -368,6 +373,19 @@ def _tcp(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _gateway_process(stack: Stack) -> ProcessSpec:
+    """The client host's RESP gateway: loopback of the client's namespace only, so no auth."""
+    argv = (
+        sys.executable, "-m", "netmigrate.cli", "gateway",
+        "--listen", stack.gateway,
+        "--to", f"{stack.service_ip}:{stack.service_port}",
+        "--keyspace", str(stack.keyspace_id),
+        "--no-auth",
+        "--log-level", "WARNING",
+    )  # fmt: skip
+    return ProcessSpec(name="client-gateway", argv=argv, netns=stack.client_netns)
+
+
 def start_switch_process(config: StackConfig, stack: Stack) -> bool:
     """Ensure the lab switch runs; True if it was (re)started (its state is then empty)."""
     topo = config.topology()
@@ -428,6 +446,13 @@ def stack_up(config: StackConfig = StackConfig()) -> Stack:
         )
         if r.changed:
             actions.append(f"started peer control forwarders in {s.netns}")
+    r = sup.start(
+        _gateway_process(stack),
+        ready=tcp_ready(*_tcp(stack.gateway), stack.client_netns),
+        timeout=15,
+    )
+    if r.changed:
+        actions.append(f"started the RESP gateway {stack.gateway} in {stack.client_netns}")
     stack = dataclasses.replace(stack, changed=bool(actions), actions=tuple(actions))
     (run_dir / STACK_FILE).write_text(stack.to_json() + "\n")
     return stack

@@ -26,6 +26,7 @@ from netmigrate.protocol.constants import (
     KEY_LEN,
     MAX_SERVER_ID,
     REPLY_BIT,
+    RESP_VERSIONS,
     SLOT_COUNT,
     U8,
     U32,
@@ -49,6 +50,8 @@ _UNKNOWN_FLAGS = 0xFF & ~_KNOWN_FLAGS
 _OPS = frozenset(int(op) for op in Op)
 _STATUSES = frozenset(int(s) for s in Status)
 _OK = int(Status.OK)
+#: Command flags byte of CMD_READ / CMD_WRITE: the commands run as one MULTI/EXEC.
+_TRANSACTION = 0x01
 _NOT_FOUND = int(Status.NOT_FOUND)
 
 #: The header as ``HEADER.unpack`` returns it:
@@ -165,6 +168,30 @@ class MSet:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """Body of CMD_READ / CMD_WRITE: Redis commands (each its name, then its arguments) on keys
+    of one slot. One command, or with ``transaction`` several run atomically as MULTI/EXEC does
+    (the reply is then EXEC's array). ``resp`` is the RESP version the reply is written in: the
+    client's (a reply has another shape in RESP3, so it runs on a connection of that version)."""
+
+    commands: tuple[tuple[bytes, ...], ...]
+    resp: int = 2
+    transaction: bool = False
+
+    @classmethod
+    def of(cls, *args: bytes, resp: int = 2) -> Command:
+        return cls((tuple(args),), resp)
+
+
+@dataclass(frozen=True, slots=True)
+class RespReply:
+    """OK reply of CMD_READ / CMD_WRITE: Redis' own reply to the command, as RESP bytes. An
+    error of Redis (``-WRONGTYPE ...``) is such a reply too: the command ran, status OK."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Control:
     """Body of SLOT_START / SLOT_COMPLETE / SLOT_SET / SLOT_READ: everything is in the header."""
 
@@ -208,8 +235,8 @@ class ErrorReply:
     message: str = ""
 
 
-Request = Get | Set | Delete | IncrBy | MGet | MSet | Control
-Reply = ValueReply | SetReply | CountReply | IntReply | MGetReply | Empty | ErrorReply
+Request = Get | Set | Delete | IncrBy | MGet | MSet | Command | Control
+Reply = ValueReply | SetReply | CountReply | IntReply | MGetReply | RespReply | Empty | ErrorReply
 Body = Request | Reply
 
 _REQUEST_TYPES: dict[Op, type] = {
@@ -219,6 +246,8 @@ _REQUEST_TYPES: dict[Op, type] = {
     Op.INCRBY: IncrBy,
     Op.MGET: MGet,
     Op.MSET: MSet,
+    Op.CMD_READ: Command,
+    Op.CMD_WRITE: Command,
     Op.SLOT_START: Control,
     Op.SLOT_COMPLETE: Control,
     Op.SLOT_SET: Control,
@@ -262,6 +291,18 @@ def _enc_set(b: Set) -> bytes:
     return U8.pack(int(b.condition)) + U64.pack(b.ttl_ms) + _key(b.key) + _value(b.value)
 
 
+def _enc_command(b: Command) -> bytes:
+    if b.resp not in RESP_VERSIONS:
+        raise ValueError(f"RESP version {b.resp} is not one of {sorted(RESP_VERSIONS)}")
+    if len(b.commands) != 1 and not b.transaction:
+        raise ValueError("several commands in one request must be a transaction")
+    out = [U8.pack(b.resp), U8.pack(_TRANSACTION if b.transaction else 0), _count(len(b.commands))]
+    for args in b.commands:
+        out.append(_count(len(args)))
+        out.extend(_value(a) for a in args)
+    return b"".join(out)
+
+
 def _enc_mget_reply(b: MGetReply) -> bytes:
     out = [_count(len(b.values))]
     for v in b.values:
@@ -284,6 +325,8 @@ _ENCODERS: dict[type, Callable[[object], bytes]] = {
     IncrBy: lambda b: _key(b.key) + I64.pack(b.delta),
     MGet: lambda b: _count(len(b.keys)) + b"".join(_key(k) for k in b.keys),
     MSet: lambda b: _count(len(b.items)) + b"".join(_key(k) + _value(v) for k, v in b.items),
+    Command: _enc_command,
+    RespReply: lambda b: _value(b.data),
     Control: lambda b: b"",
     Empty: lambda b: b"",
     ValueReply: lambda b: b"" if b.value is None else _pack_value_len(len(b.value)) + b.value,
@@ -430,6 +473,32 @@ def _dec_mset(data: bytes, pos: int) -> tuple[Request, int]:
     return MSet(tuple(items)), pos
 
 
+def _dec_command(data: bytes, pos: int) -> tuple[Request, int]:
+    _take_fixed(data, pos, 2, "RESP version and command flags")
+    resp, flags = data[pos], data[pos + 1]
+    if resp not in RESP_VERSIONS:
+        raise _BodyError(f"unknown RESP version {resp}")
+    if flags & ~_TRANSACTION:
+        raise _BodyError(f"unknown command flags 0x{flags:02x}")
+    n, pos = _take_count(data, pos + 2)
+    if n > 1 and not flags & _TRANSACTION:
+        raise _BodyError("several commands in one request must be a transaction")
+    commands = []
+    for _ in range(n):
+        argc, pos = _take_count(data, pos)
+        args = []
+        for _ in range(argc):
+            arg, pos = _take_value(data, pos)
+            args.append(arg)
+        commands.append(tuple(args))
+    return Command(tuple(commands), resp, bool(flags & _TRANSACTION)), pos
+
+
+def _dec_resp_reply(data: bytes, pos: int) -> tuple[Reply, int]:
+    value, pos = _take_value(data, pos)
+    return RespReply(value), pos
+
+
 def _dec_control(data: bytes, pos: int) -> tuple[Request, int]:
     return Control(), pos
 
@@ -441,6 +510,8 @@ _REQUEST_DECODERS: dict[int, Callable[[bytes, int], tuple[Request, int]]] = {
     Op.INCRBY: _dec_incrby,
     Op.MGET: _dec_mget,
     Op.MSET: _dec_mset,
+    Op.CMD_READ: _dec_command,
+    Op.CMD_WRITE: _dec_command,
     Op.SLOT_START: _dec_control,
     Op.SLOT_COMPLETE: _dec_control,
     Op.SLOT_SET: _dec_control,
@@ -499,6 +570,8 @@ _OK_REPLY_DECODERS: dict[int, Callable[[bytes, int], tuple[Reply, int]]] = {
     Op.INCRBY: _dec_int_reply,
     Op.MGET: _dec_mget_reply,
     Op.MSET: _dec_empty,
+    Op.CMD_READ: _dec_resp_reply,
+    Op.CMD_WRITE: _dec_resp_reply,
     Op.SLOT_START: _dec_empty,
     Op.SLOT_COMPLETE: _dec_empty,
     Op.SLOT_SET: _dec_empty,

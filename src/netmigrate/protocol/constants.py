@@ -51,6 +51,9 @@ UDP_MAX_PAYLOAD = 65507
 #: Smallest max-datagram setting accepted: room for a header and a short key.
 MIN_DATAGRAM = 64
 
+#: RESP versions a generic command's reply may be written in (RESP2, or RESP3 after HELLO 3).
+RESP_VERSIONS = frozenset({2, 3})
+
 #: Length prefixes of the payload encoding.
 KEY_LEN = struct.Struct("!H")
 VALUE_LEN = struct.Struct("!I")
@@ -70,6 +73,10 @@ class Op(enum.IntEnum):
     INCRBY = 0x04
     MGET = 0x05
     MSET = 0x06
+    #: Any Redis command that reads keys of one slot (arguments in the payload): double-read.
+    CMD_READ = 0x07
+    #: Any Redis command that may write keys of one slot: sent to the migration target.
+    CMD_WRITE = 0x08
     #: Source agent -> target agent through the switch: the slot starts migrating.
     SLOT_START = 0x10
     #: Source agent -> target agent through the switch: the target now owns the slot.
@@ -81,9 +88,9 @@ class Op(enum.IntEnum):
 
 
 #: Ops the switch sends to the migration target while a slot migrates.
-WRITE_OPS = frozenset({Op.SET, Op.DEL, Op.INCRBY, Op.MSET})
+WRITE_OPS = frozenset({Op.SET, Op.DEL, Op.INCRBY, Op.MSET, Op.CMD_WRITE})
 #: Ops the switch double-reads (owner + clone to target) while a slot migrates.
-READ_OPS = frozenset({Op.GET, Op.MGET})
+READ_OPS = frozenset({Op.GET, Op.MGET, Op.CMD_READ})
 DATA_OPS = WRITE_OPS | READ_OPS
 #: Slot-transition ops the switch validates against the owner before applying.
 TRANSITION_OPS = frozenset({Op.SLOT_START, Op.SLOT_COMPLETE})

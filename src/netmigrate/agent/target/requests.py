@@ -9,7 +9,11 @@
 - a double-read GET is answered from Redis when the target is authoritative for the key (OK or
   NOT_FOUND: a dirty, absent key is a tombstone), else MISS, and the client takes the source's
   frozen answer. MGET (and a plain read) pulls what it lacks, then answers;
-- until the source's request ids arrived, requests wait in the hold queue.
+- until the source's request ids arrived, requests wait in the hold queue;
+- generic commands (CMD_READ / CMD_WRITE) follow the same rules with their keys from the
+  command table: a double read answers only when the target is authoritative for every key
+  it names, a write first pulls the keys it names that are not authoritative, and only the
+  keys of commands that succeeded become authoritative (the write script reports them).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.commands import OpSpec
+from netmigrate.agent.generic import GenericRequest
 from netmigrate.agent.reserved import dirty_key
 from netmigrate.agent.resp import ConnectionLost, ReplyError
 from netmigrate.agent.restore import Dump, eval_command
@@ -61,6 +66,9 @@ class IncomingRequests:
     ) -> None:
         """A data request for a slot that migrates in (admitted by SlotTable as TARGET)."""
         inc = self._ctx.slots[fields[F_SLOT]]
+        if spec.generic:
+            self._handle_generic(inc, fields, body, spec, data, addr, commands, callbacks)
+            return
         op = fields[F_OP]
         keys: tuple[bytes, ...] = spec.keys(body)
         chains = self.chains
@@ -107,6 +115,44 @@ class IncomingRequests:
             return
         self._queue(inc, fields, body, spec, entry, keys, commands, callbacks)
 
+    def _handle_generic(
+        self,
+        inc: Incoming,
+        fields: HeaderFields,
+        request: GenericRequest,
+        spec: OpSpec,
+        data: bytes,
+        addr: Any,
+        commands: list[bytes],
+        callbacks: list[Any],
+    ) -> None:
+        keys = request.keys
+        dp = self._ctx.dp
+        if spec.read_only and fields[F_FLAGS] & _DOUBLE_READ:
+            # As for GET: every acknowledged write of these keys was applied here, so only an
+            # answer from keys that are all authoritative can be newer than the source's.
+            if all(k in inc.authoritative for k in keys):
+                entry = dp.begin(fields, addr)
+                if entry is not None:
+                    dp.queue_generic(fields, request, entry, commands, callbacks)
+            else:
+                self._ctx.counters["target_double_read_miss"] += 1
+                dp.refuse(
+                    fields, addr, int(Status.MISS), "the target has no authoritative copy yet"
+                )
+            return
+        if not inc.ids_received or inc.held:
+            self._holds.hold(inc, fields, data, addr)
+            return
+        pull = [k for k in request.keys_needing_old_value() if k not in inc.authoritative]
+        entry = dp.begin(fields, addr)
+        if entry is None:
+            return
+        if pull or any(k in self.chains for k in keys):
+            self._ctx.spawn(self._deferred(inc, fields, request, spec, entry, keys, pull))
+            return
+        self._queue(inc, fields, request, spec, entry, keys, commands, callbacks)
+
     def _queue(
         self,
         inc: Incoming,
@@ -119,7 +165,19 @@ class IncomingRequests:
         callbacks: list[Any],
     ) -> None:
         if spec.read_only:
-            self._ctx.dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
+            self._queue_plain(fields, body, spec, entry, commands, callbacks)
+            return
+        if spec.generic:
+            self._ctx.dp.queue_generic(
+                fields,
+                body,
+                entry,
+                commands,
+                callbacks,
+                dirty=dirty_key(inc.slot),
+                # Only the keys of commands Redis applied: a failed command changed nothing.
+                on_applied=inc.authoritative.update,
+            )
             return
         self._ctx.dp.queue(
             fields,
@@ -170,7 +228,7 @@ class IncomingRequests:
                 self._queue(inc, fields, body, spec, entry, keys, commands, callbacks)
             elif self._ctx.table.admit(slot, fields[F_OP], fields[F_FLAGS]) is Admission.SERVE:
                 # The slot completed meanwhile: every key was copied, it is a plain request.
-                self._ctx.dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
+                self._queue_plain(fields, body, spec, entry, commands, callbacks)
             else:
                 self._ctx.dp.fail(fields, entry, int(Status.BUSY), f"slot {slot} changed state")
             self._ctx.dp.flush(commands, callbacks)
@@ -187,6 +245,21 @@ class IncomingRequests:
             for k in keys:
                 if chains.get(k) is mine:
                     del chains[k]
+
+    def _queue_plain(
+        self,
+        fields: HeaderFields,
+        body: Any,
+        spec: OpSpec,
+        entry: Any,
+        commands: list[bytes],
+        callbacks: list[Any],
+    ) -> None:
+        """Queue the request as an owner runs it (no dirty mark)."""
+        if spec.generic:
+            self._ctx.dp.queue_generic(fields, body, entry, commands, callbacks)
+        else:
+            self._ctx.dp.queue(fields, spec, entry, spec.command(body), commands, callbacks)
 
     async def _pull(self, inc: Incoming, keys: list[bytes]) -> list[Dump]:
         self._ctx.counters["target_pulls"] += 1

@@ -1,0 +1,109 @@
+"""``netmigrate gateway``: a local RESP server for unmodified Redis clients, speaking NetMigrate
+to one keyspace through the switch.
+
+Secrets never come on the command line: the users file holds SHA-256 hashes of the passwords
+(``user NAME #SHA256HEX``, see ``gateway.acl``); without one the gateway refuses to start unless
+``--no-auth`` says that every local connection may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from netmigrate.agent.config import ConfigError, parse_host_port
+from netmigrate.client.aio import AsyncClient
+from netmigrate.gateway.acl import Acl, AclError
+from netmigrate.gateway.keyspace import ClientKeyspace
+from netmigrate.gateway.server import running
+from netmigrate.gateway.session import Session
+from netmigrate.protocol.constants import MAX_DATAGRAM
+from netmigrate.rediscmd.table import CommandTable
+
+log = logging.getLogger("netmigrate.gateway")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen", default="127.0.0.1:6379", metavar="HOST:PORT", help="RESP listen address"
+    )
+    p.add_argument(
+        "--to", required=True, metavar="HOST:PORT", help="the keyspace's service address"
+    )
+    p.add_argument("--keyspace", required=True, type=int, metavar="ID", help="keyspace id")
+    auth = p.add_mutually_exclusive_group(required=True)
+    auth.add_argument(
+        "--users", type=Path, metavar="FILE", help="users file: lines 'user NAME #SHA256HEX'"
+    )
+    auth.add_argument(
+        "--no-auth", action="store_true", help="no authentication (every connection is 'default')"
+    )
+    p.add_argument("--timeout", type=float, default=0.25, help="seconds per attempt")
+    p.add_argument("--retries", type=int, default=8, help="resends after the first attempt")
+    p.add_argument(
+        "--max-datagram",
+        type=int,
+        default=MAX_DATAGRAM,
+        metavar="BYTES",
+        help="largest request datagram: the deployment's path MTU minus 28",
+    )
+    p.add_argument(
+        "--command-table",
+        type=Path,
+        metavar="FILE",
+        help="Redis' command table as JSON (default: the one shipped, from Redis 7.0)",
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level")
+
+
+async def serve(args: argparse.Namespace, acl: Acl, table: CommandTable) -> None:
+    host, port = parse_host_port(args.listen, "--listen")
+    address = parse_host_port(args.to, "--to")
+    client = AsyncClient(
+        address,
+        args.keyspace,
+        timeout=args.timeout,
+        retries=args.retries,
+        max_datagram=args.max_datagram,
+        command_table=table,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with client:
+        keyspace = ClientKeyspace(client)
+        async with running(lambda: Session(keyspace, table, acl), host, port) as server:
+            bound = server.sockets[0].getsockname()
+            log.info(
+                "gateway listening on %s:%d for keyspace %d at %s:%d (%s)",
+                bound[0],
+                bound[1],
+                args.keyspace,
+                *address,
+                "no auth" if acl.open else f"{len(acl.users)} user(s)",
+            )
+            await stop.wait()
+    log.info("gateway stopped")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        acl = Acl.no_auth() if args.no_auth else Acl.from_file(args.users)
+        table = (
+            CommandTable.from_json(args.command_table.read_text())
+            if args.command_table
+            else CommandTable.shipped()
+        )
+        asyncio.run(serve(args, acl, table))
+    except (AclError, ConfigError, OSError, ValueError) as e:
+        print(f"netmigrate gateway: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,316 @@
+"""One client connection of the gateway: what Redis does for a connection, and the rest sent on.
+
+A session answers the commands that belong to the connection itself (HELLO, AUTH, PING, ECHO,
+SELECT 0, CLIENT SETNAME / GETNAME / SETINFO / ID, COMMAND, INFO, QUIT, RESET, and the
+MULTI / EXEC / DISCARD queue), and sends every other command to the keyspace through
+:class:`Keyspace`: the command table says whether it reads or writes and which slot its keys
+are in; a command the switch cannot steer as one request gets Redis' own error, or a clear one
+naming the limit. Replies are RESP bytes in the protocol the client chose.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netmigrate.gateway.acl import Acl
+from netmigrate.rediscmd.resp import OK, Error, Status, encode
+from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
+
+_ids = itertools.count(1)
+
+
+class Keyspace(Protocol):
+    """Where commands of one slot go: through the switch to the slot's owner (or target)."""
+
+    #: The RESP versions its replies can be written in; ``HELLO`` offers only these.
+    protocols: frozenset[int]
+
+    async def command(self, request: Classified, args: Sequence[bytes], resp: int) -> bytes:
+        """Run one command of one slot; Redis' reply as RESP bytes of version ``resp``."""
+        ...
+
+    async def transaction(
+        self, slot: int, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
+    ) -> bytes:
+        """Run commands of one slot atomically (MULTI/EXEC); EXEC's reply as RESP bytes."""
+        ...
+
+
+@dataclass
+class SessionState:
+    id: int = field(default_factory=lambda: next(_ids))
+    resp: int = 2
+    user: str | None = None
+    name: bytes = b""
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    multi: list[tuple[Classified, list[bytes]]] | None = None
+    multi_failed: bool = False
+    closing: bool = False
+
+
+class Session:
+    def __init__(
+        self, keyspace: Keyspace, table: CommandTable, acl: Acl, *, server_name: str = "redis"
+    ) -> None:
+        self.keyspace = keyspace
+        self.table = table
+        self.acl = acl
+        self.server_name = server_name
+        self.state = SessionState(user=acl.default_user())
+
+    @property
+    def closing(self) -> bool:
+        return self.state.closing
+
+    def _reply(self, value: object) -> bytes:
+        return encode(value, self.state.resp)
+
+    def _error(self, message: str) -> bytes:
+        return encode(Error(message), self.state.resp)
+
+    async def execute(self, args: list[bytes]) -> bytes:
+        """The reply to one request of this connection."""
+        name = args[0].lower()
+        local = _LOCAL.get(name)
+        st = self.state
+        if st.user is None and name not in _BEFORE_AUTH:
+            return self._error("NOAUTH Authentication required.")
+        if st.multi is not None and name not in (b"exec", b"discard", b"multi", b"watch"):
+            return self._queue(args)
+        if local is not None:
+            return local(self, args)
+        if name == b"exec":
+            return await self._exec()
+        try:
+            request = self.table.classify(args)
+        except CommandError as e:
+            return self._error(e.message)
+        if request.kind in (Kind.READ, Kind.WRITE, Kind.KEYLESS):
+            return await self.keyspace.command(request, args, st.resp)
+        if request.kind is Kind.FANOUT:
+            return self._error(
+                f"ERR {request.spec.name.upper()} works on the whole keyspace: not served "
+                "through the NetMigrate gateway yet"
+            )
+        return self._error(f"ERR {request.reason}")
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _queue(self, args: list[bytes]) -> bytes:
+        st = self.state
+        try:
+            request = self.table.classify(args)
+        except CommandError as e:
+            st.multi_failed = True
+            return self._error(e.message)
+        if request.kind not in (Kind.READ, Kind.WRITE):
+            st.multi_failed = True
+            reason = request.reason or "only commands on keys can run in a transaction here"
+            return self._error(f"ERR {reason}")
+        assert st.multi is not None
+        st.multi.append((request, args))
+        return self._reply(Status("QUEUED"))
+
+    async def _exec(self) -> bytes:
+        st = self.state
+        if st.multi is None:
+            return self._error("ERR EXEC without MULTI")
+        queued, failed = st.multi, st.multi_failed
+        st.multi, st.multi_failed = None, False
+        if failed:
+            return self._error("EXECABORT Transaction discarded because of previous errors.")
+        if not queued:
+            return self._reply([])
+        slots = {r.slot for r, _ in queued}
+        if len(slots) > 1:
+            return self._error("CROSSSLOT Keys in request don't hash to the same slot")
+        (slot,) = slots
+        assert slot is not None
+        return await self.keyspace.transaction(slot, queued, st.resp)
+
+    def _multi(self, args: list[bytes]) -> bytes:
+        if self.state.multi is not None:
+            return self._error("ERR MULTI calls can not be nested")
+        self.state.multi = []
+        return self._reply(OK)
+
+    def _discard(self, args: list[bytes]) -> bytes:
+        if self.state.multi is None:
+            return self._error("ERR DISCARD without MULTI")
+        self.state.multi, self.state.multi_failed = None, False
+        return self._reply(OK)
+
+    def _watch(self, args: list[bytes]) -> bytes:
+        if self.state.multi is not None:
+            return self._error("ERR WATCH inside MULTI is not allowed")
+        return self._error("ERR WATCH is not served through the NetMigrate gateway")
+
+    # -- the connection's own commands -----------------------------------------------------
+
+    def _hello(self, args: list[bytes]) -> bytes:
+        st = self.state
+        proto = st.resp
+        rest = args[1:]
+        if rest:
+            try:
+                proto = int(rest[0])
+            except ValueError:
+                return self._error("ERR Protocol version is not an integer or out of range")
+            if proto not in (2, 3) or proto not in self.keyspace.protocols:
+                # Redis' own answer: the client stays on the protocol it had.
+                return self._error("NOPROTO sorry, this protocol version is not supported.")
+            rest = rest[1:]
+        user = st.user
+        while rest:
+            opt = rest[0].lower()
+            if opt == b"auth" and len(rest) >= 3:
+                user = self.acl.check(rest[1].decode(errors="replace"), rest[2])
+                if user is None:
+                    return self._error(
+                        "WRONGPASS invalid username-password pair or user is disabled."
+                    )
+                rest = rest[3:]
+            elif opt == b"setname" and len(rest) >= 2:
+                st.name = rest[1]
+                rest = rest[2:]
+            else:
+                return self._error(f"ERR Syntax error in HELLO option '{rest[0].decode()}'")
+        if user is None:
+            return self._error(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise "
+                "the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the "
+                "client and select the RESP protocol version at the same time"
+            )
+        st.user, st.resp = user, proto
+        info = {
+            "server": self.server_name,
+            "version": self.table.redis_version or "7.0.0",
+            "proto": proto,
+            "id": st.id,
+            "mode": "standalone",
+            "role": "master",
+            "modules": [],
+        }
+        return self._reply(info)
+
+    def _auth(self, args: list[bytes]) -> bytes:
+        if len(args) == 2:
+            username, password = "default", args[1]
+        elif len(args) == 3:
+            username, password = args[1].decode(errors="replace"), args[2]
+        else:
+            return self._error("ERR wrong number of arguments for 'auth' command")
+        user = self.acl.check(username, password)
+        if user is None:
+            return self._error("WRONGPASS invalid username-password pair or user is disabled.")
+        self.state.user = user
+        return self._reply(OK)
+
+    def _ping(self, args: list[bytes]) -> bytes:
+        if len(args) > 2:
+            return self._error("ERR wrong number of arguments for 'ping' command")
+        return self._reply(args[1] if len(args) == 2 else Status("PONG"))
+
+    def _echo(self, args: list[bytes]) -> bytes:
+        if len(args) != 2:
+            return self._error("ERR wrong number of arguments for 'echo' command")
+        return self._reply(args[1])
+
+    def _select(self, args: list[bytes]) -> bytes:
+        if len(args) != 2:
+            return self._error("ERR wrong number of arguments for 'select' command")
+        if args[1] != b"0":
+            return self._error("ERR DB index is out of range")
+        return self._reply(OK)
+
+    def _client(self, args: list[bytes]) -> bytes:
+        st = self.state
+        sub = args[1].lower() if len(args) > 1 else b""
+        if sub == b"setname" and len(args) == 3:
+            if b" " in args[2]:
+                return self._error(
+                    "ERR Client names cannot contain spaces, newlines or special characters."
+                )
+            st.name = args[2]
+            return self._reply(OK)
+        if sub == b"getname" and len(args) == 2:
+            return self._reply(st.name or None)
+        if sub == b"setinfo" and len(args) == 4:
+            attr = args[2].lower()
+            if attr == b"lib-name":
+                st.lib_name = args[3]
+            elif attr == b"lib-ver":
+                st.lib_ver = args[3]
+            else:
+                return self._error(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
+            return self._reply(OK)
+        if sub == b"id" and len(args) == 2:
+            return self._reply(st.id)
+        return self._error(
+            "ERR CLIENT "
+            + sub.decode(errors="replace").upper()
+            + " is not served through the NetMigrate gateway"
+        )
+
+    def _command(self, args: list[bytes]) -> bytes:
+        sub = args[1].lower() if len(args) > 1 else b""
+        if sub == b"count":
+            return self._reply(len(self.table))
+        if sub in (b"getkeys", b"getkeysandflags") and len(args) > 2:
+            try:
+                spec = self.table.lookup(args[2:])
+                refs = self.table.key_refs(spec, args[2:])
+            except CommandError as e:
+                return self._error(e.message)
+            if sub == b"getkeys":
+                return self._reply([args[2 + r.index] for r in refs])
+            return self._reply([[args[2 + r.index], sorted(r.flags)] for r in refs])
+        return self._error(
+            "ERR COMMAND "
+            + sub.decode(errors="replace").upper()
+            + " is not served through the NetMigrate gateway"
+        )
+
+    def _info(self, args: list[bytes]) -> bytes:
+        text = (
+            "# Server\r\n"
+            f"redis_version:{self.table.redis_version or '7.0.0'}\r\n"
+            "redis_mode:standalone\r\n"
+            "netmigrate_gateway:1\r\n"
+            "# Clients\r\n"
+            f"client_id:{self.state.id}\r\n"
+        )
+        return self._reply(text.encode())
+
+    def _quit(self, args: list[bytes]) -> bytes:
+        self.state.closing = True
+        return self._reply(OK)
+
+    def _reset(self, args: list[bytes]) -> bytes:
+        st = self.state
+        st.resp, st.multi, st.multi_failed, st.name = 2, None, False, b""
+        st.user = self.acl.default_user()
+        return self._reply(Status("RESET"))
+
+
+_LOCAL = {
+    b"hello": Session._hello,
+    b"auth": Session._auth,
+    b"ping": Session._ping,
+    b"echo": Session._echo,
+    b"select": Session._select,
+    b"client": Session._client,
+    b"command": Session._command,
+    b"info": Session._info,
+    b"quit": Session._quit,
+    b"reset": Session._reset,
+    b"multi": Session._multi,
+    b"discard": Session._discard,
+    b"watch": Session._watch,
+}
+#: What a connection may send before it authenticated (as Redis allows).
+_BEFORE_AUTH = frozenset({b"auth", b"hello", b"quit", b"reset"})

@@ -1,0 +1,1 @@
+"""Redis commands as data: the command table (read or write, where the keys are) and RESP."""

@@ -1,0 +1,118 @@
+"""A redis-py workload over every data type through the gateway, checked against its own model.
+
+Run inside the client's namespace (``ip netns exec NS python gateway_workload.py PORT STOP OUT``)
+until the STOP file exists. One connection, one writer per key: every reply is known exactly
+in advance, so any lost write, stale read or double application shows as a mismatch. Writes a
+JSON summary to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+KEYS = 200
+
+
+def main(port: int, stop: Path, out: Path) -> None:
+    r = redis.Redis(port=port, socket_timeout=10, protocol=2)  # RESP2 only (D26)
+    rnd = random.Random(15)
+    model: dict[bytes, object] = {}
+    ops = mismatches = errors = 0
+    problems: list[str] = []
+    big = b"{wl}big"
+    big_fields = 0
+
+    def check(what: str, got: object, want: object) -> None:
+        nonlocal mismatches
+        if got != want:
+            mismatches += 1
+            if len(problems) < 20:
+                problems.append(f"{what}: got {got!r}, want {want!r}")
+
+    (out.parent / "ready").touch()
+    while not stop.exists():
+        i = rnd.randrange(KEYS)
+        kind = i % 5
+        key = b"wl:%d:%d" % (kind, i)
+        try:
+            if kind == 0:  # string counter
+                want = int(model.get(key, 0)) + 1  # type: ignore[call-overload]
+                check("INCR", r.incr(key), want)
+                model[key] = want
+                check("GET", r.get(key), str(want).encode())
+            elif kind == 1:  # hash
+                h = dict(model.get(key, {}))  # type: ignore[call-overload]
+                f = b"f%d" % rnd.randrange(5)
+                h[f] = h.get(f, 0) + 2
+                check("HINCRBY", r.hincrby(key, f, 2), h[f])
+                model[key] = h
+                check("HGETALL", r.hgetall(key), {k: str(v).encode() for k, v in h.items()})
+            elif kind == 2:  # list
+                items = list(model.get(key, []))  # type: ignore[call-overload]
+                v = b"%d" % ops
+                items.insert(0, v)
+                check("LPUSH", r.lpush(key, v), len(items))
+                if len(items) > 8:
+                    check("RPOP", r.rpop(key), items.pop())
+                model[key] = items
+                check("LRANGE", r.lrange(key, 0, -1), items)
+            elif kind == 3:  # set
+                s = set(model.get(key, set()))  # type: ignore[call-overload]
+                m = b"m%d" % rnd.randrange(10)
+                check("SADD", r.sadd(key, m), 0 if m in s else 1)
+                s.add(m)
+                model[key] = s
+                check("SMEMBERS", r.smembers(key), s)
+            else:  # sorted set
+                z = dict(model.get(key, {}))  # type: ignore[call-overload]
+                m = b"m%d" % rnd.randrange(5)
+                z[m] = z.get(m, 0) + 1
+                check("ZINCRBY", r.zincrby(key, 1, m), float(z[m]))
+                model[key] = z
+                check("ZSCORE", r.zscore(key, m), float(z[m]))
+            if big_fields < 1000 and ops % 50 == 0:  # a 1,000-field hash, 100 fields at a time
+                fields = {b"f%d" % (big_fields + j): b"%d" % j for j in range(100)}
+                check("HSET big", r.hset(big, mapping=fields), 100)
+                big_fields += 100
+            ops += 1
+        except redis.RedisError as e:
+            errors += 1
+            if len(problems) < 20:
+                problems.append(f"{type(e).__name__}: {e}")
+        time.sleep(0.001)
+    check("HLEN big", r.hlen(big), big_fields)
+    for key, want in model.items():  # the final state, read back
+        kind = int(key.split(b":")[1])
+        got = [r.get, r.hgetall, lambda k: r.lrange(k, 0, -1), r.smembers, r.zrange][kind](
+            *([key] if kind != 4 else [key, 0, -1])
+        )
+        if kind == 0:
+            check("final GET", got, str(want).encode())
+        elif kind == 1:
+            check("final HGETALL", got, {k: str(v).encode() for k, v in want.items()})  # type: ignore[union-attr]
+        elif kind == 2 or kind == 3:
+            check("final", got, want)
+        else:
+            check("final ZRANGE", sorted(got), sorted(want))  # type: ignore[arg-type]
+    out.write_text(
+        json.dumps(
+            {
+                "ops": ops,
+                "mismatches": mismatches,
+                "errors": errors,
+                "problems": problems,
+                "keys": [k.decode() for k in model] + [big.decode()],
+                "big_fields": big_fields,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))

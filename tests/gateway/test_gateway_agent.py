@@ -1,0 +1,95 @@
+"""The gateway over the real keyspace path: redis-py and redis-cli -> ``netmigrate gateway``
+(its keyspace is our client) -> a real agent -> a real redis-server. No switch here (the lab's
+tests add it): the agent is the keyspace's only server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis
+
+from netmigrate.client.aio import AsyncClient
+from netmigrate.gateway import cli
+from netmigrate.gateway.acl import Acl
+from netmigrate.gateway.keyspace import ClientKeyspace
+from netmigrate.gateway.server import running
+from netmigrate.gateway.session import Session
+from netmigrate.rediscmd.table import CommandTable
+
+pytestmark = pytest.mark.redis
+
+
+@pytest_asyncio.fixture
+async def gateway_port(cluster_redis, agent_factory) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
+    agent = await agent_factory(cluster_redis)
+    table = CommandTable.shipped()
+    async with AsyncClient(agent.address, 50000, command_table=table) as client:
+        keyspace = ClientKeyspace(client)
+        async with running(lambda: Session(keyspace, table, Acl.no_auth())) as server:
+            yield server.sockets[0].getsockname()[1]
+
+
+def _every_type(port: int) -> None:
+    # redis-py 8 speaks RESP3 unless told otherwise and does not fall back on NOPROTO: the
+    # gateway serves RESP2 only (D26), so an application must ask for it.
+    with pytest.raises(redis.ResponseError, match="NOPROTO"):
+        redis.Redis(port=port).ping()
+    r = redis.Redis(port=port, protocol=2)
+    assert r.ping() is True
+    assert r.hset("{t}h", mapping={"f": "1", "g": "2"}) == 2
+    assert r.hgetall("{t}h") == {b"f": b"1", b"g": b"2"}
+    assert r.expire("{t}h", 100) is True and 0 < r.ttl("{t}h") <= 100
+    assert r.lpush("{t}l", "a", "b") == 2 and r.lrange("{t}l", 0, -1) == [b"b", b"a"]
+    assert r.sadd("{t}s", "x", "y") == 2 and r.smembers("{t}s") == {b"x", b"y"}
+    assert r.zadd("{t}z", {"m": 1.5}) == 1 and r.zincrby("{t}z", 0.25, "m") == 1.75
+    assert r.set("k", "v") is True and r.get("k") == b"v" and r.get("nope") is None
+    assert r.incrby("n", 5) == 5 and r.getdel("n") == b"5"
+    pipe = r.pipeline(transaction=True)
+    pipe.hincrby("{t}h", "f", 2).hget("{t}h", "f").expire("{t}h", 50)
+    assert pipe.execute() == [3, b"3", True]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.lpush("k", "x")
+    with pytest.raises(redis.ResponseError, match="hash to the same slot"):
+        r.mget("a", "b")
+    # A hash of 1,000 fields, 100 per HSET; one HSET of all of them does not fit a datagram.
+    for n in range(0, 1000, 100):
+        assert r.hset("{t}big", mapping={f"f{i}": str(i) for i in range(n, n + 100)}) == 100
+    assert r.hlen("{t}big") == 1000
+    with pytest.raises(redis.ResponseError, match="exceeds the max datagram"):
+        r.hset("{t}huge", mapping={f"f{i}": str(i) for i in range(1000)})
+    # RESP3 is refused as a Redis without it refuses it; the connection stays on RESP2.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*1\r\n$4\r\nPING\r\n")
+        want = b"-NOPROTO sorry, this protocol version is not supported.\r\n+PONG\r\n"
+        got = b""
+        while len(got) < len(want):
+            got += s.recv(200)
+        assert got == want
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "HGET", "{t}h", "g"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "2"
+
+
+async def test_redis_clients_through_the_gateway_and_an_agent(gateway_port, cluster_redis) -> None:
+    await asyncio.to_thread(_every_type, gateway_port)
+    r = cluster_redis.client()
+    assert r.hget("{t}h", "f") == b"3" and 0 < r.ttl("{t}h") <= 50
+    assert r.hlen("{t}big") == 1000
+
+
+def test_the_gateway_needs_users_or_no_auth(capsys) -> None:  # type: ignore[no-untyped-def]
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--to", "127.0.0.1:1", "--keyspace", "1"])
+    assert "one of the arguments --users --no-auth is required" in capsys.readouterr().err
+    args = parser.parse_args(["--to", "127.0.0.1:1", "--keyspace", "1", "--users", "/nonexistent"])
+    assert cli.run(args) == 2
+    assert "/nonexistent" in capsys.readouterr().err
