@@ -165,7 +165,7 @@ class DataPath(GenericPath):
             raise
         if shas != list(_SCRIPT_SHAS):
             conn.close()
-            raise ScriptLoadError(f"Redis refused to load the agent's scripts: {shas}")
+            raise ScriptLoadError(f"Redis refused to load the agent's write script: {shas}")
         self.generic = GenericCommands(table, self._record_ttl_ms)
         self.redis = conn
 
