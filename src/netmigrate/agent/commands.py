@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES
 from netmigrate.protocol.codec import (
     Body,
     CountReply,
@@ -29,6 +30,7 @@ from netmigrate.protocol.codec import (
     ValueReply,
 )
 from netmigrate.protocol.constants import READ_OPS, Op, SetCondition, Status
+from netmigrate.protocol.slot import key_slot
 
 _OK = int(Status.OK)
 _NOT_FOUND = int(Status.NOT_FOUND)
@@ -130,3 +132,16 @@ assert {op for op, spec in OPS.items() if spec.read_only} == READ_OPS
 #: can succeed (cluster not ready yet, dataset loading, script running, the recording script
 #: flushed from Redis' cache and being loaded again ...): answered BUSY.
 TRANSIENT_ERRORS = ("CLUSTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOSCRIPT")
+
+
+def check_multi_keys(keys: tuple[bytes, ...], slot: int) -> tuple[int, str] | None:
+    """(status, message) when the keys of a multi-key request do not fit its header slot."""
+    first = key_slot(keys[0])
+    for key in keys:
+        if key.startswith(RESERVED_PREFIXES):
+            return int(Status.BAD_REQUEST), RESERVED_MESSAGE
+        if key_slot(key) != first:
+            return int(Status.CROSSSLOT), "the keys of one request must share a slot"
+    if first != slot:
+        return int(Status.BAD_REQUEST), f"slot {slot} in the header, but the keys hash to {first}"
+    return None

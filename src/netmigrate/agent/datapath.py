@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from netmigrate.agent.answers import failure_answer, reply_of_record
-from netmigrate.agent.commands import OPS, OpSpec
+from netmigrate.agent.commands import OPS, OpSpec, check_multi_keys
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import (
     RECORD_TTL_MS,
@@ -46,10 +46,11 @@ from netmigrate.agent.generic import (
 from netmigrate.agent.generic import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
 from netmigrate.agent.generic_path import GenericPath, command_table_of
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
-from netmigrate.agent.reserved import RESERVED_PREFIXES
+from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, RespConnection
 from netmigrate.agent.slots import Admission, SlotTable
 from netmigrate.agent.stats import AgentStats
+from netmigrate.agent.udp import RECV_SIZE, open_udp
 from netmigrate.protocol.codec import (
     ErrorReply,
     HeaderFields,
@@ -77,9 +78,6 @@ from netmigrate.protocol.slot import key_slot
 
 log = logging.getLogger(__name__)
 
-#: Read buffer: any UDP payload fits, so an oversized request is seen whole and refused.
-_RECV_SIZE = 65536
-_SOCKET_BUFFER = 4 << 20
 
 #: Most extra copies of one in-flight request that are answered when it completes.
 _MAX_COPIES = 8
@@ -91,9 +89,6 @@ _BUSY = int(Status.BUSY)
 _OK = int(Status.OK)
 _SERVE = Admission.SERVE
 _TARGET = Admission.TARGET
-_RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
-    *(p.decode() for p in RESERVED_PREFIXES)
-)
 _TRANSITION_OPS = frozenset(int(op) for op in TRANSITION_OPS)
 _COLLISION_MESSAGE = (
     "request id already used by a different request (client id collision); not applied"
@@ -139,17 +134,7 @@ class DataPath(GenericPath):
 
     def bind(self, host: str, port: int) -> tuple[str, int]:
         """Open the UDP socket and start serving; returns the bound address."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
-            sock.bind((host, port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
+        self._sock = sock = open_udp(host, port)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._on_readable)
         return sock.getsockname()[:2]
@@ -198,7 +183,7 @@ class DataPath(GenericPath):
         callbacks: list[tuple[Any, Any]] = []
         for _ in range(self.max_batch):
             try:
-                data, addr = recv(_RECV_SIZE)
+                data, addr = recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:  # e.g. a queued ICMP error; the next read goes on
@@ -290,7 +275,7 @@ class DataPath(GenericPath):
         slot = fields[F_SLOT]
         if spec.multi_key:
             keys = spec.keys(body)
-            problem = _check_multi_keys(keys, slot)
+            problem = check_multi_keys(keys, slot)
             if problem is not None:
                 self._refuse(fields, addr, *problem)
                 return
@@ -298,7 +283,7 @@ class DataPath(GenericPath):
             key = body.key  # type: ignore[union-attr]
             keys = (key,)
             if key.startswith(RESERVED_PREFIXES):
-                self._refuse(fields, addr, _BAD_REQUEST, _RESERVED_MESSAGE)
+                self._refuse(fields, addr, _BAD_REQUEST, RESERVED_MESSAGE)
                 return
             if key_slot(key) != slot:
                 message = f"slot {slot} in the header, but the key hashes to {key_slot(key)}"
@@ -556,16 +541,3 @@ class DataPath(GenericPath):
 
 #: What SCRIPT LOAD answers for the scripts :meth:`DataPath.connect` loads, in order.
 _SCRIPT_SHAS = (WRITE_SCRIPT_SHA, READ_SCRIPT_SHA, GENERIC_WRITE_SHA)
-
-
-def _check_multi_keys(keys: tuple[bytes, ...], slot: int) -> tuple[int, str] | None:
-    """(status, message) when the keys of a multi-key request do not fit its header slot."""
-    first = key_slot(keys[0])
-    for key in keys:
-        if key.startswith(RESERVED_PREFIXES):
-            return _BAD_REQUEST, _RESERVED_MESSAGE
-        if key_slot(key) != first:
-            return int(Status.CROSSSLOT), "the keys of one request must share a slot"
-    if first != slot:
-        return _BAD_REQUEST, f"slot {slot} in the header, but the keys hash to {first}"
-    return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from netmigrate.agent.commands import OpSpec
 from netmigrate.agent.dedup import Address, DedupEntry
 from netmigrate.agent.generic import GenericCommands, GenericRefused, GenericRequest
-from netmigrate.agent.reserved import RESERVED_PREFIXES, request_id_key
+from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES, request_id_key
 from netmigrate.agent.resp import RespConnection
 from netmigrate.agent.slots import Admission
 from netmigrate.protocol.codec import (
@@ -45,9 +45,6 @@ _WRONG_OWNER = int(Status.WRONG_OWNER)
 _CMD_READ = int(Op.CMD_READ)
 _SERVE = Admission.SERVE
 _TARGET = Admission.TARGET
-_RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
-    *(p.decode() for p in RESERVED_PREFIXES)
-)
 
 
 class GenericPath(_Base):
@@ -94,7 +91,7 @@ class GenericPath(_Base):
             self._refuse(fields, addr, _CROSSSLOT if e.crossslot else _BAD_REQUEST, e.message)
             return
         if any(k.startswith(RESERVED_PREFIXES) for k in request.keys):
-            self._refuse(fields, addr, _BAD_REQUEST, _RESERVED_MESSAGE)
+            self._refuse(fields, addr, _BAD_REQUEST, RESERVED_MESSAGE)
             return
         admission = self.table.admit(slot, fields[F_OP], fields[F_FLAGS])
         if admission is not _SERVE:
@@ -104,7 +101,7 @@ class GenericPath(_Base):
             message = f"slot {slot} is not served by server {self.server_id}"
             self._refuse(fields, addr, _WRONG_OWNER, message)
             return
-        entry = self.begin(fields, addr)
+        entry = self.begin(fields, addr, data)
         if entry is not None:
             self.queue_generic(fields, request, entry, commands, callbacks)
 

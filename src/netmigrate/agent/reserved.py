@@ -27,6 +27,10 @@ RESERVED_SLOT = key_slot(RESERVED_PREFIX)
 SLOT_KEY_PREFIX = b"__netmigrate__:"
 #: Every reserved prefix, for ``bytes.startswith``.
 RESERVED_PREFIXES = (RESERVED_PREFIX, SLOT_KEY_PREFIX)
+#: What a client is told when a request names a reserved key.
+RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
+    *(p.decode() for p in RESERVED_PREFIXES)
+)
 
 #: Hash with the agent's identity and owned slots (see ``slot_store``).
 AGENT_STATE_KEY = RESERVED_PREFIX + b"agent"

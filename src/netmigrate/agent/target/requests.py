@@ -132,7 +132,7 @@ class IncomingRequests:
             # As for GET: every acknowledged write of these keys was applied here, so only an
             # answer from keys that are all authoritative can be newer than the source's.
             if all(k in inc.authoritative for k in keys):
-                entry = dp.begin(fields, addr)
+                entry = dp.begin(fields, addr, data)
                 if entry is not None:
                     dp.queue_generic(fields, request, entry, commands, callbacks)
             else:
@@ -145,7 +145,7 @@ class IncomingRequests:
             self._holds.hold(inc, fields, data, addr)
             return
         pull = [k for k in request.keys_needing_old_value() if k not in inc.authoritative]
-        entry = dp.begin(fields, addr)
+        entry = dp.begin(fields, addr, data)
         if entry is None:
             return
         if pull or any(k in self.chains for k in keys):
