@@ -25,6 +25,7 @@ from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import SourceSide
+from netmigrate.agent.source.keys import CopyLimits
 from netmigrate.agent.stats import AgentStats
 from netmigrate.agent.target import TargetSide
 from netmigrate.protocol.slotset import format_ranges
@@ -131,6 +132,7 @@ class Agent:
                 service=cfg.service,
                 control_address=cfg.advertise_control or "",
                 redis_target=cfg.redis,
+                copy_limits=CopyLimits(cfg.copy_batch_bytes, cfg.copy_chunk_bytes),
             )
             self._datapath.source = self.source
             self._datapath.target = self.target

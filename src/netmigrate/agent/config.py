@@ -10,6 +10,10 @@ from urllib.parse import quote, unquote, urlsplit
 from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import MAX_DATAGRAM, MAX_SERVER_ID, SLOT_COUNT
 
+#: The largest gRPC message between agents and controllers. Copy messages stay far below it
+#: (``copy_batch_bytes``): a key bigger than ``copy_chunk_bytes`` moves in pieces.
+MAX_MESSAGE = 64 << 20
+
 PASSWORD_ENV = "NETMIGRATE_REDIS_PASSWORD"
 #: Largest UDP payload over IPv4: the agent reads whole datagrams up to this size.
 UDP_MAX_PAYLOAD = 65507
@@ -189,6 +193,12 @@ class AgentConfig:
     #: request ids, and how long one may wait before it is answered BUSY.
     hold_limit: int = 10_000
     hold_timeout: float = 1.0
+    #: Migration source: DUMP payloads per copy message, in bytes (besides the key count of
+    #: the migration's batch), and the size from which a key is not DUMPed in one command but
+    #: read and sent in pieces of about this many bytes (a DUMP or RESTORE of a big key would
+    #: stall every client of that Redis for its whole duration).
+    copy_batch_bytes: int = 4 << 20
+    copy_chunk_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         if not 0 <= self.keyspace <= 0xFFFF:
@@ -203,3 +213,8 @@ class AgentConfig:
             raise ConfigError("--max-batch must be positive")
         if self.hold_limit < 1 or self.hold_timeout <= 0:
             raise ConfigError("--hold-limit and --hold-timeout must be positive")
+        if not 1024 <= self.copy_chunk_bytes <= self.copy_batch_bytes <= MAX_MESSAGE // 4:
+            raise ConfigError(
+                "copy sizes must satisfy 1024 <= --copy-chunk-bytes <= --copy-batch-bytes"
+                f" <= {MAX_MESSAGE // 4}"
+            )

@@ -12,10 +12,8 @@ from pathlib import Path
 import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2_grpc
-from netmigrate.agent.config import PeerTls
+from netmigrate.agent.config import MAX_MESSAGE, PeerTls
 
-#: Messages of a copy batch can be large (batch x value size): allow 64 MiB.
-MAX_MESSAGE = 64 << 20
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
