@@ -16,7 +16,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from netmigrate.agent import dedup, slot_store
+from netmigrate.agent import dedup, redis_version, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget
 from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
@@ -72,6 +72,8 @@ class Agent:
         self._stopping = False
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
+        #: The Redis behind this agent (reported to peers: see GetSlots).
+        self.redis_version: redis_version.RedisVersion | None = None
         self._peers: Peers | None = None
 
     async def start(self) -> None:
@@ -89,6 +91,7 @@ class Agent:
             if result.changed:
                 log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
             self.table = await self._restore_ownership()
+            self.redis_version = await redis_version.probe(self._admin)
             self._datapath = DataPath(
                 keyspace=cfg.keyspace,
                 server_id=cfg.server_id,

@@ -59,6 +59,8 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
             redis=agent.config.redis.display(),
             version=__version__,
             uptime_seconds=agent.stats.snapshot().uptime_seconds,
+            redis_version=agent.redis_version.version if agent.redis_version else "",
+            rdb_version=agent.redis_version.rdb if agent.redis_version else 0,
         )
 
     async def GetStats(
