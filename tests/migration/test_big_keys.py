@@ -5,10 +5,12 @@ over copies, TTLs kept). Real redis-servers and real agents."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
-from migration_helpers import keys_in
+from migration_helpers import keys_in, until
+from test_target_rules import DR_TARGET, Raw, W
 
 from netmigrate import migration
 from netmigrate.agent.config import parse_redis_url
@@ -16,6 +18,8 @@ from netmigrate.agent.reserved import dirty_key, marker_key
 from netmigrate.agent.resp import RespConnection
 from netmigrate.agent.restore import finish_command, piece_commands, piece_key
 from netmigrate.migration import MigrationOptions
+from netmigrate.protocol.codec import Get, Set, SetReply, ValueReply
+from netmigrate.protocol.constants import Op, SetCondition, Status
 
 #: The longest a Redis command of the copy may run: no client waits longer behind it.
 STALL_LIMIT_MS = 50
@@ -155,3 +159,47 @@ async def test_a_write_during_a_piecewise_copy_wins_and_a_clean_key_lands_whole(
         assert not any(r.exists(piece_key(slot, k)) for k in (written, clean, late))
     finally:
         conn.close()
+
+
+async def test_a_client_write_during_the_piecewise_copy_wins_and_reads_stay_correct(
+    pair, udp_peer
+) -> None:
+    """Through the target's data path, while a 2 MiB string moves in 1 KiB pieces: a double
+    read answers MISS (the client takes the source's frozen copy, never a half-built key), a
+    SET wins over the copy, and a write that needs the old value of a big key is answered
+    BUSY (no pull of a big key) until the copy brought it."""
+    p = await pair(copy_chunk_bytes=1024, copy_batch_bytes=4096)
+    ra, rb = p.redis_a.client(), p.redis_b.client()
+    slot = 778
+    a, b = keys_in(slot, 2, "big")
+    values = {a: os.urandom(2 << 20), b: os.urandom(2 << 20)}
+    for k, v in values.items():
+        ra.set(k, v)
+    first, second = [k for k in ra.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)]
+    to_b = Raw(await udp_peer(), p.target.address)
+    run = asyncio.create_task(
+        migration.run(
+            p.source_ep,
+            p.target_ep,
+            [slot],
+            keyspace=p.keyspace,
+            options=MigrationOptions(batch=1, grace=0, poll=0.05),
+        )
+    )
+    counters = p.target.target.counters
+    await until(lambda: counters["target_pieces"] >= 5, timeout=30, interval=0.001)
+
+    assert (await to_b(Op.GET, Get(first), flags=DR_TARGET))[0] == Status.MISS
+    assert await to_b(Op.SET, Set(first, b"client"), flags=W) == (Status.OK, SetReply(True))
+    assert await to_b(Op.GET, Get(first), flags=DR_TARGET) == (Status.OK, ValueReply(b"client"))
+    nx = Set(second, b"nx", condition=SetCondition.NX)
+    assert (await to_b(Op.SET, nx, flags=W))[0] == Status.BUSY
+    assert counters["target_pieces"] < 2 * 2048  # the copy was still running
+
+    result = await run
+    assert result.state == "FINALIZED", result.message
+    assert rb.get(first) == b"client"  # the write won over the copy
+    assert rb.get(second) == values[second]
+    assert await to_b(Op.SET, nx, flags=W) == (Status.OK, SetReply(False))
+    assert p.source.source.counters["source_pulls_refused_big"] >= 1
+    assert not rb.keys(b"__netmigrate__:*")
