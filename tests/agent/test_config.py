@@ -104,6 +104,9 @@ def test_config_ranges() -> None:
         ({"server_id": 255}, "server-id"),
         ({"keyspace": 70000}, "keyspace"),
         ({"max_datagram": 70000}, "max-datagram"),
+        ({"copy_chunk_bytes": 100}, "copy-chunk-bytes"),
+        ({"copy_chunk_bytes": 8 << 20}, "copy-chunk-bytes"),  # above the batch size
+        ({"copy_batch_bytes": 32 << 20}, "copy-batch-bytes"),  # near the message cap
     ]:
         with pytest.raises(ConfigError, match=error):
             AgentConfig(**{**base, **change})
@@ -132,6 +135,9 @@ def test_cli_builds_config(tmp_path) -> None:
     assert config.initial_slots == frozenset(range(10))
     assert config.control == ("127.0.0.1", 0)
     assert (config.keyspace, config.server_id) == (5, 2)
+    assert (config.copy_batch_bytes, config.copy_chunk_bytes) == (4 << 20, 1 << 20)
+    config = cli.build_config(_args("--copy-batch-bytes", "65536", "--copy-chunk-bytes", "4096"))
+    assert (config.copy_batch_bytes, config.copy_chunk_bytes) == (65536, 4096)
     with pytest.raises(ConfigError, match="go together"):
         cli.build_config(_args("--control", "h:1", "--control-tls-cert", "x"))
     cert = tmp_path / "c.pem"

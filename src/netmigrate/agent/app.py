@@ -16,7 +16,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from netmigrate.agent import dedup, slot_store
+from netmigrate.agent import dedup, redis_version, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget, default_max_datagram
 from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
@@ -25,6 +25,7 @@ from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import SourceSide
+from netmigrate.agent.source.keys import CopyLimits
 from netmigrate.agent.stats import AgentStats
 from netmigrate.agent.target import TargetSide
 from netmigrate.protocol.slotset import format_ranges
@@ -71,6 +72,8 @@ class Agent:
         self._stopping = False
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
+        #: The Redis behind this agent (reported to peers: see GetSlots).
+        self.redis_version: redis_version.RedisVersion | None = None
         self._peers: Peers | None = None
 
     async def start(self) -> None:
@@ -88,6 +91,7 @@ class Agent:
             if result.changed:
                 log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
             self.table = await self._restore_ownership()
+            self.redis_version = await redis_version.probe(self._admin)
             max_datagram = cfg.max_datagram
             if max_datagram is None:
                 max_datagram, origin = default_max_datagram(cfg)
@@ -135,6 +139,7 @@ class Agent:
                 service=cfg.service,
                 control_address=cfg.advertise_control or "",
                 redis_target=cfg.redis,
+                copy_limits=CopyLimits(cfg.copy_batch_bytes, cfg.copy_chunk_bytes),
             )
             self._datapath.source = self.source
             self._datapath.target = self.target

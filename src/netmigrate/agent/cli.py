@@ -97,6 +97,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="migration target: a held request is answered BUSY after this long",
     )
     p.add_argument(
+        "--copy-batch-bytes",
+        type=int,
+        default=AgentConfig.copy_batch_bytes,
+        metavar="BYTES",
+        help="migration source: DUMP payloads per copy message",
+    )
+    p.add_argument(
+        "--copy-chunk-bytes",
+        type=int,
+        default=AgentConfig.copy_chunk_bytes,
+        metavar="BYTES",
+        help="migration source: a key bigger than this moves in pieces of about this size "
+        "(never one DUMP / RESTORE, which would stall Redis' clients)",
+    )
+    p.add_argument(
         "--max-datagram",
         type=int,
         default=None,
@@ -168,6 +183,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         advertise_control=args.advertise_control,
         hold_limit=args.hold_limit,
         hold_timeout=args.hold_timeout,
+        copy_batch_bytes=args.copy_batch_bytes,
+        copy_chunk_bytes=args.copy_chunk_bytes,
     )
 
 

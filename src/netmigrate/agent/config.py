@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from netmigrate import addresses
-from netmigrate.agent.channel import ControlTls
+from netmigrate.agent.channel import MAX_MESSAGE, ControlTls
 from netmigrate.protocol import slotset
 from netmigrate.protocol.constants import MAX_SERVER_ID, MIN_DATAGRAM, SLOT_COUNT, UDP_MAX_PAYLOAD
 from netmigrate.protocol.path_mtu import (
@@ -181,6 +181,12 @@ class AgentConfig:
     #: request ids, and how long one may wait before it is answered BUSY.
     hold_limit: int = 10_000
     hold_timeout: float = 1.0
+    #: Migration source: DUMP payloads per copy message, in bytes (besides the key count of
+    #: the migration's batch), and the size from which a key is not DUMPed in one command but
+    #: read and sent in pieces of about this many bytes (a DUMP or RESTORE of a big key would
+    #: stall every client of that Redis for its whole duration).
+    copy_batch_bytes: int = 4 << 20
+    copy_chunk_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         if not 0 <= self.keyspace <= 0xFFFF:
@@ -199,6 +205,11 @@ class AgentConfig:
             raise ConfigError("--max-batch must be positive")
         if self.hold_limit < 1 or self.hold_timeout <= 0:
             raise ConfigError("--hold-limit and --hold-timeout must be positive")
+        if not 1024 <= self.copy_chunk_bytes <= self.copy_batch_bytes <= MAX_MESSAGE // 4:
+            raise ConfigError(
+                "copy sizes must satisfy 1024 <= --copy-chunk-bytes <= --copy-batch-bytes"
+                f" <= {MAX_MESSAGE // 4}"
+            )
 
 
 def default_max_datagram(config: AgentConfig) -> tuple[int, str]:

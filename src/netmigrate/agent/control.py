@@ -59,6 +59,8 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
             redis=agent.config.redis.display(),
             version=__version__,
             uptime_seconds=agent.stats.snapshot().uptime_seconds,
+            redis_version=agent.redis_version.version if agent.redis_version else "",
+            rdb_version=agent.redis_version.rdb if agent.redis_version else 0,
         )
 
     async def GetStats(
@@ -196,12 +198,17 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
     ) -> AsyncIterator[control_pb2.CopyAck]:
         target = await self._target(context)
         async for batch in request_iterator:
-            if batch.parts:  # keys of several slots (a wave)
+            if batch.HasField("chunk"):  # a piece of a big key
+                parts = [(batch.chunk.slot, [])]
+            elif batch.parts:  # keys of several slots (a wave)
                 parts = [(p.slot, _dumps(p.keys)) for p in batch.parts]
             else:
                 parts = [(batch.slot, _dumps(batch.keys))]
             try:
-                restored, skipped = await target.restore_parts(batch.source_id, parts)
+                if batch.HasField("chunk"):
+                    restored, skipped = await target.restore_piece(batch.source_id, batch.chunk)
+                else:
+                    restored, skipped = await target.restore_parts(batch.source_id, parts)
             except NotMigratingIn as e:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
                 raise

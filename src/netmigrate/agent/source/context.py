@@ -22,6 +22,8 @@ def _counters() -> dict[str, int]:
         "source_stray_acks": 0,
         "source_keys_copied": 0,
         "source_batches": 0,
+        "source_pieces": 0,
+        "source_pulls_refused_big": 0,
         "source_pulls_served": 0,
         "source_keys_finalized": 0,
     }

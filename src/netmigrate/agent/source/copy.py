@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import deque
+from typing import Any
 
 import grpc
 
@@ -18,6 +20,27 @@ from netmigrate.agent.source.model import RPC_TIMEOUT, Migration, MigrationReque
 #: Copy batches in flight per stream (the stream's pipelining).
 COPY_WINDOW = 4
 
+log = logging.getLogger(__name__)
+
+
+def _by_bytes(
+    sized: list[tuple[tuple[int, bytes], int]], limit: int
+) -> list[list[tuple[int, bytes]]]:
+    """Consecutive keys grouped so that each group's estimated size stays within ``limit``
+    (a key is never larger than the chunk size here, so a group exceeds it by one key at most)."""
+    groups: list[list[tuple[int, bytes]]] = []
+    group: list[tuple[int, bytes]] = []
+    total = 0
+    for item, n in sized:
+        if group and total + n > limit:
+            groups.append(group)
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        groups.append(group)
+    return groups
+
 
 class Copier:
     def __init__(self, ctx: SourceContext) -> None:
@@ -26,8 +49,10 @@ class Copier:
     async def copy(
         self, m: Migration, slots: list[int], prepaid: int | None = None, one_slot: bool = False
     ) -> None:
-        """The copy of a wave: one stream, batches of ``batch_keys`` keys that may span
-        slots (``CopyBatch.parts``), up to COPY_WINDOW batches unacknowledged. ``prepaid``
+        """The copy of a wave: one stream, batches of at most ``batch_keys`` keys and about
+        ``batch_bytes`` of DUMPs that may span slots (``CopyBatch.parts``), a key bigger than
+        ``chunk_bytes`` in pieces (``CopyBatch.chunk``), up to COPY_WINDOW batches
+        unacknowledged. ``prepaid``
         keys' worth of the rate limit was paid before the freeze; only keys beyond it wait.
         ``one_slot``: a slot on its own, in batches of the single-slot form (``CopyBatch.slot``
         and ``keys``), which every target takes (the path a wave falls back to)."""
@@ -63,39 +88,79 @@ class Copier:
                 m.keys_copied += n
                 ctx.counters["source_keys_copied"] += n
 
+        seqs = itertools.count(1)
+
+        async def send(message: control_pb2.CopyBatch, counts: list[tuple[int, int]]) -> None:
+            message.seq = next(seqs)
+            await call.write(message)
+            ctx.counters["source_batches"] += 1
+            outstanding.append((message.seq, counts))
+            while len(outstanding) >= COPY_WINDOW:
+                await read_ack()
+
+        limits = ctx.keys.limits
         try:
-            for seq, i in enumerate(range(0, len(items), batch), start=1):
+            for i in range(0, len(items), batch):
                 chunk = items[i : i + batch]
                 paid = min(covered, len(chunk))
                 covered -= paid
                 if len(chunk) > paid:
                     await m.limiter.take(len(chunk) - paid)
-                dumps = await ctx.keys.dump(k for _, k in chunk)
-                counts: list[tuple[int, int]] = []
-                if one_slot:
-                    counts.append((slots[0], len(chunk)))
-                    message = control_pb2.CopyBatch(
-                        slot=slots[0], source_id=ctx.server_id, seq=seq, keys=dumps
-                    )
-                else:
-                    parts: list[control_pb2.CopyPart] = []
-                    j = 0
-                    for slot, group in itertools.groupby(chunk, key=lambda item: item[0]):
-                        n = sum(1 for _ in group)
-                        parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
-                        counts.append((slot, n))
-                        j += n
-                    message = control_pb2.CopyBatch(source_id=ctx.server_id, seq=seq, parts=parts)
-                await call.write(message)
-                ctx.counters["source_batches"] += 1
-                outstanding.append((seq, counts))
-                while len(outstanding) >= COPY_WINDOW:
-                    await read_ack()
+                sizes = await ctx.keys.sizes([k for _, k in chunk])
+                big = [item for item, n in zip(chunk, sizes, strict=True) if n > limits.chunk_bytes]
+                small = [
+                    (item, n)
+                    for item, n in zip(chunk, sizes, strict=True)
+                    if n <= limits.chunk_bytes
+                ]
+                for group in _by_bytes(small, limits.batch_bytes):
+                    dumps = await ctx.keys.dump(k for _, k in group)
+                    await send(*self._message(slots[0] if one_slot else None, group, dumps))
+                for slot, key in big:
+                    await self._send_pieces(m, slot, key, one_slot, send)
             await call.done_writing()
             while outstanding:
                 await read_ack()
         finally:
             call.cancel()
+
+    def _message(
+        self, one_slot: int | None, group: list[tuple[int, bytes]], dumps: list[control_pb2.KeyDump]
+    ) -> tuple[control_pb2.CopyBatch, list[tuple[int, int]]]:
+        """A batch of DUMPs and its keys per slot: the single-slot form when ``one_slot`` is
+        the slot, else parts per slot."""
+        source = self._ctx.server_id
+        if one_slot is not None:
+            message = control_pb2.CopyBatch(slot=one_slot, source_id=source, keys=dumps)
+            return message, [(one_slot, len(group))]
+        parts: list[control_pb2.CopyPart] = []
+        counts: list[tuple[int, int]] = []
+        j = 0
+        for slot, members in itertools.groupby(group, key=lambda item: item[0]):
+            n = sum(1 for _ in members)
+            parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
+            counts.append((slot, n))
+            j += n
+        return control_pb2.CopyBatch(source_id=source, parts=parts), counts
+
+    async def _send_pieces(
+        self, m: Migration, slot: int, key: bytes, one_slot: bool, send: Any
+    ) -> None:
+        """A key too big for one DUMP, in pieces on the same stream (see ``SourceKeys.pieces``);
+        a type that cannot be rebuilt from pieces is DUMPed after all."""
+        ctx = self._ctx
+        sent = False
+        async for piece in ctx.keys.pieces(slot, key):
+            sent = True
+            ctx.counters["source_pieces"] += 1
+            message = control_pb2.CopyBatch(
+                slot=slot if one_slot else 0, source_id=ctx.server_id, chunk=piece
+            )
+            await send(message, [(slot, 1)] if piece.last else [])
+        if not sent:
+            log.warning("slot %d: a big key of a type without pieces is DUMPed whole", slot)
+            dumps = await ctx.keys.dump([key])
+            await send(*self._message(slot if one_slot else None, [(slot, key)], dumps))
 
     async def pull(self, req: control_pb2.PullRequest) -> list[control_pb2.KeyDump]:
         """Keys of a frozen slot the target needs before it can apply a write (served to the
@@ -118,6 +183,17 @@ class Copier:
         for k in req.keys:
             if is_reserved(k):
                 raise MigrationRequestError(grpc.StatusCode.INVALID_ARGUMENT, "reserved key")
+        try:
+            sizes = await ctx.keys.sizes(list(req.keys))
+        except (StepFailed, OSError) as e:
+            raise MigrationRequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+        if any(n > ctx.keys.limits.chunk_bytes for n in sizes):
+            # One DUMP of it would stall this Redis (and may not fit a message): the target
+            # answers the write BUSY, and its retry lands once the copy brought the key.
+            ctx.counters["source_pulls_refused_big"] += 1
+            raise MigrationRequestError(
+                grpc.StatusCode.UNAVAILABLE, "the key is too big to pull; it comes with the copy"
+            )
         ctx.counters["source_pulls_served"] += 1
         try:
             return await ctx.keys.dump(req.keys)

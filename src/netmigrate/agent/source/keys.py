@@ -1,9 +1,11 @@
 """The source's reads of its own Redis for a migration: counting and listing a slot's keys,
-DUMP + PTTL of keys, and the UNLINKs of finalize, on a raw connection of their own."""
+the sizes of keys, DUMP + PTTL of keys, the pieces of a key too big for one DUMP, and the
+UNLINKs of finalize, on a raw connection of their own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from netmigrate._generated.agent.v1 import control_pb2
@@ -18,11 +20,26 @@ from netmigrate.agent.source.model import StepFailed
 _LIST_MARGIN = 256
 #: DUMP key + PTTL key, formatted with (len, key, len, key).
 _DUMP_PTTL = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+#: MEMORY USAGE key (sampled: O(1) for every type), formatted with (len, key).
+_MEMORY_USAGE = b"*3\r\n$6\r\nMEMORY\r\n$5\r\nUSAGE\r\n$%d\r\n%b\r\n"
+#: The element count of a key, per type that moves in pieces.
+_LENGTH = {"hash": b"HLEN", "list": b"LLEN", "set": b"SCARD", "zset": b"ZCARD", "string": b"STRLEN"}
+_SCAN = {"hash": b"HSCAN", "set": b"SSCAN", "zset": b"ZSCAN"}
+
+
+@dataclass(frozen=True, slots=True)
+class CopyLimits:
+    """Bytes of DUMP payloads per copy message, and the size from which a key moves in pieces
+    of about that many bytes (see ``AgentConfig.copy_batch_bytes``)."""
+
+    batch_bytes: int = 4 << 20
+    chunk_bytes: int = 1 << 20
 
 
 class SourceKeys:
-    def __init__(self, redis_target: RedisTarget | None) -> None:
+    def __init__(self, redis_target: RedisTarget | None, limits: CopyLimits | None = None) -> None:
         self._redis_target = redis_target
+        self.limits = limits or CopyLimits()
         self._conn: RespConnection | None = None
 
     def close(self) -> None:
@@ -109,3 +126,64 @@ class SourceKeys:
                     control_pb2.KeyDump(key=k, dump=payload, pttl=ttl_from_pttl(pttl), present=True)
                 )
         return out
+
+    async def sizes(self, keys: list[bytes]) -> list[int]:
+        """Each key's memory estimate in bytes (0: the key does not exist), one round trip;
+        read before any DUMP so that a big key is never DUMPed in one command."""
+        if not keys:
+            return []
+        replies = await self._send(b"".join([_MEMORY_USAGE % (len(k), k) for k in keys]), len(keys))
+        return [int(r or 0) for r in replies]
+
+    async def pieces(self, slot: int, key: bytes) -> AsyncIterator[control_pb2.KeyChunk]:
+        """A key of a frozen slot in pieces of about ``chunk_bytes``: each one a short command
+        at the source (HSCAN / SSCAN / ZSCAN / LRANGE / GETRANGE), never one DUMP of the whole
+        key, then a last piece with its TTL. The slot is frozen, so the key changes only by
+        expiring (the last piece then says it is gone). A type that cannot be rebuilt from
+        pieces (a stream, a module type) yields nothing: the caller DUMPs it."""
+        kind_reply, size = await self.calls(
+            [resp_command(b"TYPE", key), resp_command(b"MEMORY", b"USAGE", key)]
+        )
+        kind = kind_reply.decode() if isinstance(kind_reply, bytes) else str(kind_reply)
+        verb = _LENGTH.get(kind)
+        if verb is None:
+            return
+        (length,) = await self.calls([resp_command(verb, key)])
+        chunk = self.limits.chunk_bytes
+        # Elements per piece from the average element's size (strings: bytes per piece).
+        count = chunk if kind == "string" else max(1, chunk * length // max(int(size or 0), 1))
+        part = 0
+
+        def piece(items: list[bytes]) -> control_pb2.KeyChunk:
+            return control_pb2.KeyChunk(slot=slot, key=key, type=kind, part=part, items=items)
+
+        if kind in _SCAN:
+            cursor = b"0"
+            while True:
+                (reply,) = await self.calls(
+                    [resp_command(_SCAN[kind], key, cursor, b"COUNT", count)]
+                )
+                cursor, items = reply[0], list(reply[1])
+                if kind == "zset":  # ZSCAN: member, score; ZADD takes score, member
+                    items = [x for pair in zip(items[1::2], items[::2], strict=True) for x in pair]
+                if items or part == 0:
+                    yield piece(items)
+                    part += 1
+                if cursor in (b"0", 0):
+                    break
+        else:
+            cmd = b"LRANGE" if kind == "list" else b"GETRANGE"
+            for start in range(0, max(int(length), 1), count):
+                (items,) = await self.calls([resp_command(cmd, key, start, start + count - 1)])
+                yield piece(list(items) if kind == "list" else [items])
+                part += 1
+        pttl, exists = await self.calls([resp_command(b"PTTL", key), resp_command(b"EXISTS", key)])
+        yield control_pb2.KeyChunk(
+            slot=slot,
+            key=key,
+            type=kind,
+            part=part,
+            last=True,
+            pttl=ttl_from_pttl(pttl),
+            present=bool(exists) and pttl != -2,
+        )

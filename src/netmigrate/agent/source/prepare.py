@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from netmigrate._generated.agent.v1 import control_pb2
+from netmigrate.agent import redis_version
 from netmigrate.agent.config import ConfigError, parse_host_port
 from netmigrate.agent.migration_store import MigrationRecord
 from netmigrate.agent.slots import OWNER_STATES
@@ -102,6 +103,7 @@ class Planner:
 
     async def plan(self, mrec: MigrationRecord) -> Plan:
         info, target_owned = await self.target_slots(mrec)
+        await self.check_versions(mrec, info.agent)
         move, skipped, refused = self.classify(mrec, target_owned)
         for m in info.migrations:
             if m.slot in move:
@@ -140,6 +142,20 @@ class Planner:
             )
         owned = {s for r in reply.owned for s in range(r.start, r.end + 1)}
         return reply, owned
+
+    async def check_versions(self, mrec: MigrationRecord, target: Any) -> None:
+        """Refuse, before the first slot moves, a target whose Redis cannot RESTORE this
+        Redis' DUMPs (an older RDB version): every copy would fail, leaving slots frozen."""
+        try:
+            mine = await redis_version.probe(self._ctx.admin)
+        except Exception as e:  # redis-py raises many types; the migration just cannot start
+            raise MigrationRequestError(
+                grpc.StatusCode.UNAVAILABLE, f"this agent's Redis does not answer: {e}"
+            ) from None
+        theirs = redis_version.RedisVersion(target.redis_version or "?", target.rdb_version)
+        why = redis_version.restore_refusal(mine, theirs, mrec.target_id)
+        if why is not None:
+            raise MigrationRequestError(grpc.StatusCode.FAILED_PRECONDITION, why)
 
     async def target_owns(self, mrec: MigrationRecord, slot: int) -> bool:
         try:

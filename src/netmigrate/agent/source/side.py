@@ -18,7 +18,7 @@ from netmigrate.agent.source.context import SourceContext
 from netmigrate.agent.source.copy import Copier
 from netmigrate.agent.source.finalize import Finalizer
 from netmigrate.agent.source.handover import IdHandover
-from netmigrate.agent.source.keys import SourceKeys
+from netmigrate.agent.source.keys import CopyLimits, SourceKeys
 from netmigrate.agent.source.lifecycle import Lifecycle
 from netmigrate.agent.source.model import SLOT_RETRY_SECONDS, Migration
 from netmigrate.agent.source.persistence import OutgoingSlots
@@ -44,6 +44,7 @@ class SourceSide:
         control_address: str,
         redis_target: RedisTarget | None = None,
         slot_retry_seconds: float = SLOT_RETRY_SECONDS,
+        copy_limits: CopyLimits | None = None,
     ) -> None:
         ctx = self._ctx = SourceContext(
             table=table,
@@ -57,7 +58,7 @@ class SourceSide:
             control_address=control_address,
             slot_retry_seconds=slot_retry_seconds,
             slots=OutgoingSlots(table, store),
-            keys=SourceKeys(redis_target),
+            keys=SourceKeys(redis_target, copy_limits),
         )
         self.counters = ctx.counters
         self._migrations = ctx.migrations

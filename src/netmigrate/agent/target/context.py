@@ -24,6 +24,7 @@ def _counters() -> dict[str, int]:
         "target_pull_failures": 0,
         "target_keys_restored": 0,
         "target_keys_skipped_dirty": 0,
+        "target_pieces": 0,
         "target_ids_installed": 0,
     }
 

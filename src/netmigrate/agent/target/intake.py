@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.dedup import record_replies
-from netmigrate.agent.restore import Dump, eval_command
+from netmigrate.agent.restore import Dump, eval_command, finish_command, piece_commands
 from netmigrate.agent.target.context import TargetContext
 from netmigrate.agent.target.holding import HoldQueue
 from netmigrate.agent.target.model import Incoming, NotMigratingIn
@@ -94,3 +94,27 @@ class Intake:
         if gone:
             raise NotMigratingIn(f"slots {gone} have no migration marker here")
         return restored, skipped
+
+    async def restore_piece(self, source: int, piece: control_pb2.KeyChunk) -> tuple[int, int]:
+        """Add one piece of a big key to its temporary key, on the data connection (each piece
+        is a short command, so client requests interleave); the last piece renames it into
+        place unless a client wrote the key meanwhile. Until then the key is not authoritative
+        here (a double read takes the source's answer). (restored, skipped as dirty)."""
+        inc = self._incoming_from(piece.slot, source)
+        commands = piece_commands(piece.slot, piece.key, piece.type, piece.part, piece.items)
+        if piece.last:
+            commands.append(finish_command(piece.slot, piece.key, piece.present, piece.pttl))
+        if not commands:
+            return 0, 0
+        replies = await self._ctx.redis(commands)
+        self._ctx.counters["target_pieces"] += 1
+        if not piece.last:
+            return 0, 0
+        restored, dirty = int(replies[-1][0]), int(replies[-1][1])
+        if restored < 0:
+            raise NotMigratingIn(f"slot {piece.slot} has no migration marker here")
+        if piece.present and self._ctx.still_in(inc):
+            inc.authoritative.add(piece.key)
+        self._ctx.counters["target_keys_restored"] += restored
+        self._ctx.counters["target_keys_skipped_dirty"] += dirty
+        return restored, dirty

@@ -135,3 +135,7 @@ class TargetSide:
     ) -> tuple[int, int]:
         """Restore copied keys of one or more slots; (restored, skipped as dirty)."""
         return await self._intake.restore_parts(source, parts)
+
+    async def restore_piece(self, source: int, piece: control_pb2.KeyChunk) -> tuple[int, int]:
+        """One piece of a key moved in pieces; (restored, skipped as dirty) by its last."""
+        return await self._intake.restore_piece(source, piece)
