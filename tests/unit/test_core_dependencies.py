@@ -16,7 +16,18 @@ import pytest
 from netmigrate.cli import BENCH_EXTRA
 
 #: What an agent, switch or controller host runs; none of it may need the benchmark package.
-PRODUCT_PACKAGES = ("agent", "switch", "migration", "client", "p4rt", "lab", "protocol")
+PRODUCT_PACKAGES = (
+    "agent",
+    "switch",
+    "migration",
+    "client",
+    "p4rt",
+    "lab",
+    "protocol",
+    "rediscmd",
+    "gateway",
+    "testbed",
+)
 
 #: A host without the extra lacks its libraries; product code must not need the bench package.
 CORE_BLOCKED = frozenset(BENCH_EXTRA | {"netmigrate.bench"})

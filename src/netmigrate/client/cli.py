@@ -17,10 +17,9 @@ from netmigrate.client.errors import NetMigrateError
 from netmigrate.client.sync import Client
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--to", required=True, metavar="HOST:PORT", help="keyspace service address")
-    p.add_argument("--keyspace", required=True, type=int, metavar="ID", help="keyspace id")
-    p.add_argument("--timeout", type=float, default=0.5, help="seconds per attempt")
+def add_client_options(p: argparse.ArgumentParser, *, timeout: float) -> None:
+    """The options every command that runs a client takes (kv, bench load, gateway)."""
+    p.add_argument("--timeout", type=float, default=timeout, help="seconds per attempt")
     p.add_argument(
         "--deadline",
         type=float,
@@ -33,8 +32,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="largest request in bytes, the keyspace's setting (default: the MTU of the route "
-        "to --to minus 28 IPv4 + UDP)",
+        "to the service minus 28 IPv4 + UDP)",
     )
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`AsyncClient` keyword arguments from :func:`add_client_options`' options."""
+    return {
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "deadline": args.deadline,
+        "max_datagram": args.max_datagram,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="keyspace service address")
+    p.add_argument("--keyspace", required=True, type=int, metavar="ID", help="keyspace id")
+    add_client_options(p, timeout=0.5)
     sub = p.add_subparsers(dest="op", required=True, metavar="OP")
     sub.add_parser("get", help="GET KEY").add_argument("key")
     s = sub.add_parser("set", help="SET KEY VALUE [--ttl-ms N] [--nx|--xx]")
@@ -96,12 +111,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         address = parse_host_port(args.to, "--to")
-        options = {
-            "timeout": args.timeout,
-            "retries": args.retries,
-            "deadline": args.deadline,
-            "max_datagram": args.max_datagram,
-        }
+        options = client_options(args)
         with Client(address, args.keyspace, **options) as c:
             _execute(c, args)
     except AddressError as e:

@@ -15,13 +15,13 @@ import signal
 import sys
 from pathlib import Path
 
-from netmigrate.agent.config import ConfigError, parse_host_port
+from netmigrate.addresses import AddressError, parse_host_port
 from netmigrate.client.aio import AsyncClient
+from netmigrate.client.cli import add_client_options, client_options
 from netmigrate.gateway.acl import Acl, AclError
 from netmigrate.gateway.keyspace import ClientKeyspace
 from netmigrate.gateway.server import running
 from netmigrate.gateway.session import Session
-from netmigrate.protocol.constants import MAX_DATAGRAM
 from netmigrate.rediscmd.table import CommandTable
 
 log = logging.getLogger("netmigrate.gateway")
@@ -42,15 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     auth.add_argument(
         "--no-auth", action="store_true", help="no authentication (every connection is 'default')"
     )
-    p.add_argument("--timeout", type=float, default=0.25, help="seconds per attempt")
-    p.add_argument("--retries", type=int, default=8, help="resends after the first attempt")
-    p.add_argument(
-        "--max-datagram",
-        type=int,
-        default=MAX_DATAGRAM,
-        metavar="BYTES",
-        help="largest request datagram: the deployment's path MTU minus 28",
-    )
+    add_client_options(p, timeout=0.25)
     p.add_argument(
         "--command-table",
         type=Path,
@@ -66,10 +58,8 @@ async def serve(args: argparse.Namespace, acl: Acl, table: CommandTable) -> None
     client = AsyncClient(
         address,
         args.keyspace,
-        timeout=args.timeout,
-        retries=args.retries,
-        max_datagram=args.max_datagram,
         command_table=table,
+        **client_options(args),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             else CommandTable.shipped()
         )
         asyncio.run(serve(args, acl, table))
-    except (AclError, ConfigError, OSError, ValueError) as e:
+    except (AclError, AddressError, OSError, ValueError) as e:
         print(f"netmigrate gateway: {e}", file=sys.stderr)
         return 2
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netmigrate.bench.load.workload import DEFAULT_MIX, WorkloadConfig, parse_mix
-from netmigrate.client import DEFAULT_DEADLINE
+from netmigrate.client.cli import add_client_options
 
 if TYPE_CHECKING:
     from netmigrate.bench.load.runner import LoadConfig
@@ -52,21 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=10.0, help="seconds (default %(default)s)")
     p.add_argument("--stop-file", type=Path, help="stop as soon as this file exists")
-    p.add_argument("--timeout", type=float, default=0.25, help="per-attempt timeout (s)")
-    p.add_argument(
-        "--deadline",
-        type=float,
-        default=DEFAULT_DEADLINE,
-        help="seconds one operation keeps retrying (default %(default)s)",
-    )
-    p.add_argument("--retries", type=int, help="also cap the resends at this number")
-    p.add_argument(
-        "--max-datagram",
-        type=int,
-        metavar="N",
-        help="largest request in bytes, the keyspace's setting (default: the MTU of the route "
-        "to the service minus 28 IPv4 + UDP)",
-    )
+    add_client_options(p, timeout=0.25)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--key-prefix", help="prefix of every key (default: nm:<random>:, per run)")
 
