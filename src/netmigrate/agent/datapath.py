@@ -35,11 +35,11 @@ from netmigrate.agent.dedup import (
     DedupWindow,
     RecordError,
     WriteRecorder,
-    decode_record,
     fingerprint,
     record_fingerprint,
 )
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
+from netmigrate.agent.recorded import reply_of_record
 from netmigrate.agent.reserved import RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, ReplyError, RespConnection
 from netmigrate.agent.slots import Admission, SlotTable
@@ -164,7 +164,7 @@ class DataPath:
         n = 0
         for record in records:
             try:
-                reply = self._reply_of_record(record)
+                reply = reply_of_record(record)
             except (RecordError, ValueError, TypeError) as e:
                 log.warning("ignoring a request id record: %s", e)
                 continue
@@ -447,19 +447,6 @@ class DataPath:
             for addr in entry.copies:
                 self._send(datagram, addr)
 
-    def _reply_of_record(self, record: bytes) -> bytes:
-        """The reply datagram a request id record stands for (raises if it is unreadable)."""
-        decoded = decode_record(record)
-        return decoded if isinstance(decoded, bytes) else self._recorded_reply(*decoded)
-
-    def _recorded_reply(self, fields: HeaderFields, answer: Any) -> bytes:
-        """The reply datagram a recorded write was answered with (the same bytes)."""
-        spec = OPS.get(fields[F_OP])
-        if spec is None or spec.read_only:
-            raise RecordError(f"record of op 0x{fields[F_OP]:02x}, which is not a write")
-        status, body = spec.reply(answer)
-        return pack_reply_header(fields, status) + encode_body(body)
-
     def _replay(
         self, record: bytes, fields: HeaderFields, entry: DedupEntry
     ) -> tuple[bytes, int, bool]:
@@ -477,7 +464,7 @@ class DataPath:
                 )
                 status = int(Status.ERROR)
                 return encode_reply(fields, status, ErrorReply(_COLLISION_MESSAGE)), status, False
-            reply = self._reply_of_record(record)
+            reply = reply_of_record(record)
             self.stats.dedup_hits += 1
             return reply, HEADER.unpack_from(reply)[F_STATUS], True
         except (RecordError, ValueError, TypeError) as e:
