@@ -129,7 +129,7 @@ EXAMPLES = r"""
     login_password: "{{ redis_admin_password }}"
     cluster: single_owner
     maxmemory: 256mb
-    maxmemory_policy: allkeys-lru
+    maxmemory_policy: volatile-lru
     config:
       appendonly: true
     acl_user:

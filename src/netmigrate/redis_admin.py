@@ -112,8 +112,15 @@ class ConfigPlan:
         return {**self.before, **{k: normalize_setting(v) for k, v in self.changes.items()}}
 
 
+#: Eviction policies that may evict any key: the agent's own keys (slot ownership, migration
+#: markers, the dirty sets of a migration target) have no TTL and must never go, or an agent
+#: would answer for data it lost and two agents could own one slot (#12, item 8).
+UNSAFE_EVICTION_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
+
+
 def check_settings(desired: Mapping[str, object]) -> None:
-    """Refuse names that are patterns or hold credentials, and non-scalar values (no server)."""
+    """Refuse names that are patterns or hold credentials, non-scalar values and eviction
+    policies that can evict the agent's own keys (no server)."""
     for name, value in desired.items():
         if not name or any(c in name for c in "*?[] "):
             raise RedisAdminError(f"invalid Redis setting name {name!r}: give one exact name")
@@ -124,6 +131,12 @@ def check_settings(desired: Mapping[str, object]) -> None:
             )
         if value is None or isinstance(value, (dict, list)):
             raise RedisAdminError(f"setting {name!r} needs a scalar value, got {value!r}")
+        if name.lower() == "maxmemory-policy" and str(value).lower() in UNSAFE_EVICTION_POLICIES:
+            raise RedisAdminError(
+                f"maxmemory-policy {value} may evict any key, including the NetMigrate agent's "
+                "own (slot ownership, migration markers, dirty marks): the agent would then "
+                "answer for data it no longer has; use noeviction"
+            )
 
 
 def plan_config(client: redis.Redis, desired: Mapping[str, object]) -> ConfigPlan:

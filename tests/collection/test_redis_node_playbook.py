@@ -22,7 +22,7 @@ def playbook(ansible: Ansible, port: int, login_password: str | None = None) -> 
         "login_port": port,
         "cluster": "single_owner",
         "maxmemory": "64mb",
-        "maxmemory_policy": "allkeys-lru",
+        "maxmemory_policy": "volatile-lru",
         "acl_user": {
             "name": "netmigrate-agent",
             "password": AGENT_PASSWORD,
@@ -78,7 +78,7 @@ def test_second_run_changes_nothing(
     assert client.cluster("INFO")["cluster_state"] == "ok"
     assert client.cluster("INFO")["cluster_slots_assigned"] == "16384"
     assert client.config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
-    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
     assert sorted(client.acl_users()) == ["default", "netmigrate-agent"]
     assert_no_secret(first.text())
 
@@ -103,7 +103,7 @@ def test_check_mode_changes_nothing(
     # The diff shows the plan: all slots, the new memory policy, the user without password.
     assert '-    "slots_owned": 0' in run.stdout
     assert '+    "slots_owned": 16384' in run.stdout
-    assert '+        "maxmemory-policy": "allkeys-lru"' in run.stdout
+    assert '+        "maxmemory-policy": "volatile-lru"' in run.stdout
     assert '+            "password": "matches",' in run.stdout
     assert_untouched(client)
     assert_no_secret(run.text())

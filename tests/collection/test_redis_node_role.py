@@ -43,7 +43,7 @@ def role_play(ansible: Ansible, netns: str, base: Path, **overrides: Any) -> tup
         "redis_node_password": ADMIN_PASSWORD,
         "redis_node_agent_password": AGENT_PASSWORD,
         "redis_node_maxmemory": "64mb",
-        "redis_node_maxmemory_policy": "allkeys-lru",
+        "redis_node_maxmemory_policy": "volatile-lru",
         "redis_node_config": {"appendonly": False, "save": ""},
         "redis_node_purge_data": True,
         **overrides,
@@ -100,7 +100,7 @@ def test_role_provisions_idempotently_restarts_and_removes(
     policy = redis_cli(
         netns, 6379, "config", "get", "maxmemory-policy", user="default", password=ADMIN_PASSWORD
     )
-    assert policy.split() == ["maxmemory-policy", "allkeys-lru"]
+    assert policy.split() == ["maxmemory-policy", "volatile-lru"]
     acl_text = (base / "etc" / "redis-r1.acl").read_text()
     assert AGENT_PASSWORD not in acl_text and ADMIN_PASSWORD not in acl_text
     assert hashlib.sha256(AGENT_PASSWORD.encode()).hexdigest() in acl_text
@@ -143,3 +143,14 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_role_refuses_an_eviction_policy_that_can_evict_the_agents_keys(
+    ansible: Ansible, netns: str, tmp_path: Path
+) -> None:
+    base = tmp_path / "node"
+    inventory, playbook = role_play(ansible, netns, base, redis_node_maxmemory_policy="allkeys-lru")
+    run = ansible.playbook(playbook, inventory)
+    assert run.returncode != 0
+    assert "may evict any key, including the NetMigrate agent's own" in run.text()
+    assert not (base / "etc").exists()  # refused before anything was written

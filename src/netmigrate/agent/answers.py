@@ -1,35 +1,18 @@
-"""What the data path answers when the answer is not a fresh Redis reply: a write Redis had
-recorded before (its reply datagram, rebuilt from the record), or a failure instead of a reply
-(which status, and whether the request may count as applied)."""
+"""What the data path answers when Redis answered with a failure instead of a reply: which
+status, and whether the request may count as applied. (A recorded write's answer is rebuilt
+by :mod:`netmigrate.agent.recorded`.)"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from netmigrate.agent.commands import OPS, TRANSIENT_ERRORS
-from netmigrate.agent.dedup import RecordError, decode_record
+from netmigrate.agent.commands import TRANSIENT_ERRORS
 from netmigrate.agent.resp import ConnectionLost, ReplyError
-from netmigrate.protocol.codec import ErrorReply, HeaderFields, encode_body, pack_reply_header
-from netmigrate.protocol.constants import F_OP, Status
+from netmigrate.protocol.codec import ErrorReply, encode_body
+from netmigrate.protocol.constants import Status
 
 log = logging.getLogger(__name__)
-
-
-def reply_of_record(record: bytes) -> bytes:
-    """The reply datagram a request id record stands for (RecordError if it is unreadable)."""
-    decoded = decode_record(record)
-    return decoded if isinstance(decoded, bytes) else recorded_reply(*decoded)
-
-
-def recorded_reply(fields: HeaderFields, answer: Any) -> bytes:
-    """The reply datagram a recorded write was answered with (the same bytes)."""
-    spec = OPS.get(fields[F_OP])
-    if spec is None or spec.read_only:
-        raise RecordError(f"record of op 0x{fields[F_OP]:02x}, which is not a write")
-    status, body = spec.reply(answer)
-    return pack_reply_header(fields, status) + encode_body(body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import redis.asyncio
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -23,17 +24,22 @@ from netmigrate.agent.datapath import DataPath
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
-from netmigrate.agent.slots import SlotTable
+from netmigrate.agent.reserved import AGENT_STATE_KEY
+from netmigrate.agent.slots import SlotState, SlotTable
 from netmigrate.agent.source import SourceSide
 from netmigrate.agent.source.keys import CopyLimits
 from netmigrate.agent.stats import AgentStats
 from netmigrate.agent.target import TargetSide
+from netmigrate.protocol.constants import SLOT_COUNT
 from netmigrate.protocol.slotset import format_ranges
 
 log = logging.getLogger("netmigrate.agent")
 
 _RECONNECT_MIN = 0.05
 _RECONNECT_MAX = 2.0
+#: How often the agent checks that its Redis still holds its state (a restart without
+#: persistence, FLUSHALL or an eviction removes it; #12, item 8).
+DATA_CHECK_INTERVAL = 0.5
 
 
 def admin_client(target: RedisTarget) -> redis.asyncio.Redis:
@@ -69,6 +75,9 @@ class Agent:
         self._datapath: DataPath | None = None
         self._control: grpc.aio.Server | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._data_watch: asyncio.Task[None] | None = None
+        #: Why this agent no longer answers for any slot ("" while its Redis is intact).
+        self.data_lost = ""
         self._stopping = False
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
@@ -145,6 +154,7 @@ class Agent:
             self._datapath.target = self.target
             self.address = self._datapath.bind(*cfg.listen)
             self._supervisor = asyncio.create_task(self._supervise_redis())
+            self._data_watch = asyncio.create_task(self._watch_redis_data())
             if cfg.control is not None:
                 self._control, self.control_port = await start_control_server(
                     self, *cfg.control, cfg.control_tls
@@ -199,8 +209,52 @@ class Agent:
             delay = _RECONNECT_MIN
             log.info("reconnected to Redis")
 
+    async def _watch_redis_data(self) -> None:
+        """Notice that Redis lost the agent's data: its state key (written at the first
+        start, never expired) is gone. Whatever else went with it (keys, request id records,
+        migration markers) cannot be answered for any more."""
+        admin = self._admin
+        assert admin is not None
+        while not self._stopping and not self.data_lost:
+            await asyncio.sleep(DATA_CHECK_INTERVAL)
+            try:
+                present = await admin.exists(AGENT_STATE_KEY)
+            except (redis.exceptions.RedisError, OSError):
+                continue  # unreachable is not lost: the data path answers BUSY meanwhile
+            if not present:
+                await self._lost_data(
+                    "Redis lost the agent's state (a restart without persistence, FLUSHALL or "
+                    "an eviction)"
+                )
+
+    async def _lost_data(self, why: str) -> None:
+        """Stop answering for every slot: requests get WRONG_OWNER, never an answer from data
+        that is gone. The empty ownership is written back, so that a restart of the agent does
+        not claim its configured slots again while another agent may own them."""
+        self.data_lost = why
+        owned = self.table.owner_count()
+        self.table.set_state(range(SLOT_COUNT), SlotState.NOT_OWNED)
+        log.error(
+            "%s: this agent no longer answers for any slot (it owned %d); restore the data, "
+            "then reconcile the slot map",
+            why,
+            owned,
+        )
+        try:
+            assert self._admin is not None
+            await slot_store.save(
+                self._admin, self.config.keyspace, self.config.server_id, self.table
+            )
+        except (redis.exceptions.RedisError, OSError) as e:
+            log.error("could not record the lost ownership in Redis: %s", e)
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._data_watch is not None:
+            self._data_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._data_watch
+            self._data_watch = None
         for side in (self.source, self.target):
             if side is not None:
                 await side.stop()

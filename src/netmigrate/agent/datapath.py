@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from netmigrate.agent.answers import failure_answer, reply_of_record
+from netmigrate.agent.answers import failure_answer
 from netmigrate.agent.commands import OPS, OpSpec, check_multi_keys
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import (
@@ -46,6 +46,7 @@ from netmigrate.agent.generic import (
 from netmigrate.agent.generic import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
 from netmigrate.agent.generic_path import GenericPath, command_table_of
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
+from netmigrate.agent.recorded import reply_of_record
 from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES
 from netmigrate.agent.resp import ConnectionLost, RespConnection
 from netmigrate.agent.slots import Admission, SlotTable

@@ -26,6 +26,7 @@ def _counters() -> dict[str, int]:
         "source_pulls_refused_big": 0,
         "source_pulls_served": 0,
         "source_keys_finalized": 0,
+        "source_ids_from_records": 0,
     }
 
 

@@ -1,5 +1,11 @@
 """Finalize: once the target owns every moved slot (asked, not assumed) and the grace period
-has passed, the moved keys are deleted here and the slots forgotten."""
+has passed, the moved keys are deleted here and the slots forgotten.
+
+A moved slot the target no longer owns because it migrated it on (B -> C before A's finalize)
+is finalized too: the target owned it (the slot is done here), so the copy here is stale
+whoever owns the slot now, and keeping it would wedge the slot here forever (#12, item 5). A
+slot the target owns no more *without* having migrated it out (its Redis lost it, a different
+agent at its address) keeps its keys here, for an operator to look at."""
 
 from __future__ import annotations
 
@@ -8,9 +14,15 @@ import time
 
 import grpc
 
+from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.source.context import SourceContext
-from netmigrate.agent.source.model import Migration, MigrationRequestError, StepFailed
+from netmigrate.agent.source.model import (
+    RPC_TIMEOUT,
+    Migration,
+    MigrationRequestError,
+    StepFailed,
+)
 from netmigrate.agent.source.prepare import Planner
 
 #: Slots per round trip and per persisted change.
@@ -40,8 +52,11 @@ class Finalizer:
         done = sorted(s for s, run in m.slots.items() if run.phase == "done")
         if not done:
             return 0, 0
-        _, owned = await self._planner.target_slots(m.record)
+        slots_reply, owned = await self._planner.target_slots(m.record)
         missing = [s for s in done if s not in owned]
+        if missing:
+            moved_on = await self._moved_on(m, slots_reply)
+            missing = [s for s in missing if s not in moved_on]
         if missing:
             raise MigrationRequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -77,3 +92,23 @@ class Finalizer:
             m.record.state = "FINALIZED"
             await ctx.store.persist(migration=m.record)
         return deleted, len(done)
+
+    async def _moved_on(self, m: Migration, slots_reply: control_pb2.GetSlotsResponse) -> set[int]:
+        """Slots the target migrated out (to a third server, or on its way there): in flight
+        or moved there, or done by one of its migrations."""
+        out = {s.slot for s in slots_reply.migrations if s.role == "out"}
+        try:
+            reply = await self._ctx.peers.stub(m.record.target_control).GetMigrationStatus(
+                control_pb2.GetMigrationStatusRequest(include_slots=True), timeout=RPC_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as e:
+            raise MigrationRequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the target's control service {m.record.target_control} does not answer: "
+                f"{e.code().name}: {e.details()}",
+            ) from None
+        moved = (control_pb2.DONE, control_pb2.FINALIZED)
+        for status in reply.migrations:
+            if status.source_id == m.record.target_id:
+                out.update(s.slot for s in status.slots if s.phase in moved)
+        return out

@@ -43,6 +43,8 @@ def test_normalize_setting(given: object, expected: str) -> None:
         ({"REQUIREPASS": "x"}, "holds a credential"),
         ({"maxmemory": None}, "needs a scalar value"),
         ({"save": ["3600", "1"]}, "needs a scalar value"),
+        ({"maxmemory-policy": "allkeys-lru"}, "may evict any key, including the NetMigrate"),
+        ({"maxmemory-policy": "ALLKEYS-LFU"}, "use noeviction"),
     ],
 )
 def test_check_settings(settings: dict[str, Any], message: str) -> None:

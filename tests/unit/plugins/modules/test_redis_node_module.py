@@ -135,7 +135,7 @@ def test_check_mode_predicts_without_changing(
     args = node_args(
         redis_node_server,
         maxmemory="64mb",
-        maxmemory_policy="allkeys-lru",
+        maxmemory_policy="volatile-lru",
         config={"appendonly": False, "hz": 10},
         acl_user=agent_user(),
     )
@@ -159,7 +159,7 @@ def test_check_mode_predicts_without_changing(
     assert applied["changed_settings"] == predicted["changed_settings"]
     assert applied["settings"] == predicted["settings"]
     assert client.config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
-    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
     assert sorted(client.acl_users()) == ["default", "netmigrate-agent"]
     agent = redis_node_server.client(username="netmigrate-agent", password=PASSWORD)
     assert agent.ping() is True
@@ -341,10 +341,23 @@ def test_a_value_redis_normalises_to_the_current_one_is_no_change(
 ) -> None:
     # Redis stores enum settings in lower case: after CONFIG SET the value reads back the same,
     # so the run reports no change (check mode, which cannot ask, predicts one).
-    redis_node_server.client().config_set("maxmemory-policy", "allkeys-lru")
-    args = node_args(redis_node_server, config={"maxmemory-policy": "ALLKEYS-LRU"})
+    redis_node_server.client().config_set("maxmemory-policy", "volatile-lru")
+    args = node_args(redis_node_server, config={"maxmemory-policy": "VOLATILE-LRU"})
     result = run_module(args, capsys)
 
     assert result["changed"] is False
     assert result["changed_settings"] == []
-    assert result["settings"] == {"maxmemory-policy": "allkeys-lru"}
+    assert result["settings"] == {"maxmemory-policy": "volatile-lru"}
+
+
+def test_an_eviction_policy_that_can_evict_the_agents_keys_is_refused(
+    redis_node_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = node_args(redis_node_server, maxmemory_policy="allkeys-lru")
+    result = run_module(args, capsys)
+
+    assert result["failed"] is True
+    assert "may evict any key, including the NetMigrate agent's own" in result["msg"]
+    assert redis_node_server.client().config_get("maxmemory-policy") != {
+        "maxmemory-policy": "allkeys-lru"
+    }
