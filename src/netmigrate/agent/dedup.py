@@ -39,7 +39,7 @@ from typing import Any
 
 from netmigrate.agent.reserved import REQUEST_ID_PREFIX, RESERVED_SLOT, request_id_key
 from netmigrate.protocol.codec import HeaderFields
-from netmigrate.protocol.constants import HEADER, HEADER_LEN
+from netmigrate.protocol.constants import F_SLOT, HEADER, HEADER_LEN
 
 Address = Any  # what socket.recvfrom returns
 
@@ -372,6 +372,26 @@ def _split_record(record: bytes) -> tuple[int, bytes | None, bytes]:
     return kind, fp, record[1 : 1 + HEADER_LEN] + record[1 + HEADER_LEN + FINGERPRINT_LEN :]
 
 
+def record_slot(record: bytes) -> int | None:
+    """The slot of the request a record is of, read from its header in place (None when the
+    record is too short or of an unknown kind): cheap enough to pick one slot's records out
+    of all of them before decoding any."""
+    if not record:
+        return None
+    kind = record[0]
+    if kind == _KIND_DATAGRAM:
+        offset = 1 + FINGERPRINT_LEN
+    elif (
+        kind in b"NSIB" or kind in _LEGACY_KINDS or kind in (_LEGACY_DATAGRAM, _KIND_DATAGRAM_NO_FP)
+    ):
+        offset = 1
+    else:
+        return None
+    if len(record) < offset + HEADER_LEN:
+        return None
+    return HEADER.unpack_from(record, offset)[F_SLOT]
+
+
 def record_fingerprint(record: bytes) -> bytes | None:
     """The fingerprint of the request a record is of (None: a record without one)."""
     return _split_record(record)[1]
@@ -453,3 +473,17 @@ async def load_records(admin: Any, batch: int = 2000) -> list[bytes]:
         aged.extend((t, v) for v, t in zip(values, ttls, strict=True) if v is not None and t > 0)
     aged.sort(key=lambda tv: tv[0])
     return [v for _, v in aged]
+
+
+async def read_records(admin: Any, batch: int = 5000) -> list[bytes]:
+    """Every live record in Redis, in no particular order (what the request-id handover needs:
+    half the round trips of :func:`load_records`, which orders them by age)."""
+    count = int(await admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", RESERVED_SLOT))
+    if not count:
+        return []
+    keys = await admin.execute_command("CLUSTER", "GETKEYSINSLOT", RESERVED_SLOT, count)
+    keys = [k for k in keys if k.startswith(REQUEST_ID_PREFIX)]
+    pipe = admin.pipeline(transaction=False)
+    for i in range(0, len(keys), batch):
+        pipe.mget(keys[i : i + batch])
+    return [v for values in await pipe.execute() for v in values if v is not None]

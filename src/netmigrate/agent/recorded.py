@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from netmigrate.agent.commands import OPS
-from netmigrate.agent.dedup import RecordError, decode_record, load_records, record_fingerprint
+from netmigrate.agent.dedup import (
+    RecordError,
+    decode_record,
+    read_records,
+    record_fingerprint,
+    record_slot,
+)
 from netmigrate.protocol.codec import HeaderFields, encode_body, pack_reply_header
 from netmigrate.protocol.constants import F_OP, F_REQUEST_ID, F_SLOT, HEADER, REPLY_BIT, WRITE_OPS
 
@@ -52,6 +58,8 @@ def writes_of_slots(
     Unreadable records are not this agent's (or from a newer one) and are left out."""
     out: dict[int, list[RecordedWrite]] = {s: [] for s in slots}
     for record in records:
+        if record_slot(record) not in out:
+            continue
         try:
             reply = reply_of_record(record)
             fields = HEADER.unpack_from(reply)
@@ -70,4 +78,4 @@ def writes_of_slots(
 async def recorded_writes(admin: Any, slots: Iterable[int]) -> dict[int, list[RecordedWrite]]:
     """Every write of ``slots`` whose record is still in this agent's Redis (``admin``: a
     ``redis.asyncio`` client). One pass over the records for all the slots."""
-    return writes_of_slots(await load_records(admin), slots)
+    return writes_of_slots(await read_records(admin), slots)
