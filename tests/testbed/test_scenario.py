@@ -51,7 +51,9 @@ def user_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tarball = next(work.glob("netmigrate-core-*.tar.gz"))
     collections = work / "collections"
     subprocess.run(
-        [str(galaxy), "collection", "install", "-p", str(collections), str(tarball)],
+        # --force: a netmigrate.core installed elsewhere on this machine (~/.ansible/collections)
+        # would otherwise make galaxy install nothing here ("already installed").
+        [str(galaxy), "collection", "install", "--force", "-p", str(collections), str(tarball)],
         check=True, capture_output=True,
     )  # fmt: skip
     return collections
