@@ -529,13 +529,30 @@ def remove(run_dir: Path | str) -> list[str]:
 
 
 def join(state: LabCpu, host: str, pid: int = 0) -> None:
-    """Move ``pid`` (0: the caller) into ``host``'s cgroup, in every hierarchy.
-
-    Safe in a ``preexec_fn``: it allocates little and raises only :class:`LabError`.
-    """
+    """Move ``pid`` (0: the caller) into ``host``'s cgroup, in every hierarchy."""
     kernel = state.kernel()
     for procs in kernel.procs_files(state.group(host)):
         _write(procs, str(pid or os.getpid()))
+
+
+#: Writes its own pid into each cgroup.procs file named by its arguments, then execs the rest.
+#: A shell does the joining because a ``preexec_fn`` runs Python in the child of a process that
+#: may have threads (gRPC's, in tests and the CLI), and such a child can crash before its exec:
+#: the CI run that found this died in the child with a segmentation fault and no log.
+_JOIN_SCRIPT = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 126; shift; n=$((n - 1)); done; '
+    'exec "$@"'
+)
+JOIN_ARGV0 = "netmigrate-cgroup-join"
+
+
+def join_argv(state: LabCpu, host: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` prefixed so that it runs in ``host``'s cgroup from its first instruction.
+
+    The process keeps its pid through the joins (``exec``), so whoever started it can track it.
+    """
+    files = [str(p) for p in state.kernel().procs_files(state.group(host))]
+    return ["/bin/sh", "-c", _JOIN_SCRIPT, JOIN_ARGV0, str(len(files)), *files, *argv]
 
 
 def members(state: LabCpu, host: str) -> list[int]:

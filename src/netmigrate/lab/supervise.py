@@ -316,9 +316,10 @@ class Supervisor:
     def _spawn(self, spec: ProcessSpec) -> int:
         argv = in_netns(spec.netns, spec.argv)
         budget = self._budget_host(spec)
-        # The child joins its host's cgroup before it execs, so not one instruction of it runs
-        # on another host's CPU (threads and children it makes inherit the cgroup).
-        preexec = None if budget is None else (lambda: cgroups.join(*budget))
+        if budget is not None:
+            # The child joins its host's cgroup before it execs, so not one instruction of it
+            # runs on another host's CPU (threads and children it makes inherit the cgroup).
+            argv = cgroups.join_argv(*budget, argv)
         env = {**os.environ, **spec.env}
         log_fd = os.open(
             self.log_file(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
@@ -335,7 +336,6 @@ class Supervisor:
                 cwd=spec.cwd,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=preexec,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise LabError(f"{spec.name}: cannot start {spec.argv[0]}: {exc}") from exc

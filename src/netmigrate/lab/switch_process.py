@@ -167,13 +167,15 @@ def run_switch(
         ctl = Path(tmp) / "control.sock" if control else None
         if ctl is not None:
             argv += ["--control-socket", str(ctl)]
+        if cpu is not None:
+            # taskset, not a preexec_fn: no Python may run in the child of a threaded process.
+            argv = ["taskset", "-c", str(cpu), *argv]
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
             )
         sw = SwitchProcess(proc, "", log_path, ctl)
         try:
