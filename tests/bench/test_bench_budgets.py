@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from support import fork_hooks
 
 from netmigrate.bench import roles
 from netmigrate.bench.peers.redis_cluster import CGROUP_PREFIX as RC_PREFIX
 from netmigrate.bench.peers.redis_cluster import RedisClusterSystem
 from netmigrate.bench.peers.stop_and_copy import CGROUP_PREFIX as SC_PREFIX
 from netmigrate.bench.peers.stop_and_copy import StopAndCopySystem
+from netmigrate.bench.redis_server import start_redis
 from netmigrate.bench.system import SetupPlan
 from netmigrate.lab import cgroups
 from netmigrate.protocol.constants import SLOT_COUNT
@@ -142,3 +144,28 @@ def test_bench_load_sampler_reads_real_cgroups() -> None:
     finally:
         cg.down()
     assert not cgroups.detect().exists("nm-lab-nmbsamp")
+
+
+def test_a_budgeted_redis_starts_in_its_role_and_runs_no_python_before_exec() -> None:
+    """The harness is threaded (gRPC): its children must not run Python before exec (see
+    ``tests/support/fork_hooks``). A redis-server of a budgeted role starts anyway, inside the
+    role's cgroup, and still dies with the harness (``setpriv --pdeathsig``)."""
+    with fork_hooks.armed():
+        plain = asyncio.run(start_redis(name="plain"))
+    plain.stop()
+    budgets = roles.parse(None, 2)
+    assert budgets is not None
+    cg = roles.RoleCgroups("nmbwrap", budgets)
+    cg.up()
+    try:
+        with fork_hooks.armed():
+            server = asyncio.run(start_redis(name="wrapped", wrap=cg.wrapper("redis1")))
+        try:
+            assert server.process.pid in cg.members("redis1")
+            argv0 = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().split(b"\0")[0]
+            assert b"redis-server" in argv0  # the wrappers exec'd: same pid, now the server
+        finally:
+            server.stop()
+    finally:
+        cg.down()
+    assert not cgroups.detect().exists("nm-lab-nmbwrap")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from support import fork_hooks
 
 from netmigrate.lab import cgroups as cg
 from netmigrate.lab import down, up
@@ -89,26 +90,9 @@ def test_a_busy_host_gets_no_more_than_its_quota(topology: Topology, run_dir: Pa
     assert not backend.exists(f"nm-lab-{topology.prefix}")
 
 
-#: Set only while the test below runs: a child that runs Python at-fork hooks dies at once.
-_FORK_HOOK_ARMED = False
-
-
-def _die_in_child() -> None:
-    if _FORK_HOOK_ARMED:
-        os._exit(97)
-
-
-# Registered once per process; it does nothing unless armed.
-os.register_at_fork(after_in_child=_die_in_child)
-
-
 def test_a_service_starts_while_the_parent_has_fork_hooks(topology: Topology, run_dir: Path):
-    """No Python runs in the child between fork and exec. gRPC's threads and at-fork handlers
-    make that unsafe: a CI run lost a budgeted service that way (a child crashed before exec,
-    with no log). An at-fork hook that kills the child stands in for such a crash: it runs
-    exactly when the child runs Python (a ``preexec_fn``), and with budgets on the service must
-    still start, in its host's cgroup from its first instruction."""
-    global _FORK_HOOK_ARMED
+    """No Python runs in the child between fork and exec (see ``tests/support/fork_hooks``):
+    with budgets on, the service starts, in its host's cgroup from its first instruction."""
     up(topology, run_dir, cpu=_budgets(topology))
     try:
         state = cg.load(run_dir)
@@ -119,11 +103,8 @@ def test_a_service_starts_while_the_parent_has_fork_hooks(topology: Topology, ru
             argv=("sh", "-c", "cat /proc/self/cgroup; exec sleep 300"),
             netns=topology.host("a").netns,
         )
-        _FORK_HOOK_ARMED = True
-        try:
+        with fork_hooks.armed():
             pid = sup.start(spec).pid
-        finally:
-            _FORK_HOOK_ARMED = False
         assert _group_of(pid) == state.group("a")
         # Printed by `cat` at once, before the keeper's first look could have moved it.
         assert f"/{state.group('a')}" in sup.log_file("shows-cgroup").read_text()

@@ -14,7 +14,6 @@ also gets SIGTERM from the kernel if the harness process dies without cleaning u
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
@@ -30,7 +29,6 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class RedisStartError(RuntimeError):
@@ -51,19 +49,14 @@ def redis_cli_binary() -> str:
     return path
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the harness dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` that gets SIGTERM when the harness dies, even by SIGKILL.
 
-
-def _preexec(
-    wrap: Callable[[Callable[[], None]], Callable[[], None]] | None,
-) -> Callable[[], None] | None:
-    base = _die_with_parent if sys.platform == "linux" else None
-    if wrap is None:
-        return base
-    return wrap(base or (lambda: None))
+    ``setpriv`` sets the signal before it execs: no Python may run in the child of a threaded
+    harness between fork and exec (a ``preexec_fn`` can crash there).
+    """
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return argv if setpriv is None else [setpriv, "--pdeathsig", "TERM", *argv]
 
 
 def free_port() -> int:
@@ -180,11 +173,11 @@ async def start_redis(
     name: str = "",
     attempts: int = 5,
     timeout: float = 10.0,
-    preexec: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> RedisServer:
     """Start one redis-server on free ports; the caller must :meth:`~RedisServer.stop` it.
 
-    ``preexec`` wraps the child's ``preexec_fn`` (e.g. to join a CPU-budget cgroup first).
+    ``wrap`` prefixes the command (e.g. to join a CPU-budget cgroup first).
     """
     binary = redis_server_binary()
     last_error: Exception | None = None
@@ -195,13 +188,13 @@ async def start_redis(
         if bus_port == port:
             shutil.rmtree(directory, ignore_errors=True)
             continue
+        argv = _die_with_parent([binary, *_config(port, directory, cluster, bus_port)])
         proc = subprocess.Popen(
-            [binary, *_config(port, directory, cluster, bus_port)],
+            argv if wrap is None else wrap(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal must not hit it before cleanup
-            preexec_fn=_preexec(preexec),
         )
         server = RedisServer(port, directory, proc, cluster, bus_port, name or f"{HOST}:{port}")
         try:

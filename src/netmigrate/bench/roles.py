@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +64,18 @@ class RoleCgroups:
             self.down()
             raise
 
-    def preexec(self, role: str, then: Callable[[], None] | None = None) -> Callable[[], None]:
-        """A ``preexec_fn`` that moves the child into ``role``'s cgroup (then runs ``then``)."""
+    def argv(self, role: str, argv: Sequence[str]) -> list[str]:
+        """``argv`` prefixed so that it runs in ``role``'s cgroup from its first instruction."""
         state = self._state
         if state is None:
             raise RuntimeError("role cgroups are not up")
         state.group(role)  # an unknown role fails here, not in the child
+        return cgroups.join_argv(state, role, argv)
 
-        def join() -> None:
-            cgroups.join(state, role)
-            if then is not None:
-                then()
-
-        return join
+    def wrapper(self, role: str) -> Callable[[list[str]], list[str]]:
+        """:meth:`argv` for ``role``, as ``start_redis`` takes it."""
+        self.argv(role, [])  # fail now on an unknown role
+        return lambda argv: self.argv(role, argv)
 
     def members(self, role: str) -> list[int]:
         return [] if self._state is None else cgroups.members(self._state, role)

@@ -201,7 +201,7 @@ class RedisClusterSystem(System):
                 self._cgroups.up()
             for i in range(self._masters):
                 self._nodes.append(
-                    await start_redis(cluster=True, name=f"node{i}", preexec=self._join(i))
+                    await start_redis(cluster=True, name=f"node{i}", wrap=self._join(i))
                 )
             await self._form_cluster(layout)
         except BaseException:
@@ -271,9 +271,10 @@ class RedisClusterSystem(System):
         started = time.monotonic()
         cg = self._cgroups
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            preexec_fn=None if cg is None else cg.preexec(roles.CONTROLLER),
-        )  # fmt: skip
+            *(cmd if cg is None else cg.argv(roles.CONTROLLER, cmd)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         self._reshard_proc = proc
         observer.started()
         moved = keys = 0
@@ -389,11 +390,9 @@ class RedisClusterSystem(System):
             cg.down()
 
     def _join(self, index: int) -> Any:
-        """``start_redis``'s preexec wrapper for node ``index`` (None without budgets)."""
+        """``start_redis``'s command wrapper for node ``index`` (None without budgets)."""
         cg = self._cgroups
-        if cg is None:
-            return None
-        return lambda base: cg.preexec(roles.server_role(index), base)
+        return None if cg is None else cg.wrapper(roles.server_role(index))
 
     def validate_options(self, options: Mapping[str, Any]) -> None:
         roles.parse(options.get("cpu"), int(options.get("masters", 2)))

@@ -166,15 +166,21 @@ class _Mover:
 
     @classmethod
     async def start(
-        cls, source: RedisServer, target: RedisServer, preexec: Callable[[], None] | None = None
+        cls,
+        source: RedisServer,
+        target: RedisServer,
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> _Mover:
-        proc = await asyncio.create_subprocess_exec(
+        argv = [
             sys.executable, "-m", "netmigrate.bench.peers.sc_mover",
             "--host", HOST, "--source-port", str(source.port),
             "--target-port", str(target.port),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            preexec_fn=preexec,
-        )  # fmt: skip
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *(argv if wrap is None else wrap(argv)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         mover = cls(proc)
         await mover.expect("ready")
         return mover
@@ -260,14 +266,14 @@ class StopAndCopySystem(System):
                 self._cgroups.up()
             cg = self._cgroups
             for i, name in enumerate(("source", "target")):
-                wrap = None if cg is None else _wrap(cg, roles.server_role(i))
-                self._servers.append(await start_redis(name=name, preexec=wrap))
+                wrap = None if cg is None else cg.wrapper(roles.server_role(i))
+                self._servers.append(await start_redis(name=name, wrap=wrap))
             self._router = SlotRouter()
             # Started now so the write pause does not include Python's start-up.
             self._mover = await _Mover.start(
                 self._servers[SOURCE],
                 self._servers[TARGET],
-                None if cg is None else cg.preexec(roles.CONTROLLER),
+                None if cg is None else cg.wrapper(roles.CONTROLLER),
             )
         except BaseException:
             await self.teardown()
@@ -375,7 +381,3 @@ class StopAndCopySystem(System):
 
     def cpu_usage(self) -> dict[str, Any] | None:
         return None if self._cgroups is None else dict(self._cgroups.usage() or {}) or None
-
-
-def _wrap(cg: roles.RoleCgroups, role: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    return lambda base: cg.preexec(role, base)
