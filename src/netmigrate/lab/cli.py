@@ -210,6 +210,8 @@ def _stack_config(args: argparse.Namespace, topology: Topology, run_dir: Path) -
         control_base=args.control_base,
         device_id=args.device_id,
         faults=tuple(args.fault),
+        mtu=topology.mtu,
+        subnet=topology.subnet,
     )
 
 

@@ -49,8 +49,13 @@ from netmigrate.lab.errors import LabError
 from netmigrate.lab.forwarding import DEVICE_CONFIG, LabServer, netmigrate_entries
 from netmigrate.lab.supervise import ProcessSpec, Supervisor, tcp_ready, unix_ready
 from netmigrate.lab.switch_process import DEFAULT_DEVICE_ID, SWITCH_SERVICE, switch_spec
-from netmigrate.lab.topology import DEFAULT_PREFIX, Topology, build_topology
-from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT
+from netmigrate.lab.topology import (
+    DEFAULT_PREFIX,
+    DEFAULT_SUBNET,
+    Topology,
+    build_topology,
+)
+from netmigrate.protocol.constants import LAB_MTU, SERVICE_PORT_BASE, SLOT_COUNT
 from netmigrate.protocol.path_mtu import datagram_limit
 
 STACK_FILE = "stack.json"
@@ -86,9 +91,14 @@ class StackConfig:
     agent_args: tuple[str, ...] = ()
     #: Per-host CPU budgets (:func:`netmigrate.lab.lab.up`'s ``cpu``): keep the lab's by default.
     cpu: CpuBudgets | Literal["keep"] | None = lab.KEEP_CPU
+    #: The data links' MTU and subnet: the agents' largest datagram derives from the MTU.
+    mtu: int = LAB_MTU
+    subnet: str = DEFAULT_SUBNET
 
     def topology(self) -> Topology:
-        return build_topology(self.prefix, (self.client_host, *self.redis_hosts))
+        return build_topology(
+            self.prefix, (self.client_host, *self.redis_hosts), subnet=self.subnet, mtu=self.mtu
+        )
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir is not None else lab.default_run_dir(self.prefix)
