@@ -134,7 +134,7 @@ def test_the_agent_user_can_do_nothing_administrative(acl_servers) -> None:
         with pytest.raises(redis.exceptions.NoPermissionError):
             agent.execute_command(*command)
     # The server is still a healthy node with its policy unchanged.
-    assert server.client().config_get("maxmemory-policy")["maxmemory-policy"] == b"noeviction"
+    assert server.client().config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
 
 
 def test_nobody_gets_in_without_credentials(acl_servers) -> None:
