@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import pytest_asyncio
 import redis
 
 _START_TIMEOUT = 10.0
+#: The restricted ACL user a factory creates with ``agent_rules`` (the roles' agent user).
+AGENT_USER = "netmigrate-agent"
 _STOP_TIMEOUT = 5.0
 
 
@@ -52,6 +55,8 @@ class RedisServer:
     host: str = "127.0.0.1"
     #: Cluster bus port (for CLUSTER MEET ip port bus-port); None without cluster mode.
     cluster_port: int | None = None
+    #: Password of the restricted ACL user AGENT_USER (``agent_rules`` of the factory).
+    agent_password: str | None = field(default=None, repr=False)
     _clients: list[redis.Redis] = field(default_factory=list, repr=False)
 
     @property
@@ -61,6 +66,13 @@ class RedisServer:
         if self.password is not None:
             auth = f"{self.username or ''}:{self.password}@"
         return f"redis://{auth}{self.host}:{self.port}"
+
+    @property
+    def agent_url(self) -> str:
+        """The URL an agent logs in with: the restricted AGENT_USER when there is one."""
+        if self.agent_password is None:
+            return self.url
+        return f"redis://{AGENT_USER}:{self.agent_password}@{self.host}:{self.port}"
 
     @property
     def url_without_password(self) -> str:
@@ -124,13 +136,19 @@ class RedisFactory:
         password: str | None = None,
         username: str | None = None,
         config: dict[str, str] | None = None,
+        agent_rules: Sequence[str] | None = None,
     ) -> RedisServer:
         """Start a redis-server. ``username`` (with ``password``) creates that ACL user with
-        full rights and disables the default user; ``password`` alone is ``requirepass``."""
+        full rights and disables the default user; ``password`` alone is ``requirepass``.
+        ``agent_rules`` (with ``username``) also creates AGENT_USER with these ACL rules and a
+        generated password (``agent_url``)."""
         if self._binary is None:
             raise RuntimeError("redis-server not found: install it (scripts/bootstrap.sh)")
         if username is not None and password is None:
             raise ValueError("an ACL user needs a password")
+        if agent_rules is not None and username is None:
+            raise ValueError("agent_rules need an admin user (username, password)")
+        agent_password = secrets.token_hex(16) if agent_rules is not None else None
         last_error = ""
         for _ in range(5):  # a free port can be taken between probing and binding
             port = free_port()
@@ -156,13 +174,22 @@ class RedisFactory:
             text = "".join(f"{k} {v}\n" for k, v in lines.items())
             if username is not None:
                 text += f"user {username} on >{password} ~* &* +@all\nuser default off\n"
+            if agent_rules is not None:
+                text += f"user {AGENT_USER} on >{agent_password} {' '.join(agent_rules)}\n"
             conf = folder / "redis.conf"
             conf.write_text(text)
             proc = subprocess.Popen(
                 [self._binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             server = RedisServer(
-                port, folder, proc, cluster, password, username, cluster_port=bus_port
+                port,
+                folder,
+                proc,
+                cluster,
+                password,
+                username,
+                cluster_port=bus_port,
+                agent_password=agent_password,
             )
             if self._wait_ready(server):
                 self._servers.append(server)

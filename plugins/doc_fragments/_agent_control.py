@@ -50,7 +50,12 @@ class ModuleDocFragment:
 options:
   control_tls:
     description:
-      - TLS towards the agents' control services. Without it the channel is plain text.
+      - Mutual TLS towards the agents' control services. Agents provisioned by the
+        P(netmigrate.core.agent#role) role require it (the default) and refuse a caller without
+        a client certificate of their CA; the C(controller_tls) entry point of that role
+        installs one (see docs/security.md).
+      - Without it the channel is plain text, which only agents run with
+        C(agent_control_tls=false) accept.
     type: dict
     suboptions:
       ca:
@@ -60,7 +65,7 @@ options:
         required: true
       cert:
         description:
-          - Client certificate, when the agents require one.
+          - Client certificate, signed by the agents' CA (required by role-provisioned agents).
         type: path
       key:
         description:

@@ -104,6 +104,21 @@ def test_role_provisions_idempotently_restarts_and_removes(
     acl_text = (base / "etc" / "redis-r1.acl").read_text()
     assert AGENT_PASSWORD not in acl_text and ADMIN_PASSWORD not in acl_text
     assert hashlib.sha256(AGENT_PASSWORD.encode()).hexdigest() in acl_text
+    # The role's own admin user: its password generated on the host, private, never shown.
+    admin_file = base / "etc" / "redis-r1.admin-password"
+    assert admin_file.stat().st_mode & 0o777 == 0o600
+    admin_password = admin_file.read_text().strip()
+    assert len(admin_password) >= 32 and admin_password not in first.text()
+    assert admin_password not in acl_text
+    whoami = redis_cli(
+        netns, 6379, "acl", "whoami", user="netmigrate-admin", password=admin_password
+    )
+    assert whoami.strip() == "netmigrate-admin"
+    # The agent's user can do nothing administrative.
+    refused = redis_cli(
+        netns, 6379, "config", "get", "maxmemory", user="netmigrate-agent", password=AGENT_PASSWORD
+    )
+    assert "NOPERM" in refused
 
     second = apply(ansible, netns, base)
     assert second.recap()["lab-redis"]["changed"] == 0
@@ -131,7 +146,8 @@ def test_role_provisions_idempotently_restarts_and_removes(
     removed = apply(ansible, netns, base, redis_node_state="absent")
     assert removed.recap()["lab-redis"]["changed"] >= 2
     assert not Path(f"/proc/{restarted}/ns").exists() or _is_zombie(restarted)
-    for leftover in ("etc/redis-r1.conf", "etc/redis-r1.acl", "run/redis-r1.pid", "data"):
+    leftovers = ("etc/redis-r1.conf", "etc/redis-r1.acl", "etc/redis-r1.admin-password")
+    for leftover in (*leftovers, "run/redis-r1.pid", "data"):
         assert not (base / leftover).exists(), leftover
     again = apply(ansible, netns, base, redis_node_state="absent")
     assert again.recap()["lab-redis"]["changed"] == 0

@@ -17,10 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from migration_helpers import KEYSPACE, SOURCE, TARGET, AgentProc, Pair, agent_config, free_port
-from migration_relay import Relay
-
-from netmigrate.agent.app import Agent
+from migration_helpers import KEYSPACE, AgentProc, free_port, pair_factory
 
 
 @pytest.fixture(scope="session")
@@ -42,37 +39,8 @@ def redises(redis_pair) -> tuple[Any, Any]:
 @pytest_asyncio.fixture
 async def pair(redises) -> AsyncIterator[Any]:
     """``await pair(relay=False, **source_config)`` -> :class:`Pair`, both agents started."""
-    made: list[Pair] = []
-    relays: list[Relay] = []
-
-    async def make(*, relay: bool = False, target_kw: dict | None = None, **kw: Any) -> Pair:
-        a, b = redises
-        target = Agent(agent_config(b, TARGET, frozenset(), **(target_kw or {})))
-        await target.start()
-        p = Pair(target, target, a, b)  # source filled below
-        p._agents.append(target)
-        made.append(p)
-        rel = None
-        if relay:
-            rel = Relay({TARGET: target.address}, default_owner=SOURCE)
-            relays.append(rel)
-        source = Agent(agent_config(a, SOURCE, frozenset(range(16384)), **kw))
-        await source.start()
-        p._agents.append(source)
-        p.source = source
-        if rel is not None:
-            rel.servers[SOURCE] = source.address
-            p.relay = rel
-        return p
-
-    try:
+    async with pair_factory(redises) as make:
         yield make
-    finally:
-        for p in made:
-            for agent in p._agents:
-                await agent.stop()
-        for r in relays:
-            r.close()
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ class Pair:
 
 def agent_config(redis: Any, server_id: int, slots: frozenset[int], **kw: Any) -> AgentConfig:
     settings: dict[str, Any] = {
-        "redis": parse_redis_url(redis.url),
+        "redis": parse_redis_url(redis.agent_url),
         "listen": ("127.0.0.1", 0),
         "keyspace": KEYSPACE,
         "server_id": server_id,
@@ -123,3 +125,40 @@ async def until(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -
         if loop.time() > deadline:
             raise AssertionError(f"condition not reached within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def pair_factory(redises: tuple[Any, Any]) -> AsyncIterator[Any]:
+    """``await make(relay=False, **source_config)`` -> :class:`Pair` on ``redises``, both
+    agents started (each logs in as the servers' ``agent_url`` user); all stopped at exit."""
+    made: list[Pair] = []
+    relays: list[Relay] = []
+
+    async def make(*, relay: bool = False, target_kw: dict | None = None, **kw: Any) -> Pair:
+        a, b = redises
+        target = Agent(agent_config(b, TARGET, frozenset(), **(target_kw or {})))
+        await target.start()
+        p = Pair(target, target, a, b)  # source filled below
+        p._agents.append(target)
+        made.append(p)
+        rel = None
+        if relay:
+            rel = Relay({TARGET: target.address}, default_owner=SOURCE)
+            relays.append(rel)
+        source = Agent(agent_config(a, SOURCE, frozenset(range(16384)), **kw))
+        await source.start()
+        p._agents.append(source)
+        p.source = source
+        if rel is not None:
+            rel.servers[SOURCE] = source.address
+            p.relay = rel
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            for agent in p._agents:
+                await agent.stop()
+        for r in relays:
+            r.close()
