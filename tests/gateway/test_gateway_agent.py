@@ -26,16 +26,21 @@ pytestmark = pytest.mark.redis
 
 
 @pytest_asyncio.fixture
-async def gateway_port(cluster_redis, agent_factory) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
+async def gateway(cluster_redis, agent_factory) -> AsyncIterator[tuple[int, AsyncClient]]:  # type: ignore[no-untyped-def]
     agent = await agent_factory(cluster_redis)
     table = CommandTable.shipped()
     # The lab's keyspace setting (MTU 9000): on loopback the route alone would allow 64 KiB.
     async with AsyncClient(
         agent.address, 50000, command_table=table, max_datagram=9000 - 28
     ) as client:
-        keyspace = ClientKeyspace(client)
+        keyspace = ClientKeyspace(client, [agent.address])
         async with running(lambda: Session(keyspace, table, Acl.no_auth())) as server:
-            yield server.sockets[0].getsockname()[1]
+            yield server.sockets[0].getsockname()[1], client
+
+
+@pytest.fixture
+def gateway_port(gateway) -> int:  # type: ignore[no-untyped-def]
+    return gateway[0]
 
 
 def _every_type(port: int) -> None:
@@ -85,6 +90,66 @@ async def test_redis_clients_through_the_gateway_and_an_agent(gateway_port, clus
     r = cluster_redis.client()
     assert r.hget("{t}h", "f") == b"3" and 0 < r.ttl("{t}h") <= 50
     assert r.hlen("{t}big") == 1000
+
+
+def _pipelines(port: int) -> None:
+    r = redis.Redis(port=port, protocol=2)
+    pipe = r.pipeline(transaction=False)
+    for i in range(100):
+        pipe.incr("{p}n").get("{p}n").rpush("{p}l", i).set(f"other{i}", i)
+    replies = pipe.execute()
+    assert replies[0::4] == list(range(1, 101))
+    assert replies[1::4] == [str(i).encode() for i in range(1, 101)]
+    assert replies[2::4] == list(range(1, 101)) and replies[3::4] == [True] * 100
+    # Three reads whose replies fit a datagram each but not together: the gateway runs each
+    # alone (a read changed nothing, so it may run again).
+    r.set("{b}1", "x" * 4000)
+    r.set("{b}2", "y" * 4000)
+    pipe = r.pipeline(transaction=False)
+    pipe.get("{b}1").get("{b}2").get("{b}1")
+    assert pipe.execute() == [b"x" * 4000, b"y" * 4000, b"x" * 4000]
+
+
+async def test_a_pipeline_goes_in_batches_of_one_slot(gateway) -> None:  # type: ignore[no-untyped-def]
+    port, client = gateway
+    await asyncio.to_thread(_pipelines, port)
+    # 400 commands, 300 of them of slot {p} in a few reads from the socket; 100 of other
+    # slots; then 2 SETs and a batch of 3 GETs answered TOO_LARGE and run one by one.
+    assert client.stats.sent < 100 + 40 + 6, client.stats
+
+
+def _keyspace_wide(port: int) -> None:
+    r = redis.Redis(port=port, protocol=2)
+    r.set("s1", "x")
+    r.hset("h1", "f", "v")
+    r.rpush("l1", *range(30))
+    # The agent's own keys (its state, the records of the writes above) are never shown.
+    assert sorted(r.keys("*")) == [b"h1", b"l1", b"s1"]
+    assert r.dbsize() == 3
+    assert r.randomkey() in (b"h1", b"l1", b"s1")
+    assert sorted(r.scan_iter(count=2)) == [b"h1", b"l1", b"s1"]
+    assert r.config_set("list-max-listpack-size", 4) is True
+    assert r.config_get("list-max-listpack-size") == {"list-max-listpack-size": "4"}
+    assert r.object("encoding", "l1") == b"quicklist"
+    with pytest.raises(redis.ResponseError, match="CONFIG SET dir is not served"):
+        r.config_set("dir", "/")
+    assert r.config_get("requirepass") == {}
+    assert r.function_flush() is True
+    assert r.flushall() is True
+    assert r.dbsize() == 0 and r.keys("*") == []
+    # The agent kept its own keys: it still serves, and a write after the flush is there.
+    assert r.set("after", "1") is True and r.keys("*") == [b"after"]
+
+
+async def test_keyspace_wide_commands_through_the_agent(gateway, cluster_redis) -> None:  # type: ignore[no-untyped-def]
+    port, _ = gateway
+    direct = cluster_redis.client()
+    try:
+        await asyncio.to_thread(_keyspace_wide, port)
+        assert direct.exists(b"{__netmigrate__}:agent") == 1
+        assert direct.config_get("list-max-listpack-size") == {"list-max-listpack-size": "4"}
+    finally:  # the Redis is shared by the session's tests
+        direct.config_set("list-max-listpack-size", -2)
 
 
 def test_the_gateway_needs_users_or_no_auth(capsys) -> None:  # type: ignore[no-untyped-def]

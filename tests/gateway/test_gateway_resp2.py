@@ -13,9 +13,11 @@ from netmigrate.rediscmd.table import Classified, CommandTable
 class Resp2Only:
     protocols = frozenset({2})
 
-    async def command(self, request: Classified, args: Sequence[bytes], resp: int) -> bytes:
+    async def batch(
+        self, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
+    ) -> list[bytes]:
         assert resp == 2
-        return b"$1\r\nv\r\n"
+        return [b"$1\r\nv\r\n"] * len(requests)
 
     async def transaction(self, slot, requests, resp):  # type: ignore[no-untyped-def]
         raise AssertionError("not used")

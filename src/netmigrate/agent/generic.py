@@ -50,18 +50,28 @@ local function enc(v)
 end
 """
 
-#: ARGV: the command. Returns its reply as RESP text.
+#: ARGV: the number of commands, then per command its argument count and its arguments.
+#: Returns their replies as RESP text, one after another (a client's pipeline batch).
 READ_SCRIPT = (
     b"#!lua flags=no-writes,allow-cross-slot-keys\n"
     + _ENCODE
-    + b"return enc(redis.pcall(unpack(ARGV)))\n"
+    + b"""
+local n, pos, out = tonumber(ARGV[1]), 2, {}
+for c = 1, n do
+  local argc = tonumber(ARGV[pos])
+  out[c] = enc(redis.pcall(unpack(ARGV, pos + 1, pos + argc)))
+  pos = pos + 1 + argc
+end
+return table.concat(out)
+"""
 )
 
 #: ARGV: record key, TTL ms, reply header (HEADER_LEN bytes), dirty set or "", number of
 #: commands, "1" for a transaction, then per command: its key count, its argument count, its
 #: arguments (its keys are the next ones of KEYS). Returns ``{1, record}`` when the request id
 #: is recorded already, else ``{0, reply, key, ...}``: the RESP reply (EXEC's array for a
-#: transaction) and the keys it marked dirty. A single command that failed records nothing
+#: transaction, the replies one after another for a pipeline batch) and the keys it marked
+#: dirty. A request none of whose commands succeeded (outside a transaction) records nothing
 #: and marks nothing: Redis applied nothing, and a retry may succeed.
 WRITE_SCRIPT = (
     b"#!lua flags=allow-cross-slot-keys\n"
@@ -84,8 +94,8 @@ for c = 1, n do
   replies[c] = enc(r)
   pos, k = pos + 2 + argc, k + nkeys
 end
-local out = replies[1]
-if transaction then out = '*' .. n .. '\\r\\n' .. table.concat(replies) end
+local out = table.concat(replies)
+if transaction then out = '*' .. n .. '\\r\\n' .. out end
 if not applied and not transaction then return {0, out} end
 if ARGV[4] ~= '' and #marked > 0 then
   for i = 1, #marked, 4000 do
@@ -195,10 +205,13 @@ class GenericCommands:
         return GenericRequest(tuple(commands), tuple(classified), transaction)
 
     def read_call(self, request: GenericRequest) -> bytes:
-        """EVALSHA of the read script for a single read command."""
-        (args,) = request.commands
-        keys = request.classified[0].keys
-        return _array((b"EVALSHA", READ_SCRIPT_SHA, b"%d" % len(keys), *keys, *args))
+        """EVALSHA of the read script for the request's read commands."""
+        keys = request.keys
+        argv: list[bytes] = [b"%d" % len(request.commands)]
+        for args in request.commands:
+            argv.append(b"%d" % len(args))
+            argv.extend(args)
+        return _array((b"EVALSHA", READ_SCRIPT_SHA, b"%d" % len(keys), *keys, *argv))
 
     def write_call(
         self,
