@@ -14,11 +14,12 @@ Each request runs as one Lua script, for two reasons:
   parses replies with hiredis (which does not keep them). The script writes the reply as RESP
   text (:data:`_ENCODE`), so the agent forwards it untouched.
 
-Scripts run with RESP2 semantics (``redis.setresp(2)``): RESP3's null inside an array turns into
-a hole of a Lua table, so a RESP3 reply cannot make the trip faithfully. Two small differences
-from a plain Redis connection remain and are documented (docs/compatibility.md): a null array
-(``*-1``) comes back as a null bulk (``$-1``), and an integer reply above 2^53 loses its low
-digits (Lua numbers are doubles; Redis' own scripts have the same limit). Commands Redis does
+Replies are written in the request's RESP version. RESP3's null inside an array turns into a
+hole of a Lua table, so a RESP3 read runs twice in its script, once under RESP2 for the shape
+(:data:`_ENCODE3`). Small differences from a plain Redis connection remain and are documented
+(docs/compatibility.md): in RESP2 a null array (``*-1``) comes back as a null bulk (``$-1``),
+and an integer reply above 2^53 loses its low digits (Lua numbers are doubles; Redis' own
+scripts have the same limit). Commands Redis does
 not allow in scripts (``noscript``: EVAL, EVALSHA, FCALL, WATCH ...) cannot be sent this way.
 Only keys of commands that succeeded are marked dirty: a failed write changed nothing, and a
 dirty mark on it would stop the copy from bringing the source's value.
@@ -50,16 +51,94 @@ local function enc(v)
 end
 """
 
-#: ARGV: the number of commands, then per command its argument count and its arguments.
-#: Returns their replies as RESP text, one after another (a client's pipeline batch).
+#: Lua: one RESP3 reply from what ``redis.pcall`` returned under ``redis.setresp(3)``. Lua
+#: turns a RESP3 null inside an array into a hole, so ``shape`` (the same command's reply
+#: under RESP2, where a null is ``false``, or nil) gives the nulls at the end of an array and
+#: the order of a map's or a set's elements as Redis sent them.
+_ENCODE3 = b"""
+local function dbl(x)
+  if x ~= x then return 'nan' end
+  if x == math.huge then return 'inf' end
+  if x == -math.huge then return '-inf' end
+  return string.format('%.17g', x)
+end
+local function enc3(v, shape)
+  local t = type(v)
+  if t == 'string' then return '$' .. #v .. '\\r\\n' .. v .. '\\r\\n' end
+  if t == 'number' then return ':' .. string.format('%d', v) .. '\\r\\n' end
+  if t == 'boolean' then return v and '#t\\r\\n' or '#f\\r\\n' end
+  if t ~= 'table' then return '_\\r\\n' end
+  if v.err then return '-' .. v.err .. '\\r\\n' end
+  if v.ok then return '+' .. v.ok .. '\\r\\n' end
+  if v.double then return ',' .. dbl(v.double) .. '\\r\\n' end
+  if v.big_number then return '(' .. v.big_number .. '\\r\\n' end
+  if v.verbatim_string then
+    local b = v.verbatim_string.format .. ':' .. v.verbatim_string.string
+    return '=' .. #b .. '\\r\\n' .. b .. '\\r\\n'
+  end
+  local ordered = type(shape) == 'table' and shape.err == nil
+  local out, n = {}, 0
+  if v.map then
+    if ordered and #shape % 2 == 0 then
+      for i = 1, #shape, 2 do
+        out[#out + 1] = enc3(shape[i])
+        out[#out + 1] = enc3(v.map[shape[i]], shape[i + 1])
+      end
+      n = #shape / 2
+    else
+      for k, x in pairs(v.map) do
+        out[#out + 1] = enc3(k)
+        out[#out + 1] = enc3(x)
+        n = n + 1
+      end
+    end
+    return '%' .. n .. '\\r\\n' .. table.concat(out)
+  end
+  if v.set then
+    if ordered then
+      for i = 1, #shape do out[i] = enc3(shape[i]) end
+      n = #shape
+    else
+      for k in pairs(v.set) do
+        n = n + 1
+        out[n] = enc3(k)
+      end
+    end
+    return '~' .. n .. '\\r\\n' .. table.concat(out)
+  end
+  n = table.maxn(v)
+  if ordered then
+    while shape[n + 1] == false do n = n + 1 end
+  end
+  for i = 1, n do
+    local sub = nil
+    if ordered and type(shape[i]) == 'table' then sub = shape[i] end
+    out[i] = enc3(v[i], sub)
+  end
+  return '*' .. n .. '\\r\\n' .. table.concat(out)
+end
+"""
+
+#: ARGV: the RESP version, the number of commands, then per command its argument count and
+#: its arguments. Returns their replies as RESP text, one after another (a pipeline batch).
 READ_SCRIPT = (
     b"#!lua flags=no-writes,allow-cross-slot-keys\n"
     + _ENCODE
+    + _ENCODE3
     + b"""
-local n, pos, out = tonumber(ARGV[1]), 2, {}
+local resp3, n, pos, out = ARGV[1] == '3', tonumber(ARGV[2]), 3, {}
 for c = 1, n do
   local argc = tonumber(ARGV[pos])
-  out[c] = enc(redis.pcall(unpack(ARGV, pos + 1, pos + argc)))
+  if resp3 then
+    -- A read runs twice in one script (nothing changes in between): RESP3 for the types,
+    -- RESP2 for the nulls and the order (see enc3).
+    local shape = redis.pcall(unpack(ARGV, pos + 1, pos + argc))
+    redis.setresp(3)
+    out[c] = enc3(redis.pcall(unpack(ARGV, pos + 1, pos + argc)), shape)
+    redis.setresp(2)
+  else
+    out[c] = enc(redis.pcall(unpack(ARGV, pos + 1, pos + argc)))
+  end
   pos = pos + 1 + argc
 end
 return table.concat(out)
@@ -67,20 +146,27 @@ return table.concat(out)
 )
 
 #: ARGV: record key, TTL ms, reply header (HEADER_LEN bytes), dirty set or "", number of
-#: commands, "1" for a transaction, then per command: its key count, its argument count, its
-#: arguments (its keys are the next ones of KEYS). Returns ``{1, record}`` when the request id
-#: is recorded already, else ``{0, reply, key, ...}``: the RESP reply (EXEC's array for a
-#: transaction, the replies one after another for a pipeline batch) and the keys it marked
-#: dirty. A request none of whose commands succeeded (outside a transaction) records nothing
-#: and marks nothing: Redis applied nothing, and a retry may succeed.
+#: commands, "1" for a transaction, the RESP version, then per command: its key count, its
+#: argument count, its arguments (its keys are the next ones of KEYS). Returns
+#: ``{1, record}`` when the request id is recorded already, else ``{0, reply, key, ...}``:
+#: the RESP reply (EXEC's array for a transaction, the replies one after another for a
+#: pipeline batch) and the keys it marked dirty. A request none of whose commands succeeded
+#: (outside a transaction) records nothing and marks nothing: Redis applied nothing, and a
+#: retry may succeed.
 WRITE_SCRIPT = (
     b"#!lua flags=allow-cross-slot-keys\n"
     + _ENCODE
+    + _ENCODE3
     + b"""
 local old = redis.call('GET', ARGV[1])
 if old then return {1, old} end
 local n, transaction = tonumber(ARGV[5]), ARGV[6] == '1'
-local pos, k = 7, 1
+local encode = enc
+if ARGV[7] == '3' then
+  redis.setresp(3)
+  encode = enc3
+end
+local pos, k = 8, 1
 local replies, marked = {}, {}
 local applied = false
 for c = 1, n do
@@ -91,7 +177,7 @@ for c = 1, n do
     applied = true
     for i = k, k + nkeys - 1 do marked[#marked + 1] = KEYS[i] end
   end
-  replies[c] = enc(r)
+  replies[c] = encode(r)
   pos, k = pos + 2 + argc, k + nkeys
 end
 local out = table.concat(replies)
@@ -143,6 +229,8 @@ class GenericRequest:
     commands: tuple[tuple[bytes, ...], ...]
     classified: tuple[Classified, ...]
     transaction: bool
+    #: The RESP version the replies are written in.
+    resp: int = 2
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -173,7 +261,12 @@ class GenericCommands:
         self._ttl = b"%d" % record_ttl_ms
 
     def check(
-        self, commands: Sequence[tuple[bytes, ...]], transaction: bool, write_op: bool, slot: int
+        self,
+        commands: Sequence[tuple[bytes, ...]],
+        transaction: bool,
+        write_op: bool,
+        slot: int,
+        resp: int = 2,
     ) -> GenericRequest:
         """Classify; raises :class:`GenericRefused` for anything the request may not do."""
         classified = []
@@ -202,12 +295,12 @@ class GenericCommands:
             raise GenericRefused(
                 f"ERR slot {slot} in the header, but the keys hash to {slots.pop()}"
             )
-        return GenericRequest(tuple(commands), tuple(classified), transaction)
+        return GenericRequest(tuple(commands), tuple(classified), transaction, resp)
 
     def read_call(self, request: GenericRequest) -> bytes:
         """EVALSHA of the read script for the request's read commands."""
         keys = request.keys
-        argv: list[bytes] = [b"%d" % len(request.commands)]
+        argv: list[bytes] = [b"%d" % request.resp, b"%d" % len(request.commands)]
         for args in request.commands:
             argv.append(b"%d" % len(args))
             argv.extend(args)
@@ -229,6 +322,7 @@ class GenericCommands:
             dirty or b"",
             b"%d" % len(request.commands),
             b"1" if request.transaction else b"0",
+            b"%d" % request.resp,
         ]
         for c, args in zip(request.classified, request.commands, strict=True):
             keys.extend(c.keys)

@@ -79,12 +79,6 @@ class GenericPath(_Base):
         if generic is None:
             self._refuse(fields, addr, _BUSY, "the agent is reconnecting to Redis")
             return
-        if body.resp != 2:
-            # RESP3's null inside an array is a hole in a Lua table: its replies cannot make
-            # the trip through the scripts faithfully (D26).
-            message = "commands run with RESP2 through the keyspace; RESP3 is not served"
-            self._refuse(fields, addr, _BAD_REQUEST, message)
-            return
         if not body.commands:
             self._refuse(fields, addr, _BAD_REQUEST, "a request without a command")
             return
@@ -98,7 +92,7 @@ class GenericPath(_Base):
             return
         slot = fields[F_SLOT]
         try:
-            request = generic.check(body.commands, body.transaction, write_op, slot)
+            request = generic.check(body.commands, body.transaction, write_op, slot, body.resp)
         except GenericRefused as e:
             self._refuse(fields, addr, _CROSSSLOT if e.crossslot else _BAD_REQUEST, e.message)
             return

@@ -483,6 +483,7 @@ class AsyncClient:
         self,
         requests: list[tuple[Classified, list[bytes]]],
         timeout: float | None = None,
+        resp: int = 2,
     ) -> asyncio.Future[bytes]:
         """Send classified commands of one slot (or keyless) as one request, a pipeline
         batch: they run in order at the slot's server and the result is their reply bytes one
@@ -498,7 +499,7 @@ class AsyncClient:
                 op = int(Op.CMD_WRITE)
             if c.slot is not None:
                 slot = c.slot
-        body = Command(tuple(tuple(a) for _, a in requests))
+        body = Command(tuple(tuple(a) for _, a in requests), resp)
         return self._start(self._prepare(op, slot, body, timeout))
 
     def keyspace_wide_started(
@@ -543,7 +544,10 @@ class AsyncClient:
         return await self.transaction_started(requests, timeout)
 
     def transaction_started(
-        self, requests: list[tuple[Classified, list[bytes]]], timeout: float | None = None
+        self,
+        requests: list[tuple[Classified, list[bytes]]],
+        timeout: float | None = None,
+        resp: int = 2,
     ) -> asyncio.Future[bytes]:
         """:meth:`transaction_classified`, sent before it returns (a future of the reply)."""
         if not requests:
@@ -555,7 +559,7 @@ class AsyncClient:
             raise RedisReplyError(_CROSSSLOT)
         for c, _ in requests:
             _op_of(c)
-        body = Command(tuple(tuple(a) for _, a in requests), 2, True)
+        body = Command(tuple(tuple(a) for _, a in requests), resp, True)
         slot = slots.pop() if slots else 0
         return self._start(self._prepare(Op.CMD_WRITE, slot, body, timeout))
 

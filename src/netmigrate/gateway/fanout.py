@@ -45,8 +45,9 @@ def writes(args: Sequence[bytes]) -> bool:
     return name in WRITES or (name == b"config" and args[1].lower() == b"set")
 
 
-def merge(args: Sequence[bytes], parts: Sequence[bytes]) -> bytes:
-    """One reply from every server's reply to the same command."""
+def merge(args: Sequence[bytes], parts: Sequence[bytes], resp: int = 2) -> bytes:
+    """One reply, in RESP version ``resp``, from every server's (RESP2) reply to the same
+    command."""
     name = args[0].lower()
     policy = ALL_OK if name == b"config" and args[1].lower() == b"set" else _MERGE[name]
     values: list[Any] = []
@@ -62,15 +63,17 @@ def merge(args: Sequence[bytes], parts: Sequence[bytes]) -> bytes:
         seen: dict[bytes, None] = {}
         for v in values:
             seen.update(dict.fromkeys(v))
-        return encode(list(seen))
+        return encode(list(seen), resp)
     if policy == SUM:
-        return encode(sum(values))
+        return encode(sum(values), resp)
     if policy == ANY:
         found = [v for v in values if v is not None]
-        return encode(random.choice(found) if found else None)
+        return encode(random.choice(found) if found else None, resp)
     if policy == ALL_OK:
         return b"+OK\r\n"
-    return parts[0]
+    # CONFIG GET: a map in RESP3.
+    first = values[0]
+    return encode(dict(zip(first[0::2], first[1::2], strict=True)) if resp == 3 else first, resp)
 
 
 def scan_target(cursor: bytes, servers: int) -> tuple[int, int]:
@@ -84,7 +87,7 @@ def scan_target(cursor: bytes, servers: int) -> tuple[int, int]:
     return value % servers, value // servers
 
 
-def scan_reply(part: bytes, index: int, servers: int) -> bytes:
+def scan_reply(part: bytes, index: int, servers: int, resp: int = 2) -> bytes:
     """The gateway's SCAN reply from server ``index``'s: its keys, and the cursor that goes on
     at that server, or at the next one when it is done."""
     try:
@@ -97,4 +100,4 @@ def scan_reply(part: bytes, index: int, servers: int) -> bytes:
     following = cursor * servers + index
     if not cursor:  # that server is done: the next one's start, or the end
         following = index + 1 if index + 1 < servers else 0
-    return encode([b"%d" % following, keys])
+    return encode([b"%d" % following, keys], resp)

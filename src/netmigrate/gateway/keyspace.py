@@ -1,10 +1,9 @@
 """The gateway's keyspace: every command one NetMigrate request through the switch, sent by our
 client (``netmigrate.client``), which retries, follows migrations and merges double reads.
 
-RESP2 only (decision D26): the agents run commands inside Lua scripts, where RESP3's null
-inside an array becomes a hole of a Lua table, so a RESP3 reply cannot make the trip
-faithfully. The session answers ``HELLO 3`` with ``NOPROTO`` and stays on RESP2, as a Redis
-without RESP3 does; clients fall back to RESP2 on that answer.
+RESP2 and RESP3: a request says the connection's version and the agent's scripts write the
+reply in it (``agent.generic``). Keyspace-wide commands go to every server's agent directly
+and are merged here (``gateway.fanout``).
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ class ClientKeyspace:
     request id, a script call) are paid once for the batch instead of once per command."""
 
     #: RESP versions the replies can be given in (see the module's docstring).
-    protocols = frozenset({2})
+    protocols = frozenset({2, 3})
 
     def __init__(self, client: AsyncClient, servers: Sequence[tuple[str, int]] = ()) -> None:
         self.client = client
@@ -89,14 +88,14 @@ class ClientKeyspace:
                 part = self.client.keyspace_wide_started(
                     [a[0], b"%d" % cursor, *a[2:]], self.servers[index], write=False
                 )
-                return _scanned(part, index, len(self.servers))
+                return _scanned(part, index, len(self.servers), resp)
             write = fanout.writes(a)
             parts = [
                 self.client.keyspace_wide_started(a, server, write=write) for server in self.servers
             ]
         except NetMigrateError as e:
             return _done(loop, error_reply(e))
-        return _merged(a, parts)
+        return _merged(a, parts, resp)
 
     def batch(
         self, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
@@ -104,7 +103,7 @@ class ClientKeyspace:
         reqs = [(c, list(a)) for c, a in requests]
         loop = asyncio.get_running_loop()
         try:
-            sent = self.client.pipeline_classified(reqs)
+            sent = self.client.pipeline_classified(reqs, resp=resp)
         except TooLarge as e:
             if len(reqs) == 1:
                 return _done(loop, [error_reply(e)])
@@ -162,27 +161,27 @@ class ClientKeyspace:
         self, slot: int, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
     ) -> Awaitable[bytes]:
         try:
-            sent = self.client.transaction_started([(c, list(a)) for c, a in requests])
+            sent = self.client.transaction_started([(c, list(a)) for c, a in requests], resp=resp)
         except NetMigrateError as e:
             return _done(asyncio.get_running_loop(), error_reply(e))
         return _replied(sent)
 
 
-async def _scanned(part: Awaitable[bytes], index: int, servers: int) -> bytes:
+async def _scanned(part: Awaitable[bytes], index: int, servers: int, resp: int) -> bytes:
     try:
-        return fanout.scan_reply(await part, index, servers)
+        return fanout.scan_reply(await part, index, servers, resp)
     except NetMigrateError as e:
         return error_reply(e)
 
 
-async def _merged(args: list[bytes], parts: list[asyncio.Future[bytes]]) -> bytes:
+async def _merged(args: list[bytes], parts: list[asyncio.Future[bytes]], resp: int) -> bytes:
     try:
         answers = await asyncio.gather(*parts)
     except NetMigrateError as e:
         for p in parts:
             p.cancel()
         return error_reply(e)
-    return fanout.merge(args, answers)
+    return fanout.merge(args, answers, resp)
 
 
 async def _replied(sent: Awaitable[bytes]) -> bytes:
