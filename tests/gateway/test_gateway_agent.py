@@ -59,7 +59,9 @@ def _every_type(port: int) -> None:
     assert r.incrby("n", 5) == 5 and r.getdel("n") == b"5"
     pipe = r.pipeline(transaction=True)
     pipe.hincrby("{t}h", "f", 2).hget("{t}h", "f").expire("{t}h", 50)
-    assert pipe.execute() == [3, b"3", True]
+    # Inside a transaction a blocking command does not block, as in Redis' own MULTI.
+    pipe.rpush("{t}q", "a").brpoplpush("{t}q", "{t}r", 0).blpop(["{t}empty"], 0)
+    assert pipe.execute() == [3, b"3", True, 1, b"a", None]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         r.lpush("k", "x")
     with pytest.raises(redis.ResponseError, match="hash to the same slot"):

@@ -31,7 +31,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
+from netmigrate.rediscmd.table import (
+    Classified,
+    CommandError,
+    CommandTable,
+    Kind,
+    in_transaction,
+)
 
 #: Lua: one RESP2 reply, as text, from what ``redis.pcall`` returned.
 _ENCODE = b"""
@@ -275,6 +281,8 @@ class GenericCommands:
                 c = self.table.classify(args)
             except CommandError as e:
                 raise GenericRefused(e.message, e.message.startswith("CROSSSLOT")) from None
+            if transaction:
+                c = in_transaction(c)
             if c.kind is Kind.UNSUPPORTED:
                 raise GenericRefused(f"ERR {c.reason}")
             if c.kind is Kind.FANOUT:

@@ -18,7 +18,13 @@ from typing import Protocol
 from netmigrate.gateway.acl import Acl
 from netmigrate.gateway.fanout import is_wide
 from netmigrate.rediscmd.resp import OK, Error, Status, encode
-from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
+from netmigrate.rediscmd.table import (
+    Classified,
+    CommandError,
+    CommandTable,
+    Kind,
+    in_transaction,
+)
 
 _ids = itertools.count(1)
 _TO_KEYSPACE = frozenset({Kind.READ, Kind.WRITE, Kind.KEYLESS})
@@ -147,11 +153,11 @@ class Session:
     def _queue(self, args: list[bytes]) -> bytes:
         st = self.state
         try:
-            request = self.table.classify(args)
+            request = in_transaction(self.table.classify(args))
         except CommandError as e:
             st.multi_failed = True
             return self._error(e.message)
-        if request.kind not in (Kind.READ, Kind.WRITE):
+        if request.kind not in _TO_KEYSPACE:
             st.multi_failed = True
             reason = request.reason or "only commands on keys can run in a transaction here"
             return self._error(f"ERR {reason}")
