@@ -164,6 +164,34 @@ WRITE_SCRIPT = (
     + _ENCODE
     + _ENCODE3
     + b"""
+local pop = {blpop = 'LPOP', brpop = 'RPOP', bzpopmin = 'ZPOPMIN', bzpopmax = 'ZPOPMAX'}
+local alike = {brpoplpush = 'RPOPLPUSH', blmove = 'LMOVE', blmpop = 'LMPOP', bzmpop = 'ZMPOP'}
+-- ARGV[i..j] is one command. A blocking command (only in a transaction: the agent checks it)
+-- runs as Redis runs it inside MULTI: its non-blocking form, answering at once.
+local function run(i, j)
+  local name = string.lower(ARGV[i])
+  local single = pop[name]
+  if single then
+    for x = i + 1, j - 1 do
+      local v = redis.pcall(single, ARGV[x])
+      if type(v) == 'table' and v.err then return v end
+      if single == 'LPOP' or single == 'RPOP' then
+        if v then return {ARGV[x], v} end
+      elseif #v > 0 then
+        return {ARGV[x], v[1], v[2]}
+      end
+    end
+    return nil
+  end
+  local same = alike[name]
+  if same == 'RPOPLPUSH' or same == 'LMOVE' then
+    return redis.pcall(same, unpack(ARGV, i + 1, j - 1))
+  end
+  if same then  -- BLMPOP / BZMPOP timeout numkeys ...: LMPOP / ZMPOP numkeys ...
+    return redis.pcall(same, unpack(ARGV, i + 2, j))
+  end
+  return redis.pcall(unpack(ARGV, i, j))
+end
 local old = redis.call('GET', ARGV[1])
 if old then return {1, old} end
 local n, transaction = tonumber(ARGV[5]), ARGV[6] == '1'
@@ -177,7 +205,7 @@ local replies, marked = {}, {}
 local applied = false
 for c = 1, n do
   local nkeys, argc = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local r = redis.pcall(unpack(ARGV, pos + 2, pos + 1 + argc))
+  local r = run(pos + 2, pos + 1 + argc)
   local failed = type(r) == 'table' and r.err ~= nil
   if not failed then
     applied = true
@@ -199,6 +227,11 @@ local answer = {0, out}
 for i = 1, #marked do answer[i + 2] = marked[i] end
 return answer
 """
+)
+
+#: Blocking commands the write script runs as their non-blocking forms inside a transaction.
+NON_BLOCKING_FORMS = frozenset(
+    {"blpop", "brpop", "bzpopmin", "bzpopmax", "brpoplpush", "blmove", "blmpop", "bzmpop"}
 )
 
 READ_SCRIPT_SHA = hashlib.sha1(READ_SCRIPT).hexdigest().encode()
@@ -287,7 +320,9 @@ class GenericCommands:
                 raise GenericRefused(f"ERR {c.reason}")
             if c.kind is Kind.FANOUT:
                 raise GenericRefused(f"ERR {c.spec.name.upper()} is not a command of one slot")
-            if "noscript" in c.spec.flags:
+            if "noscript" in c.spec.flags and not (
+                transaction and c.spec.name in NON_BLOCKING_FORMS
+            ):
                 raise GenericRefused(
                     f"ERR {c.spec.name.upper()} cannot run inside a NetMigrate request"
                 )
