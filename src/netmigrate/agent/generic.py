@@ -153,7 +153,7 @@ return table.concat(out)
 
 #: ARGV: record key, TTL ms, reply header (HEADER_LEN bytes), dirty set or "", number of
 #: commands, "1" for a transaction, the RESP version, then per command: its key count, its
-#: argument count, its arguments (its keys are the next ones of KEYS). Returns
+#: argument count, "1" if it only reads, its arguments (its keys are the next ones of KEYS). Returns
 #: ``{1, record}`` when the request id is recorded already, else ``{0, reply, key, ...}``:
 #: the RESP reply (EXEC's array for a transaction, the replies one after another for a
 #: pipeline batch) and the keys it marked dirty. A request none of whose commands succeeded
@@ -205,14 +205,21 @@ local replies, marked = {}, {}
 local applied = false
 for c = 1, n do
   local nkeys, argc = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local r = run(pos + 2, pos + 1 + argc)
+  local shape = nil
+  if encode == enc3 and ARGV[pos + 2] == '1' then
+    -- A read among writes: its RESP2 shape as the read script takes it (see enc3).
+    redis.setresp(2)
+    shape = run(pos + 3, pos + 2 + argc)
+    redis.setresp(3)
+  end
+  local r = run(pos + 3, pos + 2 + argc)
   local failed = type(r) == 'table' and r.err ~= nil
   if not failed then
     applied = true
     for i = k, k + nkeys - 1 do marked[#marked + 1] = KEYS[i] end
   end
-  replies[c] = encode(r)
-  pos, k = pos + 2 + argc, k + nkeys
+  replies[c] = encode(r, shape)
+  pos, k = pos + 3 + argc, k + nkeys
 end
 local out = table.concat(replies)
 if transaction then out = '*' .. n .. '\\r\\n' .. out end
@@ -371,5 +378,6 @@ class GenericCommands:
             keys.extend(c.keys)
             argv.append(b"%d" % len(c.keys))
             argv.append(b"%d" % len(args))
+            argv.append(b"1" if c.kind is Kind.READ else b"0")
             argv.extend(args)
         return _array((b"EVALSHA", WRITE_SCRIPT_SHA, b"%d" % len(keys), *keys, *argv))
