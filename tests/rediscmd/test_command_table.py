@@ -177,3 +177,6 @@ def test_a_blocking_command_inside_a_transaction_does_not_block() -> None:
     inside = in_transaction(blpop)
     assert inside.kind is Kind.WRITE and inside.slot == key_slot(b"{a}x") and not inside.reason
     assert in_transaction(table.classify([b"SUBSCRIBE", b"ch"])).kind is Kind.UNSUPPORTED
+    assert in_transaction(table.classify([b"PING"])).kind is Kind.KEYLESS
+    assert in_transaction(table.classify([b"DBSIZE"])).kind is Kind.FANOUT
+    assert in_transaction(table.classify([b"FLUSHALL"])).kind is Kind.FANOUT

@@ -89,7 +89,12 @@ class Connection(asyncio.Protocol):
                 for batch in batches.values():
                     self._send(batch)
                 batches.clear()
-                self._settle(place, session.dispatch(args))
+                try:
+                    reply = session.dispatch(args)
+                except Exception as e:  # a bug must not end the connection silently
+                    log.exception("gateway: a request failed")
+                    reply = encode(Error(f"ERR internal error: {type(e).__name__}"))
+                self._settle(place, reply)
                 if session.closing:
                     self._stop_reading()
                     break

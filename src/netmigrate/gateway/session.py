@@ -175,12 +175,11 @@ class Session:
             return self._error("EXECABORT Transaction discarded because of previous errors.")
         if not queued:
             return self._reply([])
-        slots = {r.slot for r, _ in queued}
+        # Commands without keys (PING) run wherever the others' slot is.
+        slots = {r.slot for r, _ in queued if r.slot is not None}
         if len(slots) > 1:
             return self._error("CROSSSLOT Keys in request don't hash to the same slot")
-        (slot,) = slots
-        assert slot is not None
-        return self.keyspace.transaction(slot, queued, st.resp)
+        return self.keyspace.transaction(slots.pop() if slots else 0, queued, st.resp)
 
     def _multi(self, args: list[bytes]) -> bytes:
         if self.state.multi is not None:

@@ -336,7 +336,8 @@ class CommandTable:
 def in_transaction(c: Classified) -> Classified:
     """How a command runs inside MULTI/EXEC (one script at the agent): a blocking command on
     keys of one slot never blocks there, as in Redis' own MULTI and scripts (BLPOP answers at
-    once, like LPOP), so it is served as the read or write it then is."""
+    once, like LPOP), so it is served as the read or write it then is; a keyspace-wide command
+    that every server answers alike without changing anything (PING) is answered by one."""
     if (
         c.kind is Kind.UNSUPPORTED
         and "blocking" in c.spec.flags
@@ -344,6 +345,15 @@ def in_transaction(c: Classified) -> Classified:
         and not any(f in c.spec.flags for f in _UNSERVABLE_FLAGS if f != "blocking")
     ):
         return dataclasses.replace(c, kind=Kind.WRITE if c.spec.is_write else Kind.READ, reason="")
+    if (
+        c.kind is Kind.FANOUT
+        and "response_policy:all_succeeded" in c.spec.tips
+        and "fast" in c.spec.flags
+        and not c.spec.is_write
+    ):
+        # Every server answers it alike and it changes nothing (PING): inside a transaction
+        # the transaction's server answers for all.
+        return dataclasses.replace(c, kind=Kind.KEYLESS)
     return c
 
 
