@@ -87,7 +87,7 @@ async def test_what_the_agent_refuses(raw_agent) -> None:
         (Op.CMD_WRITE, cmd(b"BLPOP", key("a"), b"0"), SLOT, Status.BAD_REQUEST, "blocking"),
         (Op.CMD_WRITE, cmd(b"EVAL", b"return 1", b"0"), SLOT, Status.BAD_REQUEST, ""),
         (Op.CMD_READ, cmd(b"NOSUCH", key("a")), SLOT, Status.BAD_REQUEST, "unknown command"),
-        (Op.CMD_READ, cmd(b"GET", key("a"), resp=3), SLOT, Status.BAD_REQUEST, "RESP3"),
+        (Op.CMD_READ, cmd(b"FLUSHALL"), SLOT, Status.BAD_REQUEST, "send CMD_WRITE"),
         (
             Op.CMD_READ,
             cmd((b"GET", key("a")), (b"GET", key("a")), transaction=True),
@@ -116,6 +116,22 @@ async def test_what_the_agent_refuses(raw_agent) -> None:
     assert plain_read.header.status == Status.WRONG_OWNER
     double = await rpc(Op.CMD_READ, cmd(b"GET", key("a")), slot=SLOT, flags=Flag.DOUBLE_READ)
     assert double.header.status == Status.OK and double.body == RespReply(b"$-1\r\n")
+    # A flush would delete what a migration is copying: refused while a slot migrates.
+    flush = await rpc(Op.CMD_WRITE, cmd(b"FLUSHALL"), slot=0)
+    assert flush.header.status == Status.OK
+    assert flush.body == RespReply(
+        b"-ERR FLUSHALL is not served while slots of the keyspace migrate\r\n"
+    )
+
+
+async def test_resp3_and_pipeline_batches(raw_agent) -> None:  # type: ignore[no-untyped-def]
+    _, rpc = await raw_agent()
+    wrote = await rpc(Op.CMD_WRITE, cmd(b"HSET", key("h"), b"f", b"1", resp=3), slot=SLOT)
+    assert wrote.header.status == Status.OK and wrote.body == RespReply(b":1\r\n")
+    batch = Command(((b"HGETALL", key("h")), (b"GET", key("nope")), (b"HMGET", key("h"), b"x")), 3)
+    read = await rpc(Op.CMD_READ, batch, slot=SLOT)
+    assert read.header.status == Status.OK
+    assert read.body == RespReply(b"%1\r\n$1\r\nf\r\n$1\r\n1\r\n_\r\n*1\r\n_\r\n")
 
 
 class _Source(control_pb2_grpc.AgentControlServicer):

@@ -61,10 +61,11 @@ class DirectKeyspace:
                 data = data[p._pos :]
         return out
 
-    async def command(self, request: Classified, args: Sequence[bytes], resp: int) -> bytes:
-        self.sent.append(list(args))
-        await asyncio.sleep(0.002 if args[0].upper() == b"SLOW" else 0)
-        return (await self._call(resp, args))[0]
+    async def batch(
+        self, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
+    ) -> list[bytes]:
+        self.sent.extend(list(a) for _, a in requests)
+        return await self._call(resp, *(a for _, a in requests))
 
     async def transaction(self, slot, requests, resp):  # type: ignore[no-untyped-def]
         replies = await self._call(resp, [b"MULTI"], *(a for _, a in requests), [b"EXEC"])

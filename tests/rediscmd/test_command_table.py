@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from netmigrate.protocol.slot import key_slot
-from netmigrate.rediscmd.table import CommandError, CommandTable, Kind
+from netmigrate.rediscmd.table import CommandError, CommandTable, Kind, in_transaction
 
 pytestmark = pytest.mark.redis
 
@@ -159,5 +159,24 @@ def test_redis_own_errors() -> None:
         table.classify([b"OBJECT", b"FOO", b"k"])
     with pytest.raises(CommandError, match="greater than number of args"):
         table.classify([b"EVAL", b"return 1", b"3", b"k"])
-    with pytest.raises(CommandError, match="not an integer"):
-        table.classify([b"ZUNIONSTORE", b"d", b"x", b"k"])
+    # A key count that is not a count names no keys, as in Redis Cluster: the command goes to
+    # a server, whose Redis answers its own error ("ERR numkeys should be greater than 0").
+    bad = table.classify([b"ZUNIONSTORE", b"d", b"x", b"k"])
+    assert bad.keys == (b"d",) and bad.kind is Kind.WRITE
+    for args in ([b"SINTERCARD", b"a", b"s"], [b"SINTERCARD", b"0", b"s"]):
+        assert table.classify(args).kind is Kind.KEYLESS
+    for args in ([b"ZMPOP", b"-1", b"z", b"MIN"], [b"ZMPOP", b"0", b"z", b"MIN"]):
+        none = table.classify(args)
+        assert none.kind is Kind.WRITE and none.keys == () and none.slot is None
+
+
+def test_a_blocking_command_inside_a_transaction_does_not_block() -> None:
+    table = CommandTable.shipped()
+    blpop = table.classify([b"BLPOP", b"{a}x", b"{a}y", b"0"])
+    assert blpop.kind is Kind.UNSUPPORTED and "blocking" in blpop.reason
+    inside = in_transaction(blpop)
+    assert inside.kind is Kind.WRITE and inside.slot == key_slot(b"{a}x") and not inside.reason
+    assert in_transaction(table.classify([b"SUBSCRIBE", b"ch"])).kind is Kind.UNSUPPORTED
+    assert in_transaction(table.classify([b"PING"])).kind is Kind.KEYLESS
+    assert in_transaction(table.classify([b"DBSIZE"])).kind is Kind.FANOUT
+    assert in_transaction(table.classify([b"FLUSHALL"])).kind is Kind.FANOUT

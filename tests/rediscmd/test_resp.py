@@ -18,6 +18,7 @@ from netmigrate.rediscmd.resp import (
     RespSet,
     encode,
     split_inline,
+    split_replies,
 )
 
 
@@ -114,3 +115,21 @@ def test_real_replies_parse_and_encode_back_to_the_same_bytes(redis_server, prot
         assert encode(ReplyParser.parse(raw), proto) == raw
     assert ReplyParser.parse(replies[-2]) == OK
     assert isinstance(ReplyParser.parse(replies[-3]), Error)
+
+
+def test_replies_one_after_another_are_cut_where_each_ends() -> None:
+    replies = [
+        b"+OK\r\n",
+        b"$-1\r\n",
+        b"$5\r\na\r\nbc\r\n",  # a bulk may hold CRLF: it is cut by its length
+        b"*-1\r\n",
+        b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n",
+        b"-ERR x\r\n",
+        b"%1\r\n+k\r\n,1.5\r\n",
+        b"|1\r\n+a\r\n+b\r\n:7\r\n",
+    ]
+    assert split_replies(b"".join(replies), len(replies)) == replies
+    with pytest.raises(ProtocolError):
+        split_replies(b"+OK\r\n$3\r\nab", 2)
+    with pytest.raises(ProtocolError, match="trailing"):
+        split_replies(b"+OK\r\n+OK\r\n:1\r\n", 2)

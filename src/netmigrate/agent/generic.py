@@ -14,11 +14,12 @@ Each request runs as one Lua script, for two reasons:
   parses replies with hiredis (which does not keep them). The script writes the reply as RESP
   text (:data:`_ENCODE`), so the agent forwards it untouched.
 
-Scripts run with RESP2 semantics (``redis.setresp(2)``): RESP3's null inside an array turns into
-a hole of a Lua table, so a RESP3 reply cannot make the trip faithfully. Two small differences
-from a plain Redis connection remain and are documented (docs/compatibility.md): a null array
-(``*-1``) comes back as a null bulk (``$-1``), and an integer reply above 2^53 loses its low
-digits (Lua numbers are doubles; Redis' own scripts have the same limit). Commands Redis does
+Replies are written in the request's RESP version. RESP3's null inside an array turns into a
+hole of a Lua table, so a RESP3 read runs twice in its script, once under RESP2 for the shape
+(:data:`_ENCODE3`). Small differences from a plain Redis connection remain and are documented
+(docs/compatibility.md): in RESP2 a null array (``*-1``) comes back as a null bulk (``$-1``),
+and an integer reply above 2^53 loses its low digits (Lua numbers are doubles; Redis' own
+scripts have the same limit). Commands Redis does
 not allow in scripts (``noscript``: EVAL, EVALSHA, FCALL, WATCH ...) cannot be sent this way.
 Only keys of commands that succeeded are marked dirty: a failed write changed nothing, and a
 dirty mark on it would stop the copy from bringing the source's value.
@@ -30,7 +31,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
+from netmigrate.rediscmd.table import (
+    Classified,
+    CommandError,
+    CommandTable,
+    Kind,
+    in_transaction,
+)
 
 #: Lua: one RESP2 reply, as text, from what ``redis.pcall`` returned.
 _ENCODE = b"""
@@ -50,42 +57,172 @@ local function enc(v)
 end
 """
 
-#: ARGV: the command. Returns its reply as RESP text.
+#: Lua: one RESP3 reply from what ``redis.pcall`` returned under ``redis.setresp(3)``. Lua
+#: turns a RESP3 null inside an array into a hole, so ``shape`` (the same command's reply
+#: under RESP2, where a null is ``false``, or nil) gives the nulls at the end of an array and
+#: the order of a map's or a set's elements as Redis sent them.
+_ENCODE3 = b"""
+local function dbl(x)
+  if x ~= x then return 'nan' end
+  if x == math.huge then return 'inf' end
+  if x == -math.huge then return '-inf' end
+  return string.format('%.17g', x)
+end
+local function enc3(v, shape)
+  local t = type(v)
+  if t == 'string' then return '$' .. #v .. '\\r\\n' .. v .. '\\r\\n' end
+  if t == 'number' then return ':' .. string.format('%d', v) .. '\\r\\n' end
+  if t == 'boolean' then return v and '#t\\r\\n' or '#f\\r\\n' end
+  if t ~= 'table' then return '_\\r\\n' end
+  if v.err then return '-' .. v.err .. '\\r\\n' end
+  if v.ok then return '+' .. v.ok .. '\\r\\n' end
+  if v.double then return ',' .. dbl(v.double) .. '\\r\\n' end
+  if v.big_number then return '(' .. v.big_number .. '\\r\\n' end
+  if v.verbatim_string then
+    local b = v.verbatim_string.format .. ':' .. v.verbatim_string.string
+    return '=' .. #b .. '\\r\\n' .. b .. '\\r\\n'
+  end
+  local ordered = type(shape) == 'table' and shape.err == nil
+  local out, n = {}, 0
+  if v.map then
+    if ordered and #shape % 2 == 0 then
+      for i = 1, #shape, 2 do
+        out[#out + 1] = enc3(shape[i])
+        out[#out + 1] = enc3(v.map[shape[i]], shape[i + 1])
+      end
+      n = #shape / 2
+    else
+      for k, x in pairs(v.map) do
+        out[#out + 1] = enc3(k)
+        out[#out + 1] = enc3(x)
+        n = n + 1
+      end
+    end
+    return '%' .. n .. '\\r\\n' .. table.concat(out)
+  end
+  if v.set then
+    if ordered then
+      for i = 1, #shape do out[i] = enc3(shape[i]) end
+      n = #shape
+    else
+      for k in pairs(v.set) do
+        n = n + 1
+        out[n] = enc3(k)
+      end
+    end
+    return '~' .. n .. '\\r\\n' .. table.concat(out)
+  end
+  n = table.maxn(v)
+  if ordered then
+    while shape[n + 1] == false do n = n + 1 end
+  end
+  for i = 1, n do
+    local sub = nil
+    if ordered and type(shape[i]) == 'table' then sub = shape[i] end
+    out[i] = enc3(v[i], sub)
+  end
+  return '*' .. n .. '\\r\\n' .. table.concat(out)
+end
+"""
+
+#: ARGV: the RESP version, the number of commands, then per command its argument count and
+#: its arguments. Returns their replies as RESP text, one after another (a pipeline batch).
 READ_SCRIPT = (
     b"#!lua flags=no-writes,allow-cross-slot-keys\n"
     + _ENCODE
-    + b"return enc(redis.pcall(unpack(ARGV)))\n"
+    + _ENCODE3
+    + b"""
+local resp3, n, pos, out = ARGV[1] == '3', tonumber(ARGV[2]), 3, {}
+for c = 1, n do
+  local argc = tonumber(ARGV[pos])
+  if resp3 then
+    -- A read runs twice in one script (nothing changes in between): RESP3 for the types,
+    -- RESP2 for the nulls and the order (see enc3).
+    local shape = redis.pcall(unpack(ARGV, pos + 1, pos + argc))
+    redis.setresp(3)
+    out[c] = enc3(redis.pcall(unpack(ARGV, pos + 1, pos + argc)), shape)
+    redis.setresp(2)
+  else
+    out[c] = enc(redis.pcall(unpack(ARGV, pos + 1, pos + argc)))
+  end
+  pos = pos + 1 + argc
+end
+return table.concat(out)
+"""
 )
 
 #: ARGV: record key, TTL ms, reply header (HEADER_LEN bytes), dirty set or "", number of
-#: commands, "1" for a transaction, then per command: its key count, its argument count, its
-#: arguments (its keys are the next ones of KEYS). Returns ``{1, record}`` when the request id
-#: is recorded already, else ``{0, reply, key, ...}``: the RESP reply (EXEC's array for a
-#: transaction) and the keys it marked dirty. A single command that failed records nothing
-#: and marks nothing: Redis applied nothing, and a retry may succeed.
+#: commands, "1" for a transaction, the RESP version, then per command: its key count, its
+#: argument count, "1" if it only reads, its arguments (its keys are the next ones of KEYS). Returns
+#: ``{1, record}`` when the request id is recorded already, else ``{0, reply, key, ...}``:
+#: the RESP reply (EXEC's array for a transaction, the replies one after another for a
+#: pipeline batch) and the keys it marked dirty. A request none of whose commands succeeded
+#: (outside a transaction) records nothing and marks nothing: Redis applied nothing, and a
+#: retry may succeed.
 WRITE_SCRIPT = (
     b"#!lua flags=allow-cross-slot-keys\n"
     + _ENCODE
+    + _ENCODE3
     + b"""
+local pop = {blpop = 'LPOP', brpop = 'RPOP', bzpopmin = 'ZPOPMIN', bzpopmax = 'ZPOPMAX'}
+local alike = {brpoplpush = 'RPOPLPUSH', blmove = 'LMOVE', blmpop = 'LMPOP', bzmpop = 'ZMPOP'}
+-- ARGV[i..j] is one command. A blocking command (only in a transaction: the agent checks it)
+-- runs as Redis runs it inside MULTI: its non-blocking form, answering at once.
+local function run(i, j)
+  local name = string.lower(ARGV[i])
+  local single = pop[name]
+  if single then
+    for x = i + 1, j - 1 do
+      local v = redis.pcall(single, ARGV[x])
+      if type(v) == 'table' and v.err then return v end
+      if single == 'LPOP' or single == 'RPOP' then
+        if v then return {ARGV[x], v} end
+      elseif #v > 0 then
+        return {ARGV[x], v[1], v[2]}
+      end
+    end
+    return nil
+  end
+  local same = alike[name]
+  if same == 'RPOPLPUSH' or same == 'LMOVE' then
+    return redis.pcall(same, unpack(ARGV, i + 1, j - 1))
+  end
+  if same then  -- BLMPOP / BZMPOP timeout numkeys ...: LMPOP / ZMPOP numkeys ...
+    return redis.pcall(same, unpack(ARGV, i + 2, j))
+  end
+  return redis.pcall(unpack(ARGV, i, j))
+end
 local old = redis.call('GET', ARGV[1])
 if old then return {1, old} end
 local n, transaction = tonumber(ARGV[5]), ARGV[6] == '1'
-local pos, k = 7, 1
+local encode = enc
+if ARGV[7] == '3' then
+  redis.setresp(3)
+  encode = enc3
+end
+local pos, k = 8, 1
 local replies, marked = {}, {}
 local applied = false
 for c = 1, n do
   local nkeys, argc = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local r = redis.pcall(unpack(ARGV, pos + 2, pos + 1 + argc))
+  local shape = nil
+  if encode == enc3 and ARGV[pos + 2] == '1' then
+    -- A read among writes: its RESP2 shape as the read script takes it (see enc3).
+    redis.setresp(2)
+    shape = run(pos + 3, pos + 2 + argc)
+    redis.setresp(3)
+  end
+  local r = run(pos + 3, pos + 2 + argc)
   local failed = type(r) == 'table' and r.err ~= nil
   if not failed then
     applied = true
     for i = k, k + nkeys - 1 do marked[#marked + 1] = KEYS[i] end
   end
-  replies[c] = enc(r)
-  pos, k = pos + 2 + argc, k + nkeys
+  replies[c] = encode(r, shape)
+  pos, k = pos + 3 + argc, k + nkeys
 end
-local out = replies[1]
-if transaction then out = '*' .. n .. '\\r\\n' .. table.concat(replies) end
+local out = table.concat(replies)
+if transaction then out = '*' .. n .. '\\r\\n' .. out end
 if not applied and not transaction then return {0, out} end
 if ARGV[4] ~= '' and #marked > 0 then
   for i = 1, #marked, 4000 do
@@ -97,6 +234,11 @@ local answer = {0, out}
 for i = 1, #marked do answer[i + 2] = marked[i] end
 return answer
 """
+)
+
+#: Blocking commands the write script runs as their non-blocking forms inside a transaction.
+NON_BLOCKING_FORMS = frozenset(
+    {"blpop", "brpop", "bzpopmin", "bzpopmax", "brpoplpush", "blmove", "blmpop", "bzmpop"}
 )
 
 READ_SCRIPT_SHA = hashlib.sha1(READ_SCRIPT).hexdigest().encode()
@@ -133,6 +275,8 @@ class GenericRequest:
     commands: tuple[tuple[bytes, ...], ...]
     classified: tuple[Classified, ...]
     transaction: bool
+    #: The RESP version the replies are written in.
+    resp: int = 2
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -163,7 +307,12 @@ class GenericCommands:
         self._ttl = b"%d" % record_ttl_ms
 
     def check(
-        self, commands: Sequence[tuple[bytes, ...]], transaction: bool, write_op: bool, slot: int
+        self,
+        commands: Sequence[tuple[bytes, ...]],
+        transaction: bool,
+        write_op: bool,
+        slot: int,
+        resp: int = 2,
     ) -> GenericRequest:
         """Classify; raises :class:`GenericRefused` for anything the request may not do."""
         classified = []
@@ -172,11 +321,15 @@ class GenericCommands:
                 c = self.table.classify(args)
             except CommandError as e:
                 raise GenericRefused(e.message, e.message.startswith("CROSSSLOT")) from None
+            if transaction:
+                c = in_transaction(c)
             if c.kind is Kind.UNSUPPORTED:
                 raise GenericRefused(f"ERR {c.reason}")
             if c.kind is Kind.FANOUT:
                 raise GenericRefused(f"ERR {c.spec.name.upper()} is not a command of one slot")
-            if "noscript" in c.spec.flags:
+            if "noscript" in c.spec.flags and not (
+                transaction and c.spec.name in NON_BLOCKING_FORMS
+            ):
                 raise GenericRefused(
                     f"ERR {c.spec.name.upper()} cannot run inside a NetMigrate request"
                 )
@@ -192,13 +345,16 @@ class GenericCommands:
             raise GenericRefused(
                 f"ERR slot {slot} in the header, but the keys hash to {slots.pop()}"
             )
-        return GenericRequest(tuple(commands), tuple(classified), transaction)
+        return GenericRequest(tuple(commands), tuple(classified), transaction, resp)
 
     def read_call(self, request: GenericRequest) -> bytes:
-        """EVALSHA of the read script for a single read command."""
-        (args,) = request.commands
-        keys = request.classified[0].keys
-        return _array((b"EVALSHA", READ_SCRIPT_SHA, b"%d" % len(keys), *keys, *args))
+        """EVALSHA of the read script for the request's read commands."""
+        keys = request.keys
+        argv: list[bytes] = [b"%d" % request.resp, b"%d" % len(request.commands)]
+        for args in request.commands:
+            argv.append(b"%d" % len(args))
+            argv.extend(args)
+        return _array((b"EVALSHA", READ_SCRIPT_SHA, b"%d" % len(keys), *keys, *argv))
 
     def write_call(
         self,
@@ -216,10 +372,12 @@ class GenericCommands:
             dirty or b"",
             b"%d" % len(request.commands),
             b"1" if request.transaction else b"0",
+            b"%d" % request.resp,
         ]
         for c, args in zip(request.classified, request.commands, strict=True):
             keys.extend(c.keys)
             argv.append(b"%d" % len(c.keys))
             argv.append(b"%d" % len(args))
+            argv.append(b"1" if c.kind is Kind.READ else b"0")
             argv.extend(args)
         return _array((b"EVALSHA", WRITE_SCRIPT_SHA, b"%d" % len(keys), *keys, *argv))

@@ -15,9 +15,16 @@ from typing import TYPE_CHECKING, Any
 from netmigrate.agent.commands import OpSpec
 from netmigrate.agent.dedup import Address, DedupEntry
 from netmigrate.agent.generic import GenericCommands, GenericRefused, GenericRequest
+from netmigrate.agent.keyspace_wide import (
+    WideCall,
+    WideRefused,
+    is_keyspace_wide,
+    wide_call,
+    wide_reply,
+)
 from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES, request_id_key
-from netmigrate.agent.resp import RespConnection
-from netmigrate.agent.slots import Admission
+from netmigrate.agent.resp import ReplyError, RespConnection
+from netmigrate.agent.slots import Admission, SlotState
 from netmigrate.protocol.codec import (
     Command,
     HeaderFields,
@@ -26,6 +33,7 @@ from netmigrate.protocol.codec import (
     pack_reply_header,
 )
 from netmigrate.protocol.constants import F_FLAGS, F_OP, F_REQUEST_ID, F_SLOT, Op, Status
+from netmigrate.rediscmd.resp import Error, encode
 from netmigrate.rediscmd.table import CommandTable
 
 if TYPE_CHECKING:
@@ -45,6 +53,7 @@ _WRONG_OWNER = int(Status.WRONG_OWNER)
 _CMD_READ = int(Op.CMD_READ)
 _SERVE = Admission.SERVE
 _TARGET = Admission.TARGET
+_MIGRATING = (SlotState.MIGRATING_OUT, SlotState.FROZEN, SlotState.MIGRATING_IN)
 
 
 class GenericPath(_Base):
@@ -70,12 +79,6 @@ class GenericPath(_Base):
         if generic is None:
             self._refuse(fields, addr, _BUSY, "the agent is reconnecting to Redis")
             return
-        if body.resp != 2:
-            # RESP3's null inside an array is a hole in a Lua table: its replies cannot make
-            # the trip through the scripts faithfully (D26).
-            message = "commands run with RESP2 through the keyspace; RESP3 is not served"
-            self._refuse(fields, addr, _BAD_REQUEST, message)
-            return
         if not body.commands:
             self._refuse(fields, addr, _BAD_REQUEST, "a request without a command")
             return
@@ -84,9 +87,12 @@ class GenericPath(_Base):
             message = "a transaction runs as one write request (CMD_WRITE)"
             self._refuse(fields, addr, _BAD_REQUEST, message)
             return
+        if len(body.commands) == 1 and not body.transaction and is_keyspace_wide(body.commands[0]):
+            self._handle_wide(fields, body.commands[0], write_op, data, addr, commands, callbacks)
+            return
         slot = fields[F_SLOT]
         try:
-            request = generic.check(body.commands, body.transaction, write_op, slot)
+            request = generic.check(body.commands, body.transaction, write_op, slot, body.resp)
         except GenericRefused as e:
             self._refuse(fields, addr, _CROSSSLOT if e.crossslot else _BAD_REQUEST, e.message)
             return
@@ -159,6 +165,60 @@ class GenericPath(_Base):
                 resp = reply
             datagram, status = self._fit(fields, encode_body(RespReply(resp)))
         self._answer(entry, datagram, status, applied)
+
+    def _handle_wide(
+        self,
+        fields: HeaderFields,
+        args: tuple[bytes, ...],
+        write_op: bool,
+        data: bytes,
+        addr: Address,
+        commands: list[bytes],
+        callbacks: list[Any],
+    ) -> None:
+        """A keyspace-wide command: this server's part of the answer, whatever the header's
+        slot (the gateway sends it to every server directly; :mod:`.keyspace_wide`)."""
+        try:
+            call = wide_call(args)
+        except WideRefused as e:
+            refused: bytes | None = e.reply
+        else:
+            refused = None
+            if call.writes and not write_op:
+                message = f"{args[0].decode(errors='replace').upper()} writes: send CMD_WRITE"
+                self._refuse(fields, addr, _BAD_REQUEST, message)
+                return
+            if call.flush and any(self.table.count(s) for s in _MIGRATING):
+                refused = encode(
+                    Error(
+                        f"ERR {args[0].decode(errors='replace').upper()} is not served while "
+                        "slots of the keyspace migrate"
+                    )
+                )
+        entry = self.begin(fields, addr, data)
+        if entry is None:
+            return
+        if refused is not None:
+            datagram, status = self._fit(fields, encode_body(RespReply(refused)))
+            self._answer(entry, datagram, status, False)
+            return
+        commands.append(call.command)
+        callbacks.append((self._on_wide_reply, (fields, entry, args, call)))
+
+    def _on_wide_reply(
+        self, reply: Any, ctx: tuple[HeaderFields, DedupEntry, tuple[bytes, ...], WideCall]
+    ) -> None:
+        fields, entry, args, call = ctx
+        if isinstance(reply, ReplyError):
+            body = encode(Error(str(reply)))
+        elif isinstance(reply, Exception):
+            status, body_bytes, applied = self._redis_failure(reply)
+            self._answer(entry, pack_reply_header(fields, status) + body_bytes, status, applied)
+            return
+        else:
+            body = wide_reply(args, call, reply)
+        datagram, status = self._fit(fields, encode_body(RespReply(body)))
+        self._answer(entry, datagram, status, True)
 
 
 async def command_table_of(conn: RespConnection) -> CommandTable:

@@ -172,6 +172,7 @@ class _Request:
         "future",
         "op",
         "owner",
+        "peer",
         "request_id",
         "slot",
         "target",
@@ -205,6 +206,8 @@ class _Request:
         self.backoff: asyncio.TimerHandle | None = None
         self.owner: Reply | None = None
         self.target: Reply | None = None
+        #: Where it goes when not to the keyspace's service address (one server directly).
+        self.peer: Any = None
 
 
 class AsyncClient:
@@ -476,6 +479,45 @@ class AsyncClient:
         body = Command((tuple(args),))
         return await self._start(self._prepare(op, slot, body, timeout))
 
+    def pipeline_classified(
+        self,
+        requests: list[tuple[Classified, list[bytes]]],
+        timeout: float | None = None,
+        resp: int = 2,
+    ) -> asyncio.Future[bytes]:
+        """Send classified commands of one slot (or keyless) as one request, a pipeline
+        batch: they run in order at the slot's server and the result is their reply bytes one
+        after another. CMD_WRITE when any of them writes, else CMD_READ (double-read during a
+        migration). Raises :class:`TooLarge` (nothing sent) when the batch does not fit.
+
+        The batch is answered as one: a timeout or an error leaves the outcome of all its
+        commands as one, and a reply too large for a datagram fails them all."""
+        op = int(Op.CMD_READ)
+        slot = 0
+        for c, _ in requests:
+            if _op_of(c) != op:
+                op = int(Op.CMD_WRITE)
+            if c.slot is not None:
+                slot = c.slot
+        body = Command(tuple(tuple(a) for _, a in requests), resp)
+        return self._start(self._prepare(op, slot, body, timeout))
+
+    def keyspace_wide_started(
+        self,
+        args: list[bytes],
+        server: tuple[str, int],
+        *,
+        write: bool,
+        timeout: float | None = None,
+    ) -> asyncio.Future[bytes]:
+        """Send a keyspace-wide command (KEYS, SCAN, FLUSHALL ...) to one server's agent
+        directly, not through the switch; a future of that server's part of the answer (RESP
+        bytes). Merging the parts of every server is the caller's job."""
+        op = Op.CMD_WRITE if write else Op.CMD_READ
+        req = self._prepare(op, 0, Command((tuple(args),)), timeout)
+        req.peer = server
+        return self._start(req)
+
     async def transaction(
         self, commands: Iterable[Iterable[Value]], *, timeout: float | None = None
     ) -> list[Any]:
@@ -499,16 +541,27 @@ class AsyncClient:
         self, requests: list[tuple[Classified, list[bytes]]], timeout: float | None = None
     ) -> bytes:
         """Run classified commands as one transaction; EXEC's reply bytes."""
+        return await self.transaction_started(requests, timeout)
+
+    def transaction_started(
+        self,
+        requests: list[tuple[Classified, list[bytes]]],
+        timeout: float | None = None,
+        resp: int = 2,
+    ) -> asyncio.Future[bytes]:
+        """:meth:`transaction_classified`, sent before it returns (a future of the reply)."""
         if not requests:
-            return b"*0\r\n"
+            done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            done.set_result(b"*0\r\n")
+            return done
         slots = {c.slot for c, _ in requests if c.slot is not None}
         if len(slots) > 1:
             raise RedisReplyError(_CROSSSLOT)
         for c, _ in requests:
             _op_of(c)
-        body = Command(tuple(tuple(a) for _, a in requests), 2, True)
+        body = Command(tuple(tuple(a) for _, a in requests), resp, True)
         slot = slots.pop() if slots else 0
-        return await self._start(self._prepare(Op.CMD_WRITE, slot, body, timeout))
+        return self._start(self._prepare(Op.CMD_WRITE, slot, body, timeout))
 
     # -- requests ------------------------------------------------------------------------
 
@@ -550,7 +603,7 @@ class AsyncClient:
         req.token += 1
         self.stats.sent += 1
         try:
-            self._sock.sendto(datagram, self._peer)  # type: ignore[union-attr]
+            self._sock.sendto(datagram, req.peer or self._peer)  # type: ignore[union-attr]
         except OSError as e:  # a full buffer is a lost datagram: the timer resends
             log.debug("sendto: %s", e)
         self._arm(req)

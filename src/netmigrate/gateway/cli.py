@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from netmigrate.addresses import AddressError, parse_host_port
@@ -42,6 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     auth.add_argument(
         "--no-auth", action="store_true", help="no authentication (every connection is 'default')"
     )
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a server's agent (its data address); repeat for every server of the keyspace. "
+        "Keyspace-wide commands (KEYS, SCAN, DBSIZE, FLUSHALL, CONFIG GET/SET ...) go to each "
+        "of them directly; without any they are refused",
+    )
     add_client_options(p, timeout=0.25)
     p.add_argument(
         "--command-table",
@@ -50,11 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Redis' command table as JSON (default: the one shipped, from Redis 7.0)",
     )
     p.add_argument("--log-level", default="INFO", help="logging level")
+    p.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run on uvloop when it is installed (default: yes)",
+    )
 
 
 async def serve(args: argparse.Namespace, acl: Acl, table: CommandTable) -> None:
     host, port = parse_host_port(args.listen, "--listen")
     address = parse_host_port(args.to, "--to")
+    servers = [parse_host_port(a, "--server") for a in args.server]
     client = AsyncClient(
         address,
         args.keyspace,
@@ -66,7 +83,7 @@ async def serve(args: argparse.Namespace, acl: Acl, table: CommandTable) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with client:
-        keyspace = ClientKeyspace(client)
+        keyspace = ClientKeyspace(client, servers)
         async with running(lambda: Session(keyspace, table, acl), host, port) as server:
             bound = server.sockets[0].getsockname()
             log.info(
@@ -92,8 +109,21 @@ def run(args: argparse.Namespace) -> int:
             if args.command_table
             else CommandTable.shipped()
         )
-        asyncio.run(serve(args, acl, table))
+        with asyncio.Runner(loop_factory=_loop_factory(args.uvloop)) as runner:
+            runner.run(serve(args, acl, table))
     except (AclError, AddressError, OSError, ValueError) as e:
         print(f"netmigrate gateway: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    # uvloop's socket calls and transports cost less per request than asyncio's own loop.
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.debug("uvloop is not installed: using the default event loop")
+        return None
+    return uvloop.new_event_loop

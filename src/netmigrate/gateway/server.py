@@ -6,95 +6,187 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from netmigrate.gateway.session import Session
 from netmigrate.rediscmd.resp import Error, ProtocolError, RequestReader, encode
+from netmigrate.rediscmd.table import Classified
 
 log = logging.getLogger(__name__)
 
 #: Requests of one connection in flight at most; reading pauses beyond it (back-pressure).
 MAX_IN_FLIGHT = 1024
+#: Most commands of one slot batched into one request, and their arguments' bytes at most (a
+#: batch that still does not fit a datagram is split by the keyspace).
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 4096
+
+
+class _Reply:
+    """The place of one request's reply in the connection's answer order."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+class _Batch:
+    """Commands of one slot of one read from the socket, in the order they came."""
+
+    __slots__ = ("places", "requests", "size")
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[Classified, list[bytes]]] = []
+        self.places: list[_Reply] = []
+        self.size = 0
 
 
 class Connection(asyncio.Protocol):
+    """One client connection. Everything it pipelined in one read is parsed together; the
+    commands that go to the keyspace as they are are grouped by slot (in their order) and each
+    group is one request, sent before the next read; replies are written in the order the
+    requests came, as many together as are ready."""
+
     def __init__(self, session: Session, registry: set[Connection]) -> None:
         self.session = session
         self._registry = registry
         self._reader = RequestReader()
-        self._replies: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue()
+        self._order: deque[_Reply] = deque()
         self._transport: asyncio.Transport | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._paused = False
-        self._in_flight = 0
+        #: No more requests are read; close once every reply is written.
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._writer = asyncio.get_running_loop().create_task(self._write_replies())
 
     def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        loop = asyncio.get_running_loop()
+        if self._closing:
+            return
+        self._reader.feed(data)
+        session = self.session
+        batches: dict[int | None, _Batch] = {}
         try:
-            for args in reader.commands():
-                self._in_flight += 1
-                self._replies.put_nowait(loop.create_task(self.session.execute(args)))
-                if self.session.closing:
+            for args in self._reader.commands():
+                place = _Reply()
+                self._order.append(place)
+                request = session.route(args)
+                if request is not None:
+                    batch = batches.get(request.slot)
+                    if batch is None:
+                        batch = batches[request.slot] = _Batch()
+                    batch.requests.append((request, args))
+                    batch.places.append(place)
+                    batch.size += sum(map(len, args)) + 8 * len(args)
+                    if len(batch.requests) >= MAX_BATCH or batch.size >= MAX_BATCH_BYTES:
+                        del batches[request.slot]
+                        self._send(batch)
+                    continue
+                # Whatever the session answers may depend on (or change) what came before:
+                # the keyspace gets the batches so far first.
+                for batch in batches.values():
+                    self._send(batch)
+                batches.clear()
+                try:
+                    reply = session.dispatch(args)
+                except Exception as e:  # a bug must not end the connection silently
+                    log.exception("gateway: a request failed")
+                    reply = encode(Error(f"ERR internal error: {type(e).__name__}"))
+                self._settle(place, reply)
+                if session.closing:
                     self._stop_reading()
-                    return
+                    break
         except ProtocolError as e:
-            done = loop.create_future()
-            done.set_result(encode(Error(f"ERR {e}")))
-            self._replies.put_nowait(done)
+            place = _Reply()
+            place.data = encode(Error(f"ERR {e}"))
+            self._order.append(place)
             self.session.state.closing = True
             self._stop_reading()
-            return
-        if self._in_flight >= MAX_IN_FLIGHT and not self._paused:
+        for batch in batches.values():
+            self._send(batch)
+        self._flush()
+        if len(self._order) >= MAX_IN_FLIGHT and not self._paused and not self._closing:
             self._paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
 
+    def _send(self, batch: _Batch) -> None:
+        sent = self.session.keyspace.batch(batch.requests, self.session.state.resp)
+        places = batch.places
+        if asyncio.isfuture(sent):
+            sent.add_done_callback(lambda f: self._batch_done(f, places))
+        else:
+            task = asyncio.ensure_future(sent)
+            task.add_done_callback(lambda f: self._batch_done(f, places))
+
+    def _batch_done(self, done: asyncio.Future[list[bytes]], places: list[_Reply]) -> None:
+        if done.cancelled():
+            return
+        e = done.exception()
+        if e is not None:
+            log.error("gateway: a request failed", exc_info=e)
+            replies = [encode(Error(f"ERR internal error: {type(e).__name__}"))] * len(places)
+        else:
+            replies = done.result()
+        for place, reply in zip(places, replies, strict=True):
+            place.data = reply
+        self._flush()
+
+    def _settle(self, place: _Reply, reply: bytes | Awaitable[bytes]) -> None:
+        if isinstance(reply, bytes):
+            place.data = reply
+            return
+        fut = asyncio.ensure_future(reply)
+        fut.add_done_callback(lambda f: self._one_done(f, place))
+
+    def _one_done(self, done: asyncio.Future[bytes], place: _Reply) -> None:
+        if done.cancelled():
+            return
+        e = done.exception()
+        if e is not None:
+            log.error("gateway: a request failed", exc_info=e)
+            place.data = encode(Error(f"ERR internal error: {type(e).__name__}"))
+        else:
+            place.data = done.result()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write every reply that is ready in order; close when asked to and all are out."""
+        transport = self._transport
+        order = self._order
+        if transport is None or transport.is_closing():
+            return
+        out = []
+        while order and order[0].data is not None:
+            out.append(order.popleft().data)
+        if out:
+            transport.write(b"".join(out))  # type: ignore[arg-type]
+        if self._closing:
+            if not order:
+                transport.close()
+        elif self._paused and len(order) < MAX_IN_FLIGHT // 2:
+            self._paused = False
+            transport.resume_reading()
+
     def _stop_reading(self) -> None:
-        self._replies.put_nowait(None)  # the writer closes after what is queued
+        self._closing = True
         if not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
 
-    async def _write_replies(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        while True:
-            fut = await self._replies.get()
-            if fut is None:
-                break
-            try:
-                reply = await fut
-            except Exception as e:  # a bug must not kill the connection silently
-                log.exception("gateway: a request failed")
-                reply = encode(Error(f"ERR internal error: {type(e).__name__}"))
-            self._in_flight -= 1
-            if transport.is_closing():
-                return
-            transport.write(reply)
-            if self._paused and self._in_flight < MAX_IN_FLIGHT // 2 and not self.session.closing:
-                self._paused = False
-                transport.resume_reading()
-        transport.close()
-
     def eof_received(self) -> bool | None:
-        self._replies.put_nowait(None)  # answer what was asked, then close
+        self._closing = True  # answer what was asked, then close
+        self._flush()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.discard(self)
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+        self._order.clear()
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-        if self._writer is not None:
-            self._writer.cancel()
 
 
 @contextlib.asynccontextmanager

@@ -11,31 +11,54 @@ naming the limit. Replies are RESP bytes in the protocol the client chose.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from netmigrate.gateway.acl import Acl
+from netmigrate.gateway.fanout import is_wide
 from netmigrate.rediscmd.resp import OK, Error, Status, encode
-from netmigrate.rediscmd.table import Classified, CommandError, CommandTable, Kind
+from netmigrate.rediscmd.table import (
+    Classified,
+    CommandError,
+    CommandTable,
+    Kind,
+    in_transaction,
+)
 
 _ids = itertools.count(1)
+_TO_KEYSPACE = frozenset({Kind.READ, Kind.WRITE, Kind.KEYLESS})
+
+
+async def _first(replies: Awaitable[list[bytes]]) -> bytes:
+    return (await replies)[0]
 
 
 class Keyspace(Protocol):
-    """Where commands of one slot go: through the switch to the slot's owner (or target)."""
+    """Where commands of one slot go: through the switch to the slot's owner (or target).
+
+    Both calls send before they return (so that what a connection pipelined leaves in the
+    order it came) and give an awaitable of the replies."""
 
     #: The RESP versions its replies can be written in; ``HELLO`` offers only these.
     protocols: frozenset[int]
 
-    async def command(self, request: Classified, args: Sequence[bytes], resp: int) -> bytes:
-        """Run one command of one slot; Redis' reply as RESP bytes of version ``resp``."""
+    def batch(
+        self, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
+    ) -> Awaitable[list[bytes]]:
+        """Run pipelined commands of one slot (or without keys) in order; Redis' reply to each
+        as RESP bytes of version ``resp``."""
         ...
 
-    async def transaction(
+    def transaction(
         self, slot: int, requests: Sequence[tuple[Classified, Sequence[bytes]]], resp: int
-    ) -> bytes:
+    ) -> Awaitable[bytes]:
         """Run commands of one slot atomically (MULTI/EXEC); EXEC's reply as RESP bytes."""
+        ...
+
+    def wide(self, args: Sequence[bytes], resp: int) -> Awaitable[bytes]:
+        """Run a keyspace-wide command (:func:`~netmigrate.gateway.fanout.is_wide`) on every
+        server of the keyspace; the merged reply."""
         ...
 
 
@@ -72,8 +95,25 @@ class Session:
     def _error(self, message: str) -> bytes:
         return encode(Error(message), self.state.resp)
 
-    async def execute(self, args: list[bytes]) -> bytes:
-        """The reply to one request of this connection."""
+    def route(self, args: list[bytes]) -> Classified | None:
+        """The command classified when it goes to the keyspace as it is (the connection may
+        batch it with its neighbours of the same slot); None when :meth:`dispatch` must
+        answer it (the connection's own commands, transactions, errors, the limits)."""
+        st = self.state
+        if st.user is None or st.multi is not None:
+            return None
+        name = args[0].lower()
+        if name in _LOCAL or name == b"exec":
+            return None
+        try:
+            request = self.table.classify(args)
+        except CommandError:
+            return None
+        return request if request.kind in _TO_KEYSPACE else None
+
+    def dispatch(self, args: list[bytes]) -> bytes | Awaitable[bytes]:
+        """The reply to one request that :meth:`route` did not take; an awaitable of it when
+        the keyspace answers (sent before this returns)."""
         name = args[0].lower()
         local = _LOCAL.get(name)
         st = self.state
@@ -83,14 +123,16 @@ class Session:
             return self._queue(args)
         if local is not None:
             return local(self, args)
+        if is_wide(args):
+            return self.keyspace.wide(args, st.resp)
         if name == b"exec":
-            return await self._exec()
+            return self._exec()
         try:
             request = self.table.classify(args)
         except CommandError as e:
             return self._error(e.message)
-        if request.kind in (Kind.READ, Kind.WRITE, Kind.KEYLESS):
-            return await self.keyspace.command(request, args, st.resp)
+        if request.kind in _TO_KEYSPACE:
+            return _first(self.keyspace.batch([(request, args)], st.resp))
         if request.kind is Kind.FANOUT:
             return self._error(
                 f"ERR {request.spec.name.upper()} works on the whole keyspace: not served "
@@ -98,16 +140,24 @@ class Session:
             )
         return self._error(f"ERR {request.reason}")
 
+    async def execute(self, args: list[bytes]) -> bytes:
+        """The reply to one request of this connection."""
+        request = self.route(args)
+        if request is not None:
+            return (await self.keyspace.batch([(request, args)], self.state.resp))[0]
+        reply = self.dispatch(args)
+        return reply if isinstance(reply, bytes) else await reply
+
     # -- transactions --------------------------------------------------------------------
 
     def _queue(self, args: list[bytes]) -> bytes:
         st = self.state
         try:
-            request = self.table.classify(args)
+            request = in_transaction(self.table.classify(args))
         except CommandError as e:
             st.multi_failed = True
             return self._error(e.message)
-        if request.kind not in (Kind.READ, Kind.WRITE):
+        if request.kind not in _TO_KEYSPACE:
             st.multi_failed = True
             reason = request.reason or "only commands on keys can run in a transaction here"
             return self._error(f"ERR {reason}")
@@ -115,7 +165,7 @@ class Session:
         st.multi.append((request, args))
         return self._reply(Status("QUEUED"))
 
-    async def _exec(self) -> bytes:
+    def _exec(self) -> bytes | Awaitable[bytes]:
         st = self.state
         if st.multi is None:
             return self._error("ERR EXEC without MULTI")
@@ -125,12 +175,11 @@ class Session:
             return self._error("EXECABORT Transaction discarded because of previous errors.")
         if not queued:
             return self._reply([])
-        slots = {r.slot for r, _ in queued}
+        # Commands without keys (PING) run wherever the others' slot is.
+        slots = {r.slot for r, _ in queued if r.slot is not None}
         if len(slots) > 1:
             return self._error("CROSSSLOT Keys in request don't hash to the same slot")
-        (slot,) = slots
-        assert slot is not None
-        return await self.keyspace.transaction(slot, queued, st.resp)
+        return self.keyspace.transaction(slots.pop() if slots else 0, queued, st.resp)
 
     def _multi(self, args: list[bytes]) -> bytes:
         if self.state.multi is not None:

@@ -170,9 +170,11 @@ class MSet:
 @dataclass(frozen=True, slots=True)
 class Command:
     """Body of CMD_READ / CMD_WRITE: Redis commands (each its name, then its arguments) on keys
-    of one slot. One command, or with ``transaction`` several run atomically as MULTI/EXEC does
-    (the reply is then EXEC's array). ``resp`` is the RESP version the reply is written in: the
-    client's (a reply has another shape in RESP3, so it runs on a connection of that version)."""
+    of one slot. With ``transaction`` they run atomically as MULTI/EXEC does (the reply is EXEC's
+    array); without it they are a pipeline of one connection (one command, or several batched
+    by a client: they run in order and the reply is their replies one after another). ``resp``
+    is the RESP version the reply is written in: the client's (a reply has another shape in
+    RESP3, so it runs on a connection of that version)."""
 
     commands: tuple[tuple[bytes, ...], ...]
     resp: int = 2
@@ -294,8 +296,6 @@ def _enc_set(b: Set) -> bytes:
 def _enc_command(b: Command) -> bytes:
     if b.resp not in RESP_VERSIONS:
         raise ValueError(f"RESP version {b.resp} is not one of {sorted(RESP_VERSIONS)}")
-    if len(b.commands) != 1 and not b.transaction:
-        raise ValueError("several commands in one request must be a transaction")
     out = [U8.pack(b.resp), U8.pack(_TRANSACTION if b.transaction else 0), _count(len(b.commands))]
     for args in b.commands:
         out.append(_count(len(args)))
@@ -481,8 +481,6 @@ def _dec_command(data: bytes, pos: int) -> tuple[Request, int]:
     if flags & ~_TRANSACTION:
         raise _BodyError(f"unknown command flags 0x{flags:02x}")
     n, pos = _take_count(data, pos + 2)
-    if n > 1 and not flags & _TRANSACTION:
-        raise _BodyError("several commands in one request must be a transaction")
     commands = []
     for _ in range(n):
         argc, pos = _take_count(data, pos)

@@ -368,3 +368,51 @@ class ReplyParser:
 
 def _hashable(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+def reply_end(data: bytes, pos: int = 0) -> int:
+    """Where the reply starting at ``pos`` ends (RESP2 or RESP3), without decoding it; for
+    cutting replies that came one after another. Raises :class:`ProtocolError` when the bytes
+    end inside it."""
+    end = data.find(b"\r\n", pos)
+    if end < 0:
+        raise ProtocolError("truncated reply")
+    t = data[pos]
+    if t in _AGGREGATE:
+        n = int(data[pos + 1 : end])
+        p = end + 2
+        for _ in range(n * _AGGREGATE[t]):
+            p = reply_end(data, p)
+        if t == 0x7C:  # '|': attributes come before the reply they describe
+            p = reply_end(data, p)
+        return p
+    if t in _BLOB:
+        n = int(data[pos + 1 : end])
+        if n < 0:
+            return end + 2
+        p = end + 2 + n + 2
+        if p > len(data):
+            raise ProtocolError("truncated reply")
+        return p
+    return end + 2
+
+
+#: Aggregate type bytes and how many replies each counted element is: *, ~, > hold n; %, | n pairs.
+_AGGREGATE = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}
+#: Blob types: $ bulk, ! blob error, = verbatim.
+_BLOB = frozenset({0x24, 0x21, 0x3D})
+
+
+def split_replies(data: bytes, n: int) -> list[bytes]:
+    """``n`` replies that came one after another, each as its own bytes."""
+    if n == 1:
+        return [data]
+    out: list[bytes] = []
+    pos = 0
+    for _ in range(n):
+        end = reply_end(data, pos)
+        out.append(data[pos:end])
+        pos = end
+    if pos != len(data):
+        raise ProtocolError("trailing bytes after the replies")
+    return out

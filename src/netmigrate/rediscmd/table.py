@@ -14,6 +14,7 @@ a tombstone.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib.resources
 import json
@@ -314,6 +315,10 @@ class CommandTable:
             if any(t.startswith("request_policy:") for t in spec.tips):
                 # Redis Cluster's own tips say how to fan it out and merge the answers.
                 return Classified(spec, Kind.FANOUT, keys, refs, None)
+            if spec.is_write and spec.key_specs:
+                # A command on keys that names none (a key count of 0): it touches no key and
+                # answers Redis' own error; any server may run it, as a write.
+                return Classified(spec, Kind.WRITE, keys, refs, None)
             if spec.is_write:
                 return Classified(
                     spec,
@@ -326,6 +331,30 @@ class CommandTable:
             return Classified(spec, Kind.KEYLESS, keys, refs, None)
         kind = Kind.WRITE if spec.is_write or spec.name in _SCRIPTS else Kind.READ
         return Classified(spec, kind, keys, refs, slot)
+
+
+def in_transaction(c: Classified) -> Classified:
+    """How a command runs inside MULTI/EXEC (one script at the agent): a blocking command on
+    keys of one slot never blocks there, as in Redis' own MULTI and scripts (BLPOP answers at
+    once, like LPOP), so it is served as the read or write it then is; a keyspace-wide command
+    that every server answers alike without changing anything (PING) is answered by one."""
+    if (
+        c.kind is Kind.UNSUPPORTED
+        and "blocking" in c.spec.flags
+        and c.slot is not None
+        and not any(f in c.spec.flags for f in _UNSERVABLE_FLAGS if f != "blocking")
+    ):
+        return dataclasses.replace(c, kind=Kind.WRITE if c.spec.is_write else Kind.READ, reason="")
+    if (
+        c.kind is Kind.FANOUT
+        and "response_policy:all_succeeded" in c.spec.tips
+        and "fast" in c.spec.flags
+        and not c.spec.is_write
+    ):
+        # Every server answers it alike and it changes nothing (PING): inside a transaction
+        # the transaction's server answers for all.
+        return dataclasses.replace(c, kind=Kind.KEYLESS)
+    return c
 
 
 #: Scripts and functions declare their keys (a key count argument); they may write, and they
@@ -377,9 +406,11 @@ def _keys_of_spec(ks: KeySpec, args: Sequence[bytes], argc: int) -> list[int] | 
         try:
             numkeys = int(args[idx])
         except ValueError:
-            raise CommandError("ERR value is not an integer or out of range") from None
+            numkeys = -1
         if numkeys < 0:
-            raise CommandError("ERR Number of keys can't be negative")
+            # As Redis Cluster does: no keys, and the command answers its own error when it
+            # runs (SINTERCARD, ZMPOP ...: "ERR numkeys should be greater than 0").
+            return []
         step = int(find["keystep"])
         first += int(find["firstkey"])
         last = first + (numkeys - 1) * step
