@@ -1,9 +1,9 @@
 """The loadgen role notices a load that exits before it is ready, at once and with its log.
 
 On fresh hosts a load generator without the bench extra exited at its first import; the role
-then waited its whole ready timeout (300 s by default) for a ``ready`` file that could not come, and the
-scenario's test timed out with nothing to read. A stand-in interpreter that prints a message
-and exits plays that load here.
+then waited its whole ready timeout (300 s by default) for a ``ready`` file that could not
+come, and the scenario's test timed out with nothing to read. A stand-in interpreter that
+prints a message and exits plays that load here.
 """
 
 from __future__ import annotations
