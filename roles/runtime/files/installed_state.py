@@ -17,7 +17,7 @@ _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 def _missing(extras: set[str]) -> list[str]:
     missing: list[str] = []
     for req in md.requires("netmigrate") or []:
-        _, _, marker = req.partition(";")
+        marker = req.partition(";")[2]
         wanted = {e.lower() for e in _EXTRA.findall(marker)}
         if not wanted & extras:
             continue
