@@ -1,9 +1,9 @@
 """The scenario's collection is the one built from this checkout, whatever else the machine has.
 
-molecule and ansible-lint link the checkout they run in into ~/.ansible/collections (on a shared
-machine maybe another worktree, at the same version). ansible-galaxy then finds netmigrate.core
-"already installed" and installs nothing into the scenario's fresh path, and a playbook run
-that reads the default collections path would use the other checkout's roles.
+Runs of molecule on this machine have left links to the checkout they ran in under
+~/.ansible/collections (maybe another worktree, at the same version). ansible-galaxy then finds
+netmigrate.core "already installed" and installs nothing into the scenario's fresh path, and a
+playbook run that reads the default collections path would use the other checkout's roles.
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ def source_collections(workdir: Path) -> Path:
 def isolated_ansible_env(collections: Path, workdir: Path) -> dict[str, str]:
     """An environment in which Ansible sees only ``collections`` and reads no configuration.
 
-    A netmigrate.core elsewhere on the machine (molecule and ansible-lint link the checkout
-    they run in into ~/.ansible/collections, maybe another worktree's) must not stand in for
+    A netmigrate.core elsewhere on the machine (molecule runs have left links to their checkout
+    in ~/.ansible/collections, maybe another worktree's) must not stand in for
     the collection under test: ``ansible-galaxy collection install`` would find it "already
     installed" and install nothing, and a playbook run would use its roles.
     """
