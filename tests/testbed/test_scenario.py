@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from testbed_helpers import REPO_ROOT, PlaybookRun, ansible_playbook, ssh
+from testbed_helpers import PlaybookRun, ansible_playbook, install_user_collection, ssh
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# Above the playbooks' own limit (testbed_helpers.PLAYBOOK_TIMEOUT), which keeps their output.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SCENARIO = Path(__file__).parent / "playbooks" / "migrate_under_load.yml"
+VENV = "/opt/netmigrate/venv/bin"
 #: Every unit of ours per kind of host.
 UNITS = {
     "sw": ["netmigrate-lab-switch.service"],
@@ -42,21 +42,7 @@ _outputs: list[str] = []
 @pytest.fixture(scope="module")
 def user_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The collection as a user gets it: built, then installed into a fresh path."""
-    work = tmp_path_factory.mktemp("user")
-    galaxy = Path(sys.executable).parent / "ansible-galaxy"
-    subprocess.run(
-        [str(galaxy), "collection", "build", "--output-path", str(work), str(REPO_ROOT)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    tarball = next(work.glob("netmigrate-core-*.tar.gz"))
-    collections = work / "collections"
-    subprocess.run(
-        # --force: a netmigrate.core installed elsewhere on this machine (~/.ansible/collections)
-        # would otherwise make galaxy install nothing here ("already installed").
-        [str(galaxy), "collection", "install", "--force", "-p", str(collections), str(tarball)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return collections
+    return install_user_collection(tmp_path_factory.mktemp("user"))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +74,7 @@ def _units(record, table: dict[str, list[str]] | None = None) -> list[str]:
     return [u.format(host=record.name) for u in table.get(role, [])]
 
 
-def test_site_provisions_fresh_hosts(run, testbed_up, user_collection) -> None:
+def test_site_provisions_fresh_hosts(run, testbed_state, user_collection) -> None:
     before = _tree_digest(user_collection)
     t0 = time.monotonic()
     first = run("netmigrate.core.site")
@@ -96,6 +82,10 @@ def test_site_provisions_fresh_hosts(run, testbed_up, user_collection) -> None:
     assert first.totals()["changed"] > 0
     # Nothing is written inside the installed collection (wheels and reports live elsewhere).
     assert _tree_digest(user_collection) == before
+    # The client host runs the load generator: its virtualenv has the bench extra (without
+    # it the load exits at once and the migration's playbook waits for it in vain).
+    client = next(h for h in testbed_state.hosts if h.name.endswith("-client"))
+    ssh(testbed_state, client, f"{VENV}/python -c 'import netmigrate.bench.load.runner'")
 
 
 def test_migration_under_load_is_clean(run, testbed_up) -> None:

@@ -5,8 +5,13 @@
 hosts' marker environments (JSON, one per argument after the wheelhouse), this walks every
 wheel's ``Requires-Dist``, keeps what a host's markers select, and builds the missing
 requirements with ``pip wheel`` until nothing is missing. Prints the names it added, as JSON.
+
+``--extra NAME`` (repeatable, before the wheelhouse): netmigrate's extras some host installs
+(``bench`` for the load generator); their requirements count as selected for netmigrate's own
+wheel only, never as the same-named extra of a dependency.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,14 +30,20 @@ def _requirements(wheel: Path) -> list[Requirement]:
     return [Requirement(r) for r in message.get_all("Requires-Dist") or []]
 
 
-def _missing(wheelhouse: Path, environments: list[dict[str, str]]) -> set[str]:
+def _missing(
+    wheelhouse: Path, environments: list[dict[str, str]], extras: list[str]
+) -> set[str]:
     wheels = sorted(wheelhouse.glob("*.whl"))
     have = {parse_wheel_filename(w.name)[0] for w in wheels}
     missing: set[str] = set()
     for wheel in wheels:
+        own = parse_wheel_filename(wheel.name)[0] == "netmigrate"
+        selectors = ["", *extras] if own else [""]
         for req in _requirements(wheel):
             wanted = req.marker is None or any(
-                req.marker.evaluate(env | {"extra": ""}) for env in environments
+                req.marker.evaluate(env | {"extra": extra})
+                for env in environments
+                for extra in selectors
             )
             if wanted and canonicalize_name(req.name) not in have:
                 missing.add(f"{req.name}{req.specifier}")
@@ -40,11 +51,15 @@ def _missing(wheelhouse: Path, environments: list[dict[str, str]]) -> set[str]:
 
 
 def main() -> int:
-    wheelhouse = Path(sys.argv[1])
-    environments = [json.loads(arg) for arg in sys.argv[2:]]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--extra", action="append", default=[])
+    parser.add_argument("wheelhouse", type=Path)
+    parser.add_argument("environments", nargs="*", type=json.loads)
+    args = parser.parse_args()
+    wheelhouse, environments = args.wheelhouse, args.environments
     added: list[str] = []
     for _round in range(10):
-        missing = _missing(wheelhouse, environments)
+        missing = _missing(wheelhouse, environments, args.extra)
         if not missing:
             print(json.dumps(sorted(added)))
             return 0
