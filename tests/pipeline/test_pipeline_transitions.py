@@ -58,7 +58,14 @@ def test_start_from_the_owner_flips_the_slot_and_reaches_the_target(state: Memor
     assert state.digests == [
         (
             DIGEST,
-            {"keyspace": KEYSPACE_ID, "slot": SLOT, "op": Op.SLOT_START, "owner": 1, "target": 2, "epoch": 1},
+            {
+                "keyspace": KEYSPACE_ID,
+                "slot": SLOT,
+                "op": Op.SLOT_START,
+                "owner": 1,
+                "target": 2,
+                "epoch": 1,
+            },
         )
     ]
     assert state.decisions() == {Decision.TRANSITION_ACCEPTED: 1}
@@ -118,7 +125,14 @@ def test_complete_hands_the_slot_to_the_target(state: MemoryState) -> None:
     assert state.slot(IDX) == (2, 0)
     assert state.digests[-1] == (
         DIGEST,
-        {"keyspace": KEYSPACE_ID, "slot": SLOT, "op": Op.SLOT_COMPLETE, "owner": 1, "target": 2, "epoch": 1},
+        {
+            "keyspace": KEYSPACE_ID,
+            "slot": SLOT,
+            "op": Op.SLOT_COMPLETE,
+            "owner": 1,
+            "target": 2,
+            "epoch": 1,
+        },
     )
     # Requests now go to the new owner.
     [get] = process(bytes(request(Op.GET, SLOT)), CLIENT.port, state)

@@ -251,7 +251,15 @@ class ErrorReply:
 
 Request = Get | Set | Delete | IncrBy | MGet | MSet | Command | Control
 Reply = (
-    ValueReply | SetReply | CountReply | IntReply | MGetReply | RespReply | Empty | ErrorReply | Control
+    ValueReply
+    | SetReply
+    | CountReply
+    | IntReply
+    | MGetReply
+    | RespReply
+    | Empty
+    | ErrorReply
+    | Control
 )
 Body = Request | Reply
 
