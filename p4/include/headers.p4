@@ -85,7 +85,6 @@ struct slot_transition_t {
     bit<8>      op;
     server_id_t owner;   // the owner before the transition
     server_id_t target;  // the server the transition names (nm.target_id)
-    bit<32>     epoch;   // the transition's epoch (the slot's epoch from now on)
 }
 
 struct metadata_t {

@@ -322,7 +322,6 @@ control NetMigrateIngress(inout headers_t hdr,
                 meta.digest_data.op = op;
                 meta.digest_data.owner = meta.owner;
                 meta.digest_data.target = tgt;
-                meta.digest_data.epoch = hdr.nm_control.epoch;
                 digest<slot_transition_t>(DIGEST_RECEIVER, meta.digest_data);
             }
             if (accepted) {

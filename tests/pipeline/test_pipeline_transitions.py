@@ -64,7 +64,6 @@ def test_start_from_the_owner_flips_the_slot_and_reaches_the_target(state: Memor
                 "op": Op.SLOT_START,
                 "owner": 1,
                 "target": 2,
-                "epoch": 1,
             },
         )
     ]
@@ -131,7 +130,6 @@ def test_complete_hands_the_slot_to_the_target(state: MemoryState) -> None:
             "op": Op.SLOT_COMPLETE,
             "owner": 1,
             "target": 2,
-            "epoch": 1,
         },
     )
     # Requests now go to the new owner.

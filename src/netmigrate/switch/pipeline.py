@@ -565,14 +565,7 @@ def _transition(
     if changed:
         state.digest(
             D_SLOT_TRANSITION,
-            {
-                "keyspace": ks["keyspace_id"],
-                "slot": slot,
-                "op": op,
-                "owner": owner,
-                "target": tgt,
-                "epoch": epoch,
-            },
+            {"keyspace": ks["keyspace_id"], "slot": slot, "op": op, "owner": owner, "target": tgt},
         )
     if not accepted:
         state.counter_add(C_DECISION, _D_STALE if stale else _D_REJECTED, nbytes)
