@@ -17,9 +17,12 @@ control NetMigrateIngress(inout headers_t hdr,
     @id(0x16000001)
     register<bit<16>>(SLOT_MAP_SIZE) slot_map;
 
-    // Same index as slot_map: the epoch of the slot's latest migration (NO_EPOCH: none yet).
-    // A transition must carry it (COMPLETE, a resent START) or exceed it (a new START), so a
-    // replayed or delayed transition of an earlier migration changes nothing.
+    // Same index as slot_map: the epoch of the slot's latest migration. A transition must
+    // carry it (COMPLETE, a resent START) or exceed it (a new START), so a replayed or delayed
+    // transition of an earlier migration changes nothing. NO_EPOCH: the switch does not know
+    // it (the slot never migrated here, or its entry was restored without it after a
+    // restart): a COMPLETE or resent START then sets it, so that the migration in flight can
+    // finish.
     @id(0x16000002)
     register<bit<32>>(SLOT_MAP_SIZE) slot_epoch;
 
@@ -291,8 +294,9 @@ control NetMigrateIngress(inout headers_t hdr,
                                 stale = true;
                             }
                         } else if (meta.target == tgt) {
-                            if (epoch == meta.epoch) {
-                                accepted = true;  // a resent START: nothing changes
+                            if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
+                                slot_epoch.write(meta.slot_index, epoch);
+                                accepted = true;  // a resent START: the entry stays
                             } else {
                                 stale = true;
                             }
@@ -300,16 +304,18 @@ control NetMigrateIngress(inout headers_t hdr,
                     }
                 } else {
                     if (src == meta.owner && meta.target != NO_SERVER && tgt == meta.target) {
-                        if (epoch == meta.epoch) {
+                        if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
                             slot_map.write(meta.slot_index, tgt ++ NO_SERVER);
+                            slot_epoch.write(meta.slot_index, epoch);
                             accepted = true;
                             changed = true;
                         } else {
                             stale = true;
                         }
                     } else if (meta.owner == tgt && meta.target == NO_SERVER) {
-                        if (epoch == meta.epoch) {
-                            accepted = true;  // a resent COMPLETE: nothing changes
+                        if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
+                            slot_epoch.write(meta.slot_index, epoch);
+                            accepted = true;  // a resent COMPLETE: the entry stays
                         } else {
                             stale = true;
                         }

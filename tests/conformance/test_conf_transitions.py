@@ -281,3 +281,25 @@ def test_replayed_transitions_of_an_earlier_migration_change_nothing(sw: Conform
     sw.expect(s2.port, sw.steered(complete, s2))
     assert sw.expect_digest()["op"] == Op.SLOT_COMPLETE
     assert sw.slot_read(ka, slot) == (2, 0)
+
+
+def test_an_entry_restored_without_its_epoch_takes_the_migrations(sw: Conformance):
+    """After a switch restart the controller writes the entries back without epochs (0): the
+    migration in flight completes with its own epoch, which the slot keeps from then on."""
+    ka = sw.world.ka
+    slot = sw.fresh_slot()
+    s2 = sw.world.servers[2]
+    sw.slot_set(ka, slot, 0, 2, epoch=0)
+    port, sent = _transition(sw, Op.SLOT_COMPLETE, ka, slot, 1, 2, epoch=9)
+    with sw.counting() as delta:
+        sw.send(port, sent)
+        sw.expect(s2.port, sw.steered(sent, s2))
+        sw.expect_none()
+    assert sw.decisions(delta) == {"TRANSITION_ACCEPTED": 1}
+    sw.expect_digest()
+    assert (sw.slot_read(ka, slot), sw.last_epoch) == ((2, 0), 9)
+    port, old = _transition(sw, Op.SLOT_COMPLETE, ka, slot, 1, 2, epoch=8)
+    with sw.counting() as delta:
+        sw.send(port, old)
+        sw.expect_none()
+    assert sw.decisions(delta) == {"TRANSITION_STALE": 1}

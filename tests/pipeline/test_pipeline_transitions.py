@@ -254,3 +254,23 @@ def test_a_rejected_transition_is_not_counted_stale(state: MemoryState) -> None:
     state.set_epoch(IDX, 4)
     assert send(state, transition(Op.SLOT_START, 3, 2, epoch=1)) == []
     assert state.decisions() == {Decision.TRANSITION_REJECTED: 1}
+
+
+def test_a_slot_restored_without_its_epoch_takes_the_migrations(state: MemoryState) -> None:
+    # After a switch restart the controller writes the entry back, the epoch unknown (0): the
+    # migration in flight finishes, and from then on its epoch is the slot's.
+    state.set_slot(IDX, 1, 2)
+    [_] = send(state, transition(Op.SLOT_START, 1, 2, epoch=7))  # a resend
+    assert state.epoch(IDX) == 7
+    assert send(state, transition(Op.SLOT_COMPLETE, 1, 2, epoch=6)) == []
+    [_] = send(state, transition(Op.SLOT_COMPLETE, 1, 2, epoch=7))
+    assert (state.slot(IDX), state.epoch(IDX)) == ((2, 0), 7)
+    assert state.decisions()[Decision.TRANSITION_STALE] == 1
+
+
+def test_a_complete_restored_without_its_epoch_takes_the_migrations(state: MemoryState) -> None:
+    state.set_slot(IDX, 1, 2)
+    [_] = send(state, transition(Op.SLOT_COMPLETE, 1, 2, epoch=7))
+    assert (state.slot(IDX), state.epoch(IDX)) == ((2, 0), 7)
+    [_] = send(state, transition(Op.SLOT_COMPLETE, 1, 2, epoch=7))  # resent
+    assert send(state, transition(Op.SLOT_COMPLETE, 1, 2, epoch=3)) == []

@@ -517,7 +517,8 @@ def _transition(
 ) -> list[Output]:
     """SLOT_START / SLOT_COMPLETE: only from the slot's owner, naming a known server, with the
     epoch of the slot's migration (a new START: above the slot's epoch; a resent START, a
-    COMPLETE: equal to it). One that fails only the epoch check is stale."""
+    COMPLETE: equal to it, or any when the switch has none). One that fails only the epoch
+    check is stale."""
     src = frame[_NM_SRC]
     tgt = frame[_NM_TGT]
     sender = state.table_lookup(
@@ -549,19 +550,25 @@ def _transition(
                     else:
                         stale = True
                 elif target == tgt:
-                    # A resent START: nothing changes.
-                    accepted = epoch == current
+                    # A resent START: the entry stays. An unknown epoch (NO_EPOCH: restored
+                    # without it) is taken from the migration in flight.
+                    accepted = epoch == current or current == NO_EPOCH
                     stale = not accepted
+                    if accepted:
+                        state.register_write(R_SLOT_EPOCH, index, epoch)
         elif src == owner and target and tgt == target:
-            if epoch == current:
+            if epoch == current or current == NO_EPOCH:
                 state.register_write(R_SLOT_MAP, index, tgt << 8)
+                state.register_write(R_SLOT_EPOCH, index, epoch)
                 accepted = changed = True
             else:
                 stale = True
         elif owner == tgt and not target:
-            # A resent COMPLETE: nothing changes.
-            accepted = epoch == current
+            # A resent COMPLETE: the entry stays.
+            accepted = epoch == current or current == NO_EPOCH
             stale = not accepted
+            if accepted:
+                state.register_write(R_SLOT_EPOCH, index, epoch)
     if changed:
         state.digest(
             D_SLOT_TRANSITION,
