@@ -93,7 +93,7 @@ async def test_stale_transitions_are_dropped_unanswered(raw_agent, cluster_redis
     peer, addr = rpc.peer, rpc.address
 
     def counted() -> int:
-        return agent.stats.snapshot().counters["target_stale_transitions"]
+        return agent.target.counters["target_stale_transitions"]
 
     # Migration 5 of the slot comes in and completes.
     peer.send(transition(Op.SLOT_START, epoch=5), addr)
