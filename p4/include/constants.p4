@@ -25,6 +25,13 @@ header nm_t {
     bit<64> request_id;
 }
 
+// Body of the control ops (SLOT_START, SLOT_COMPLETE, SLOT_SET, SLOT_READ), right
+// after nm_t: the slot's transition epoch.
+@noWarn("unused") const bit<32> NM_CONTROL_LEN = 4;  // bytes
+header nm_control_t {
+    bit<32> epoch;
+}
+
 // --- Ops -----------------------------------------------------------------------------------------
 @noWarn("unused") const bit<8> OP_GET = 0x01;
 @noWarn("unused") const bit<8> OP_SET = 0x02;
@@ -78,6 +85,7 @@ bool nm_is_read_op(in bit<8> op) {
 @noWarn("unused") const bit<32> DECISION_NO_ROUTE = 9;
 @noWarn("unused") const bit<32> DECISION_BAD_SLOT = 10;
 @noWarn("unused") const bit<32> DECISION_BAD_CHECKSUM = 11;
+@noWarn("unused") const bit<32> DECISION_TRANSITION_STALE = 12;
 @noWarn("unused") const bit<32> DECISION_COUNT = 16;  // decision_counter size
 
 // --- Servers and slots ---------------------------------------------------------------------------
@@ -86,6 +94,7 @@ bool nm_is_read_op(in bit<8> op) {
 @noWarn("unused") const bit<16> SLOT_COUNT = 16384;  // slots per keyspace
 @noWarn("unused") const bit<32> MAX_KEYSPACES = 4;
 @noWarn("unused") const bit<32> SLOT_MAP_SIZE = 65536;  // slot_map register entries
+@noWarn("unused") const bit<32> NO_EPOCH = 0;  // slot_epoch: the slot never migrated
 @noWarn("unused") const bit<32> OP_COUNTER_SIZE = 256;  // one op_counter cell per op byte
 
 // --- Service ports: udp.dstPort & SERVICE_PORT_MASK == SERVICE_PORT_BASE -------------------------

@@ -12,6 +12,7 @@ control NetMigrateDeparser(packet_out packet, in headers_t hdr) {
         packet.emit(hdr.ipv4);
         packet.emit(hdr.udp);
         packet.emit(hdr.nm);
+        packet.emit(hdr.nm_control);
     }
 }
 

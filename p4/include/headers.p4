@@ -75,6 +75,7 @@ struct headers_t {
     ipv4_t       ipv4;
     udp_t        udp;
     nm_t         nm;
+    nm_control_t nm_control;  // control ops only: the slot's epoch
 }
 
 // One accepted slot transition (SLOT_START or SLOT_COMPLETE), sent to the controller.
@@ -98,6 +99,7 @@ struct metadata_t {
     server_id_t owner_raw;     // owner byte as stored (NO_SERVER: keyspace default)
     server_id_t owner;         // owner byte resolved to a server
     server_id_t target;        // NO_SERVER: the slot is stable
+    bit<32>     epoch;         // slot_epoch entry (NO_EPOCH for a bad slot)
     // table results
     bit<1>      sender_ok;
     bit<1>      server_known;

@@ -17,6 +17,15 @@ control NetMigrateIngress(inout headers_t hdr,
     @id(0x16000001)
     register<bit<16>>(SLOT_MAP_SIZE) slot_map;
 
+    // Same index as slot_map: the epoch of the slot's latest migration. A transition must
+    // carry it (COMPLETE, a resent START) or exceed it (a new START), so a replayed or delayed
+    // transition of an earlier migration changes nothing. NO_EPOCH: the switch does not know
+    // it (the slot never migrated here, or its entry was restored without it after a
+    // restart): a COMPLETE or resent START then sets it, so that the migration in flight can
+    // finish.
+    @id(0x16000002)
+    register<bit<32>>(SLOT_MAP_SIZE) slot_epoch;
+
     @id(0x12000001)
     counter(OP_COUNTER_SIZE, CounterType.packets_and_bytes) op_counter;
 
@@ -184,6 +193,7 @@ control NetMigrateIngress(inout headers_t hdr,
             meta.slot_ok = 0;
             meta.owner_raw = NO_SERVER;
             meta.target = NO_SERVER;
+            meta.epoch = NO_EPOCH;
             meta.owner = meta.default_owner;
             if (hdr.nm.slot < SLOT_COUNT && meta.slot_base < SLOT_MAP_SIZE
                     && (bit<32>)hdr.nm.slot < SLOT_MAP_SIZE - meta.slot_base) {
@@ -193,6 +203,7 @@ control NetMigrateIngress(inout headers_t hdr,
                 slot_map.read(entry, meta.slot_index);
                 meta.owner_raw = entry[15:8];
                 meta.target = entry[7:0];
+                slot_epoch.read(meta.epoch, meta.slot_index);
                 if (meta.owner_raw != NO_SERVER) {
                     meta.owner = meta.owner_raw;
                 }
@@ -229,8 +240,9 @@ control NetMigrateIngress(inout headers_t hdr,
         }
 
         if (is_cpu_op) {
-            // SLOT_SET / SLOT_READ: only the controller, answered with a packet-in.
-            if (standard_metadata.ingress_port != CPU_PORT) {
+            // SLOT_SET / SLOT_READ: only the controller, with the control body, answered
+            // with a packet-in.
+            if (standard_metadata.ingress_port != CPU_PORT || !hdr.nm_control.isValid()) {
                 meta.decision = DECISION_CPU_OP_REJECTED;
                 drop();
             } else if (meta.slot_ok == 0) {
@@ -241,39 +253,72 @@ control NetMigrateIngress(inout headers_t hdr,
                     slot_map.write(meta.slot_index, hdr.nm.source_id ++ hdr.nm.target_id);
                     meta.owner_raw = hdr.nm.source_id;
                     meta.target = hdr.nm.target_id;
+                    // Epochs never go back: a restore raises the slot's epoch to what the
+                    // agents know, a rewrite that names a lower one keeps the switch's.
+                    if (hdr.nm_control.epoch > meta.epoch) {
+                        slot_epoch.write(meta.slot_index, hdr.nm_control.epoch);
+                        meta.epoch = hdr.nm_control.epoch;
+                    }
                 }
                 hdr.nm.op = op | REPLY_BIT;
                 hdr.nm.source_id = meta.owner_raw;
                 hdr.nm.target_id = meta.target;
+                hdr.nm_control.epoch = meta.epoch;
                 hdr.udp.checksum = 0;
                 standard_metadata.egress_spec = CPU_PORT;
                 meta.packet_in_reason = PACKET_IN_REASON_SLOT_MAP;
                 meta.decision = DECISION_CPU_OP;
             }
         } else if (is_transition) {
-            // SLOT_START / SLOT_COMPLETE: only from the slot's owner, naming a known server.
+            // SLOT_START / SLOT_COMPLETE: only from the slot's owner, naming a known server,
+            // with the epoch of the slot's migration: a new START must exceed the slot's
+            // epoch, a resent START and a COMPLETE must carry it. One that passes every other
+            // check but not this one is a transition of an earlier migration: stale.
             server_id_t src = hdr.nm.source_id;
             server_id_t tgt = hdr.nm.target_id;
             bool accepted = false;
             bool changed = false;
-            if (meta.slot_ok == 1 && meta.sender_ok == 1 && meta.server_known == 1) {
+            bool stale = false;
+            if (meta.slot_ok == 1 && meta.sender_ok == 1 && meta.server_known == 1
+                    && hdr.nm_control.isValid()) {
+                bit<32> epoch = hdr.nm_control.epoch;
                 if (op == OP_SLOT_START) {
                     if (src == meta.owner && tgt != NO_SERVER && tgt != meta.owner) {
                         if (meta.target == NO_SERVER) {
-                            slot_map.write(meta.slot_index, meta.owner_raw ++ tgt);
-                            accepted = true;
-                            changed = true;
+                            if (epoch > meta.epoch) {
+                                slot_map.write(meta.slot_index, meta.owner_raw ++ tgt);
+                                slot_epoch.write(meta.slot_index, epoch);
+                                accepted = true;
+                                changed = true;
+                            } else {
+                                stale = true;
+                            }
                         } else if (meta.target == tgt) {
-                            accepted = true;  // a resent START: nothing changes
+                            if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
+                                slot_epoch.write(meta.slot_index, epoch);
+                                accepted = true;  // a resent START: the entry stays
+                            } else {
+                                stale = true;
+                            }
                         }
                     }
                 } else {
                     if (src == meta.owner && meta.target != NO_SERVER && tgt == meta.target) {
-                        slot_map.write(meta.slot_index, tgt ++ NO_SERVER);
-                        accepted = true;
-                        changed = true;
+                        if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
+                            slot_map.write(meta.slot_index, tgt ++ NO_SERVER);
+                            slot_epoch.write(meta.slot_index, epoch);
+                            accepted = true;
+                            changed = true;
+                        } else {
+                            stale = true;
+                        }
                     } else if (meta.owner == tgt && meta.target == NO_SERVER) {
-                        accepted = true;  // a resent COMPLETE: nothing changes
+                        if (epoch == meta.epoch || meta.epoch == NO_EPOCH) {
+                            slot_epoch.write(meta.slot_index, epoch);
+                            accepted = true;  // a resent COMPLETE: the entry stays
+                        } else {
+                            stale = true;
+                        }
                     }
                 }
             }
@@ -289,6 +334,9 @@ control NetMigrateIngress(inout headers_t hdr,
                 meta.decision = DECISION_TRANSITION_ACCEPTED;
                 meta.steered = 1;
                 meta.forward = 1;
+            } else if (stale) {
+                meta.decision = DECISION_TRANSITION_STALE;
+                drop();
             } else {
                 meta.decision = DECISION_TRANSITION_REJECTED;
                 drop();

@@ -1,5 +1,5 @@
 /*
- * Parser: [packet_out] ethernet / ipv4 / udp / nm.
+ * Parser: [packet_out] ethernet / ipv4 / udp / nm [/ nm_control].
  *
  * A frame too short for a header leaves that header invalid; BMv2 then starts ingress with
  * parser_error set and the rest of the frame as payload, which is what the pipeline wants:
@@ -53,6 +53,19 @@ parser NetMigrateParser(packet_in packet,
 
     state parse_nm {
         packet.extract(hdr.nm);
+        // Control requests carry the slot's epoch right after the header (replies, with
+        // REPLY_BIT set, are not parsed further: they are forwarded as plain IPv4).
+        transition select(hdr.nm.op) {
+            OP_SLOT_START: parse_nm_control;
+            OP_SLOT_COMPLETE: parse_nm_control;
+            OP_SLOT_SET: parse_nm_control;
+            OP_SLOT_READ: parse_nm_control;
+            default: accept;
+        }
+    }
+
+    state parse_nm_control {
+        packet.extract(hdr.nm_control);
         transition accept;
     }
 }

@@ -228,7 +228,7 @@ async def test_bad_keyspace_op_and_malformed_datagrams(raw_agent, cluster_redis)
     agent, rpc = await raw_agent()
     r = await rpc(Op.GET, Get(b"k"), keyspace=50001)
     assert r.header.status == Status.BAD_REQUEST and "keyspace" in r.body.message
-    r = await rpc(Op.SLOT_START, Control())
+    r = await rpc(Op.SLOT_START, Control(1))
     assert r.header.status == Status.BAD_REQUEST
 
     # Malformed, header readable: BAD_REQUEST naming the request id.

@@ -17,12 +17,12 @@ KEY = b"{" + slot_tag(SLOT) + b"}:k"
 
 
 def transition(
-    op: Op, *, source: int = 1, target: int = 2, slot: int = SLOT, rid: int = 9
+    op: Op, *, source: int = 1, target: int = 2, slot: int = SLOT, rid: int = 9, epoch: int = 1
 ) -> bytes:
     header = Header(
         op=int(op), request_id=rid, keyspace=KEYSPACE, slot=slot, source_id=source, target_id=target
     )
-    return encode(header, Control())
+    return encode(header, Control(epoch))
 
 
 async def test_start_hold_complete(raw_agent, cluster_redis) -> None:
@@ -44,6 +44,7 @@ async def test_start_hold_complete(raw_agent, cluster_redis) -> None:
         ack = decode((await peer.recv())[0])
         assert ack.header.op == Op.SLOT_START | REPLY_BIT and ack.header.status == Status.OK
         assert ack.header.request_id == rid
+        assert ack.body == Control(1)  # the acknowledgement names its migration
     assert agent.table.state(SLOT) == SlotState.MIGRATING_IN
     r = cluster_redis.client()
     assert r.get(marker_key(SLOT)) == b"1"
@@ -83,3 +84,48 @@ async def test_start_hold_complete(raw_agent, cluster_redis) -> None:
     assert decode((await peer.recv())[0]).header.status == Status.OK
     assert (await rpc(Op.SET, Set(KEY, b"mine"))).header.status == Status.OK
     assert r.get(KEY) == b"mine"
+
+
+async def test_stale_transitions_are_dropped_unanswered(raw_agent, cluster_redis) -> None:
+    """A transition of an earlier migration of the slot (by epoch) changes nothing here and
+    gets no answer; the current migration's go through."""
+    agent, rpc = await raw_agent(server_id=2, initial_slots=frozenset())
+    peer, addr = rpc.peer, rpc.address
+
+    def counted() -> int:
+        return agent.target.counters["target_stale_transitions"]
+
+    # Migration 5 of the slot comes in and completes.
+    peer.send(transition(Op.SLOT_START, epoch=5), addr)
+    assert decode((await peer.recv())[0]).body == Control(5)
+    # During it: a START and a COMPLETE of another epoch are dropped.
+    for op, epoch in ((Op.SLOT_START, 4), (Op.SLOT_START, 6), (Op.SLOT_COMPLETE, 4)):
+        peer.send(transition(op, epoch=epoch), addr)
+    await peer.expect_silence(0.2)
+    assert agent.table.state(SLOT) == SlotState.MIGRATING_IN
+    assert counted() == 3
+    peer.send(transition(Op.SLOT_COMPLETE, epoch=5), addr)
+    assert decode((await peer.recv())[0]).body == Control(5)
+    assert agent.table.state(SLOT) == SlotState.OWNED
+    # A resent COMPLETE of another migration: dropped; of this one: confirmed.
+    peer.send(transition(Op.SLOT_COMPLETE, epoch=4), addr)
+    await peer.expect_silence(0.2)
+    assert counted() == 4
+    peer.send(transition(Op.SLOT_COMPLETE, epoch=5), addr)
+    assert decode((await peer.recv())[0]).body == Control(5)
+
+    # The epoch outlives the slot's record: after a restart of the agent on the same Redis...
+    await asyncio.sleep(0.1)
+    assert await MigrationStore(agent._admin, 0, 2, agent.table).load_slots() == {}
+    store = MigrationStore(agent._admin, 0, 2, agent.table)
+    assert (await store.load_epochs())[SLOT] == 5
+    # ...and once the slot is not owned here any more, an old START cannot open it again.
+    agent.table.set_state([SLOT], SlotState.NOT_OWNED)
+    for epoch in (1, 5):
+        peer.send(transition(Op.SLOT_START, epoch=epoch), addr)
+    await peer.expect_silence(0.2)
+    assert agent.table.state(SLOT) == SlotState.NOT_OWNED
+    assert counted() == 6
+    peer.send(transition(Op.SLOT_START, epoch=6), addr)
+    assert decode((await peer.recv())[0]).body == Control(6)
+    assert agent.table.state(SLOT) == SlotState.MIGRATING_IN

@@ -34,7 +34,7 @@ async def test_a_refused_write_leaves_the_key_non_authoritative(raw_agent, clust
         source_id=SOURCE,
         target_id=TARGET,
     )
-    rpc.peer.send(encode(start, Control()), rpc.address)
+    rpc.peer.send(encode(start, Control(1)), rpc.address)
     assert decode((await rpc.peer.recv())[0]).header.status == Status.OK
     async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.control_port}") as channel:
         stub = control_pb2_grpc.AgentControlStub(channel)

@@ -35,7 +35,7 @@ def transition(op: Op, slot: int, rid: int) -> bytes:
         source_id=SOURCE,
         target_id=TARGET,
     )
-    return encode(header, Control())
+    return encode(header, Control(1))
 
 
 async def acks(peer, n: int) -> dict[int, int]:  # type: ignore[no-untyped-def]

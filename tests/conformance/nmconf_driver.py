@@ -23,6 +23,8 @@ from scapy.utils import checksum
 from netmigrate.lab import Host
 from netmigrate.protocol.codec import Header
 from netmigrate.protocol.constants import (
+    CONTROL,
+    CONTROL_OPS,
     CPU_PORT,
     PACKET_IN_REASON_SLOT_MAP,
     REPLY_BIT,
@@ -38,6 +40,10 @@ CONTROLLER_PORT = 39999
 
 _slot_numbers = itertools.count(100)
 _request_ids = itertools.count(0x0000_0001_0000_0001)
+#: The epoch a test's transitions carry unless it says otherwise: every test migrates a fresh
+#: slot (epoch 0 on the switch), and slot_set raises it to this, so the transition of the
+#: slot's one migration is accepted.
+EPOCH = 1
 
 
 def checksum_problems(raw: bytes) -> list[str]:
@@ -87,6 +93,8 @@ class Conformance:
         self.test = test
         self.world = world
         self._touched: set[tuple[int, int]] = set()
+        #: The epoch in the switch's latest SLOT_SET / SLOT_READ answer.
+        self.last_epoch = 0
 
     # --- hygiene between tests ---
 
@@ -172,9 +180,14 @@ class Conformance:
         *,
         ip_src: str | None = None,
         port: int | None = None,
+        epoch: int | None = EPOCH,
     ) -> tuple[int, FrameSpec]:
-        """(ingress port, frame) of a datagram server ``server`` sends to ``ks``'s address."""
+        """(ingress port, frame) of a datagram server ``server`` sends to ``ks``'s address;
+        a control op carries ``epoch`` (None: no control body)."""
         h = server.host
+        payload = b""
+        if header.op in CONTROL_OPS and epoch is not None:
+            payload = CONTROL.pack(epoch)
         spec = FrameSpec(
             eth_src=h.mac,
             eth_dst=h.switch_mac,
@@ -183,6 +196,7 @@ class Conformance:
             sport=server.udp_port,
             dport=ks.udp_port,
             header=header,
+            payload=payload,
         )
         if header.op in (Op.SLOT_START, Op.SLOT_COMPLETE) and header.slot < SLOT_COUNT:
             self._touched.add((ks.id, header.slot))
@@ -211,7 +225,7 @@ class Conformance:
 
     # --- the slot map through the CPU port ---
 
-    def cpu_frame(self, ks: Keyspace, header: Header) -> FrameSpec:
+    def cpu_frame(self, ks: Keyspace, header: Header, epoch: int | None = 0) -> FrameSpec:
         return FrameSpec(
             eth_src=CONTROLLER_MAC,
             eth_dst=self.world.client.switch_mac,
@@ -220,20 +234,23 @@ class Conformance:
             sport=CONTROLLER_PORT,
             dport=ks.udp_port,
             header=header,
+            payload=b"" if epoch is None else CONTROL.pack(epoch),
             # The switch answers with the same frame, NetMigrate header changed: a UDP
             # checksum of 0 ("none") stays valid, a computed one would not.
             udp_chksum=0,
         )
 
-    def cpu_op(self, ks: Keyspace, header: Header) -> tuple[int, int]:
-        """Send SLOT_SET / SLOT_READ as packet-out; check the packet-in; (owner_raw, target)."""
-        spec = self.cpu_frame(ks, header)
+    def cpu_op(self, ks: Keyspace, header: Header, epoch: int = 0) -> tuple[int, int]:
+        """Send SLOT_SET / SLOT_READ (with ``epoch``) as packet-out; check the packet-in;
+        (owner_raw, target). The slot's epoch it answers is kept in ``last_epoch``."""
+        spec = self.cpu_frame(ks, header, epoch)
         self.p4rt.packet_out(bytes(spec.build()), submit=True)
         pin = self.p4rt.next_packet_in()
         assert pin is not None, f"no packet-in answered {Op(header.op).name} slot {header.slot}"
         assert pin.metadata.get("ingress_port") == CPU_PORT, pin
         assert pin.metadata.get("reason") == PACKET_IN_REASON_SLOT_MAP, pin
         reply = nm_of(pin.payload)
+        self.last_epoch = CONTROL.unpack_from(pin.payload, len(pin.payload) - CONTROL.size)[0]
         expected = replace(
             spec,
             header=replace(
@@ -242,24 +259,41 @@ class Conformance:
                 source_id=reply.source_id,
                 target_id=reply.target_id,
             ),
+            payload=CONTROL.pack(self.last_epoch),
         ).build()
         assert pin.payload == bytes(expected), (
-            f"packet-in is not the request frame with op|REPLY_BIT and the slot's ids:\n"
+            f"packet-in is not the request frame with op|REPLY_BIT and the slot's ids and "
+            f"epoch:\n"
             f"got      {pin.payload.hex()}\nexpected {bytes(expected).hex()}"
         )
         return reply.source_id, reply.target_id
 
     def slot_set(
-        self, ks: Keyspace, slot: int, owner: int, target: int, *, track: bool = True
+        self,
+        ks: Keyspace,
+        slot: int,
+        owner: int,
+        target: int,
+        *,
+        track: bool = True,
+        epoch: int = EPOCH,
     ) -> tuple[int, int]:
+        """Write the slot's entry; its epoch becomes at least ``epoch`` (never lower)."""
         if track:
             self._touched.add((ks.id, slot))
-        got = self.cpu_op(ks, self.header(Op.SLOT_SET, ks, slot, source_id=owner, target_id=target))
+        header = self.header(Op.SLOT_SET, ks, slot, source_id=owner, target_id=target)
+        got = self.cpu_op(ks, header, epoch)
         assert got == (owner, target), f"SLOT_SET {ks.id}/{slot} := {owner},{target} gave {got}"
+        assert self.last_epoch >= epoch, f"SLOT_SET {ks.id}/{slot} epoch {epoch}: {self.last_epoch}"
         return got
 
     def slot_read(self, ks: Keyspace, slot: int) -> tuple[int, int]:
         return self.cpu_op(ks, self.header(Op.SLOT_READ, ks, slot))
+
+    def epoch_read(self, ks: Keyspace, slot: int) -> int:
+        """The slot's epoch on the switch (SLOT_READ's answer)."""
+        self.slot_read(ks, slot)
+        return self.last_epoch
 
     # --- counters and digests ---
 

@@ -78,3 +78,26 @@ def test_slot_set_from_cpu_changes_where_requests_go(sw: Conformance):
         sw.send(sw.world.client.switch_port, req)
         sw.expect(dest.port, sw.steered(req, dest))
     sw.expect_none()
+
+
+def test_slot_set_raises_the_epoch_and_never_lowers_it(sw: Conformance):
+    ka = sw.world.ka
+    slot = sw.fresh_slot()
+    assert sw.epoch_read(ka, slot) == 0
+    sw.slot_set(ka, slot, 2, 0, epoch=7)
+    assert sw.last_epoch == 7
+    sw.slot_set(ka, slot, 3, 0, epoch=4)  # the entry is written, the epoch stays
+    assert sw.last_epoch == 7
+    assert (sw.slot_read(ka, slot), sw.last_epoch) == ((3, 0), 7)
+
+
+@pytest.mark.parametrize("op", [Op.SLOT_SET, Op.SLOT_READ])
+def test_cpu_ops_without_their_epoch_are_dropped(sw: Conformance, op: Op):
+    ka = sw.world.ka
+    slot = sw.fresh_slot()
+    header = sw.header(op, ka, slot, source_id=3, target_id=2)
+    with sw.counting() as delta:
+        sw.p4rt.packet_out(bytes(sw.cpu_frame(ka, header, epoch=None).build()), submit=True)
+        sw.expect_none()
+    assert sw.decisions(delta) == {"CPU_OP_REJECTED": 1}
+    assert sw.slot_read(ka, slot) == (0, 0)

@@ -124,7 +124,7 @@ async def test_write_that_reads_back_differently_is_an_error():
     with pytest.raises(SlotMapError) as info:
         await io.write({0: SlotEntry(2, 0), 1: SlotEntry(2, 0)})
     assert "2 slots read back differently, first slot 0" in str(info.value)
-    assert "SlotEntry(owner=9, target=0)" in str(info.value)
+    assert "SlotEntry(owner=9, target=0, epoch=0)" in str(info.value)
 
 
 def test_bad_arguments():
@@ -133,3 +133,15 @@ def test_bad_arguments():
         SlotMapIO(stream, KEYSPACE, window=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         SlotEntry(255, 0)
+
+
+async def test_slot_set_carries_the_epoch_and_the_answers_report_it() -> None:
+    stream = LossyStream(lose_every=10**6, late_every=10**6)
+    io = SlotMapIO(stream, KEYSPACE)  # type: ignore[arg-type]
+    got = await io.write({4: SlotEntry(2, 0, epoch=5)})
+    assert (got[4], got[4].epoch) == (SlotEntry(2, 0), 5)
+    # A rewrite without an epoch keeps the switch's: epochs never go back.
+    got = await io.write({4: SlotEntry(3, 0)})
+    assert (got[4], got[4].epoch) == (SlotEntry(3, 0), 5)
+    read = await io.read([4, 5])
+    assert (read[4].epoch, read[5].epoch) == (5, 0)

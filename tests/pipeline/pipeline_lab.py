@@ -102,6 +102,12 @@ class MemoryState:
     def set_slot(self, index: int, owner: int, target: int) -> None:
         self.registers["NetMigrateIngress.slot_map"][index] = (owner << 8) | target
 
+    def set_epoch(self, index: int, epoch: int) -> None:
+        self.registers["NetMigrateIngress.slot_epoch"][index] = epoch
+
+    def epoch(self, index: int) -> int:
+        return self.registers["NetMigrateIngress.slot_epoch"].get(index, 0)
+
     def slot(self, index: int) -> tuple[int, int]:
         v = self.registers["NetMigrateIngress.slot_map"].get(index, 0)
         return v >> 8, v & 0xFF

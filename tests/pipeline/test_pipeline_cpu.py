@@ -17,6 +17,7 @@ from scapy.layers.inet import IP, UDP
 from support.scapy_layer import NetMigrate, PacketOut
 
 from netmigrate.protocol.constants import (
+    CONTROL,
     CPU_PORT,
     PACKET_IN_REASON_SLOT_MAP,
     REPLY_BIT,
@@ -31,8 +32,11 @@ SLOT = 5
 IDX = SLOT_BASE + SLOT
 
 
-def cpu_op(op: int, owner: int = 0, target: int = 0, slot: int = SLOT) -> bytes:
-    return bytes(request(op, slot, source_id=owner, target_id=target, body=b""))
+def cpu_op(
+    op: int, owner: int = 0, target: int = 0, slot: int = SLOT, epoch: int | None = 0
+) -> bytes:
+    body = b"" if epoch is None else CONTROL.pack(epoch)
+    return bytes(request(op, slot, source_id=owner, target_id=target, body=body))
 
 
 def from_cpu(state: MemoryState, frame: bytes, submit: int = 1, port: int = 0) -> list:
@@ -167,3 +171,30 @@ def test_process_packet_out_rejects_bad_metadata(state: MemoryState, meta: dict)
 
 def test_scapy_packet_out_layer_matches_the_encoder() -> None:
     assert bytes(PacketOut(egress_port=300, submit_to_ingress=1)) == encode_packet_out(300, 1)
+
+
+def epoch_of(frame: bytes) -> int:
+    return CONTROL.unpack_from(frame, len(frame) - CONTROL.size)[0]
+
+
+def test_slot_set_raises_the_epoch_and_never_lowers_it(state: MemoryState) -> None:
+    [out] = from_cpu(state, cpu_op(Op.SLOT_SET, 3, 0, epoch=7))
+    assert (state.slot(IDX), state.epoch(IDX)) == ((3, 0), 7)
+    assert epoch_of(out.frame) == 7
+    [out] = from_cpu(state, cpu_op(Op.SLOT_SET, 2, 0, epoch=5))
+    assert (state.slot(IDX), state.epoch(IDX)) == ((2, 0), 7)
+    assert epoch_of(out.frame) == 7  # the answer says what the switch has
+
+
+def test_slot_read_answers_the_epoch(state: MemoryState) -> None:
+    state.set_epoch(IDX, 12)
+    [out] = from_cpu(state, cpu_op(Op.SLOT_READ, epoch=0))
+    assert epoch_of(out.frame) == 12
+    assert state.epoch(IDX) == 12
+
+
+@pytest.mark.parametrize("op", [Op.SLOT_SET, Op.SLOT_READ])
+def test_cpu_ops_without_their_epoch_are_rejected(state: MemoryState, op: int) -> None:
+    assert from_cpu(state, cpu_op(op, 3, 2, epoch=None)) == []
+    assert state.slot(IDX) == (0, 0)
+    assert state.decisions() == {Decision.CPU_OP_REJECTED: 1}

@@ -62,6 +62,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 keys = st.binary(max_size=40)
 values = st.binary(max_size=300)
+epochs = st.builds(Control, st.integers(0, 2**32 - 1))
 u16 = st.integers(0, 0xFFFF)
 flags = st.sampled_from([0, *(int(f) for f in Flag if f), int(Flag.DOUBLE_READ | Flag.TO_TARGET)])
 
@@ -108,10 +109,10 @@ REQUEST_BODIES = {
         st.sampled_from([2, 3]),
         st.just(True),
     ),
-    Op.SLOT_START: st.just(Control()),
-    Op.SLOT_COMPLETE: st.just(Control()),
-    Op.SLOT_SET: st.just(Control()),
-    Op.SLOT_READ: st.just(Control()),
+    Op.SLOT_START: epochs,
+    Op.SLOT_COMPLETE: epochs,
+    Op.SLOT_SET: epochs,
+    Op.SLOT_READ: epochs,
 }
 OK_REPLY_BODIES = {
     Op.GET: st.builds(ValueReply, values),
@@ -122,10 +123,10 @@ OK_REPLY_BODIES = {
     Op.MSET: st.just(Empty()),
     Op.CMD_READ: st.builds(RespReply, values),
     Op.CMD_WRITE: st.builds(RespReply, values),
-    Op.SLOT_START: st.just(Empty()),
-    Op.SLOT_COMPLETE: st.just(Empty()),
-    Op.SLOT_SET: st.just(Empty()),
-    Op.SLOT_READ: st.just(Empty()),
+    Op.SLOT_START: epochs,
+    Op.SLOT_COMPLETE: epochs,
+    Op.SLOT_SET: epochs,
+    Op.SLOT_READ: epochs,
 }
 assert set(REQUEST_BODIES) == set(Op) == set(OK_REPLY_BODIES)
 
@@ -179,10 +180,10 @@ EXAMPLES = {
         Command(((b"HSET", b"h", b"f", b"v"), (b"EXPIRE", b"h", b"9")), 3, True),
         RespReply(b"*2\r\n:1\r\n:1\r\n"),
     ),
-    Op.SLOT_START: (Control(), Empty()),
-    Op.SLOT_COMPLETE: (Control(), Empty()),
-    Op.SLOT_SET: (Control(), Empty()),
-    Op.SLOT_READ: (Control(), Empty()),
+    Op.SLOT_START: (Control(7), Control(7)),
+    Op.SLOT_COMPLETE: (Control(7), Control(7)),
+    Op.SLOT_SET: (Control(0), Control(3)),
+    Op.SLOT_READ: (Control(0), Control(2**32 - 1)),
 }
 
 
@@ -455,3 +456,18 @@ def test_malformed_request_gets_a_decodable_bad_request() -> None:
 )
 def test_malformed_datagrams_that_get_no_answer(raw: bytes) -> None:
     assert reply_to_malformed(_error_for(raw)) is None
+
+
+def test_control_ops_carry_a_fixed_epoch() -> None:
+    # The switch parses the epoch as a fixed header right after nm: exactly CONTROL_LEN bytes.
+    header = Header(op=Op.SLOT_START, request_id=1, slot=5, keyspace=1, source_id=1, target_id=2)
+    datagram = encode(header, Control(0x01020304))
+    assert datagram[HEADER_LEN:] == b"\x01\x02\x03\x04"
+    with pytest.raises(ProtocolError):
+        decode(datagram[:-1])  # a transition without its whole epoch
+    with pytest.raises(ProtocolError):
+        decode(datagram + b"\x00")
+    with pytest.raises(ValueError):
+        Control(2**32)
+    with pytest.raises(ValueError):
+        Control(-1)

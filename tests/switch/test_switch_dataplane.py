@@ -19,7 +19,7 @@ from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entrie
 from netmigrate.lab.switch_process import run_switch, switch_argv
 from netmigrate.lab.veth_topology import host_socket
 from netmigrate.p4rt.frames import udp_frame, udp_payload
-from netmigrate.protocol.codec import Get, Header, decode_header, encode_request
+from netmigrate.protocol.codec import Control, Get, Header, decode_header, encode, encode_request
 from netmigrate.protocol.constants import (
     PACKET_IN_REASON_SLOT_MAP,
     REPLY_BIT,
@@ -121,7 +121,7 @@ async def test_slot_read_answers_with_a_packet_in(switch_with_ports):
     async with fy.Switch("c", sw_proc.address, primary_options()) as sw:
         await install(sw)
         header = Header(op=Op.SLOT_SET, request_id=77, keyspace=1, slot=9, source_id=2, target_id=1)
-        frame = udp_frame(header.pack(), dst_ip=SERVICE_IP, dst_port=SERVICE_PORT_BASE)
+        frame = udp_frame(encode(header, Control(4)), dst_ip=SERVICE_IP, dst_port=SERVICE_PORT_BASE)
         packets = sw.read_packets()
         first = asyncio.ensure_future(anext(packets))
         await asyncio.sleep(0)  # the iterator registers its queue on its first step

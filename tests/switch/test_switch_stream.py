@@ -17,19 +17,24 @@ from support.pki import make_pki
 from netmigrate.lab.forwarding import SERVICE_IP, lab_servers, netmigrate_entries
 from netmigrate.lab.switch_process import run_switch
 from netmigrate.p4rt.frames import udp_frame, udp_payload
-from netmigrate.protocol.codec import Header, decode_header
+from netmigrate.protocol.codec import Control, Header, decode_header, encode
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, Op
 
 SERVERS = lab_servers([1, 2, 3])
 DIGEST = "slot_transition_t"
 
 
-def control_frame(op: Op, slot: int, source: int, target: int, rid: int = 1) -> bytes:
+def control_frame(
+    op: Op, slot: int, source: int, target: int, rid: int = 1, epoch: int = 1
+) -> bytes:
     header = Header(
         op=op, request_id=rid, keyspace=1, slot=slot, source_id=source, target_id=target
     )
     return udp_frame(
-        header.pack(), dst_ip=SERVICE_IP, dst_port=SERVICE_PORT_BASE, src_ip=f"10.9.0.{source}"
+        encode(header, Control(epoch)),
+        dst_ip=SERVICE_IP,
+        dst_port=SERVICE_PORT_BASE,
+        src_ip=f"10.9.0.{source}",
     )
 
 
@@ -93,7 +98,8 @@ async def test_digest_lists_dedup_and_acks(switch):
         # Reset the slot and start it again: same digest data, not acknowledged -> suppressed.
         await sw.write([to_ingress(control_frame(Op.SLOT_SET, 5, 0, 0))])
         nxt = await started(digests)
-        await sw.write([to_ingress(control_frame(Op.SLOT_START, 5, 1, 2))])
+        # A new migration of the slot: a higher epoch (SLOT_SET does not lower the switch's).
+        await sw.write([to_ingress(control_frame(Op.SLOT_START, 5, 1, 2, epoch=2))])
         await asyncio.sleep(0.3)
         assert not nxt.done()
         [cell] = [c async for c in sw.read(fy.P4RegisterEntry("slot_map", index=5))]
@@ -102,7 +108,7 @@ async def test_digest_lists_dedup_and_acks(switch):
         # After the ack the same data is news again.
         await sw.write([first.ack()])
         await sw.write([to_ingress(control_frame(Op.SLOT_SET, 5, 0, 0))])
-        await sw.write([to_ingress(control_frame(Op.SLOT_START, 5, 1, 2))])
+        await sw.write([to_ingress(control_frame(Op.SLOT_START, 5, 1, 2, epoch=3))])
         second = await asyncio.wait_for(nxt, 5)
         assert list(second) == [expected]
         assert second.list_id != first.list_id

@@ -124,6 +124,7 @@ class Agent:
                 self._admin, cfg.keyspace, cfg.server_id, self.table, redis_target=cfg.redis
             )
             records = await store.load_slots()
+            await store.load_epochs()
             self._peers = Peers(cfg.peer_tls)
             self.target = TargetSide(
                 datapath=self._datapath,

@@ -249,7 +249,7 @@ class DataPath(GenericPath):
                     )
                     self._refuse(fields, addr, _BAD_REQUEST, message)
                     return
-                self.target.on_transition(fields, addr)
+                self.target.on_transition(fields, body.epoch, addr)
                 return
             self._refuse(fields, addr, _BAD_REQUEST, f"op 0x{op:02x} is not served here")
             return

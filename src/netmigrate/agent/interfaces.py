@@ -36,8 +36,9 @@ class TransitionReplies(Protocol):
 
 
 class IncomingSlots(Protocol):
-    def on_transition(self, fields: HeaderFields, addr: Address) -> None:
-        """A SLOT_START or SLOT_COMPLETE request, in arrival order with client requests."""
+    def on_transition(self, fields: HeaderFields, epoch: int, addr: Address) -> None:
+        """A SLOT_START or SLOT_COMPLETE request (of the migration ``epoch``), in arrival
+        order with client requests."""
         ...
 
     def handle(

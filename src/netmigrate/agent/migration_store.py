@@ -6,9 +6,13 @@ Next to the ownership bitmap of :mod:`~netmigrate.agent.slot_store` (hash
 - :data:`~netmigrate.agent.reserved.SLOT_RECORDS_KEY`: slot -> :class:`SlotRecord` (JSON), the
   slot's migration in either role and its phase;
 - :data:`~netmigrate.agent.reserved.MIGRATIONS_KEY`: migration id -> :class:`MigrationRecord`
-  (JSON), the migrations this agent is the source of.
+  (JSON), the migrations this agent is the source of;
+- :data:`~netmigrate.agent.reserved.EPOCHS_KEY`: slot -> the highest transition epoch this agent
+  used (as a source) or accepted (as a target) for the slot. It is written with the slot record
+  that carries a higher epoch, and outlives that record: a slot that comes back must leave
+  again with a higher epoch than any transition of it this agent has seen.
 
-All three live in the reserved slot, so every change is one MULTI/EXEC: the ownership bit and
+All of them live in the reserved slot, so every change is one MULTI/EXEC: the ownership bit and
 the slot's record can never disagree after a crash.
 
 **Group commit.** Changes are written by one writer at a time. Every change asked for while a
@@ -29,7 +33,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from netmigrate.agent.config import RedisTarget
-from netmigrate.agent.reserved import AGENT_STATE_KEY, MIGRATIONS_KEY, SLOT_RECORDS_KEY
+from netmigrate.agent.reserved import (
+    AGENT_STATE_KEY,
+    EPOCHS_KEY,
+    MIGRATIONS_KEY,
+    SLOT_RECORDS_KEY,
+)
 from netmigrate.agent.resp import RespConnection, command_of
 from netmigrate.agent.slots import SlotTable
 
@@ -54,6 +63,8 @@ class SlotRecord:
     keys_copied: int = 0
     keys_total: int = 0
     attempts: int = 0
+    #: The transition epoch of this migration of the slot (its START and COMPLETE carry it).
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         phases = OUT_PHASES if self.role == "out" else IN_PHASES if self.role == "in" else ()
@@ -75,6 +86,7 @@ class SlotRecord:
             self.keys_copied,
             self.keys_total,
             self.attempts,
+            self.epoch,
         )
 
     @classmethod
@@ -97,7 +109,7 @@ _SLOT_FIELDS = tuple(f.name for f in fields(SlotRecord))
 _SLOT_FIELD_SET = frozenset(_SLOT_FIELDS)
 _SLOT_JSON = (
     b'{"slot":%d,"role":%b,"peer":%d,"phase":%b,"migration_id":%b,"started":%b,"frozen":%b,'
-    b'"finished":%b,"keys_copied":%d,"keys_total":%d,"attempts":%d}'
+    b'"finished":%b,"keys_copied":%d,"keys_total":%d,"attempts":%d,"epoch":%d}'
 )
 _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
@@ -181,6 +193,22 @@ class MigrationStore:
         self._writer: asyncio.Task[None] | None = None
         #: MULTI/EXEC round trips so far (each carries one or more changes).
         self.writes = 0
+        #: slot -> highest epoch used or accepted here (EPOCHS_KEY; :meth:`load_epochs`).
+        self._epochs: dict[int, int] = {}
+
+    def epoch(self, slot: int) -> int:
+        """The highest transition epoch of ``slot`` this agent used or accepted (0: none)."""
+        return self._epochs.get(slot, 0)
+
+    def next_epoch(self, slot: int) -> int:
+        """The epoch for a new migration of ``slot`` away from here: above every transition
+        of it this agent has seen, and so (this agent owning it) above the switch's."""
+        return self._epochs.get(slot, 0) + 1
+
+    async def load_epochs(self) -> dict[int, int]:
+        raw: dict[bytes, bytes] = await self._client.hgetall(EPOCHS_KEY)
+        self._epochs = {int(k): int(v) for k, v in raw.items()}
+        return dict(self._epochs)
 
     async def load_slots(self) -> dict[int, SlotRecord]:
         raw: dict[bytes, bytes] = await self._client.hgetall(SLOT_RECORDS_KEY)
@@ -253,9 +281,24 @@ class MigrationStore:
                 records.update(c.slots)
             if c.migration is not None:
                 migrations[c.migration.migration_id] = c.migration
+        epochs = {
+            slot: rec.epoch
+            for slot, rec in records.items()
+            if rec is not None and rec.epoch > self._epochs.get(slot, 0)
+        }
         if self.redis_target is not None:
-            await self._write_raw(owned, records, migrations)
-            return
+            await self._write_raw(owned, records, migrations, epochs)
+        else:
+            await self._write_pipeline(owned, records, migrations, epochs)
+        self._epochs.update(epochs)
+
+    async def _write_pipeline(
+        self,
+        owned: dict[int, bool],
+        records: dict[int, SlotRecord | None],
+        migrations: dict[str, MigrationRecord],
+        epochs: dict[int, int],
+    ) -> None:
         pipe = self._client.pipeline(transaction=True)
         if owned:
             pipe.hset(AGENT_STATE_KEY, b"owned", self._table.owned_bitmap(owned))
@@ -267,6 +310,8 @@ class MigrationStore:
             pipe.hdel(SLOT_RECORDS_KEY, *gone)
         if migrations:
             pipe.hset(MIGRATIONS_KEY, mapping={mid: m.to_json() for mid, m in migrations.items()})
+        if epochs:
+            pipe.hset(EPOCHS_KEY, mapping={str(s): str(e) for s, e in epochs.items()})
         if len(pipe):
             self.writes += 1
             await pipe.execute()
@@ -276,6 +321,7 @@ class MigrationStore:
         owned: dict[int, bool],
         records: dict[int, SlotRecord | None],
         migrations: dict[str, MigrationRecord],
+        epochs: dict[int, int],
     ) -> None:
         commands: list[bytes] = []
         if owned:
@@ -295,6 +341,11 @@ class MigrationStore:
             args = [b"HSET", MIGRATIONS_KEY]
             for mid, m in migrations.items():
                 args += (mid.encode(), m.to_json())
+            commands.append(command_of(args))
+        if epochs:
+            args = [b"HSET", EPOCHS_KEY]
+            for slot, epoch in epochs.items():
+                args += (b"%d" % slot, b"%d" % epoch)
             commands.append(command_of(args))
         if not commands:
             return

@@ -38,6 +38,9 @@ AGENT_STATE_KEY = RESERVED_PREFIX + b"agent"
 SLOT_RECORDS_KEY = RESERVED_PREFIX + b"slots"
 #: Hash: migration id -> JSON record of a migration this agent is the source of.
 MIGRATIONS_KEY = RESERVED_PREFIX + b"migrations"
+#: Hash: slot number -> the highest transition epoch this agent used or accepted for the slot
+#: (docs/decisions.md "Transition epochs"); kept after the slot's record is gone.
+EPOCHS_KEY = RESERVED_PREFIX + b"epochs"
 #: Strings ``<prefix><request id as 16 hex digits>``: the record of a write this agent applied,
 #: written by the same script as the write and expired by Redis (see ``dedup``, D16).
 REQUEST_ID_PREFIX = RESERVED_PREFIX + b"rid:"

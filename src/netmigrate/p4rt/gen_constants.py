@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from netmigrate.protocol import constants as c
-from netmigrate.protocol.layout import NM_LAYOUT
+from netmigrate.protocol.layout import NM_CONTROL_LAYOUT, NM_LAYOUT
 from netmigrate.resources import p4_dir
 
 GENERATOR = "netmigrate gen-p4-constants"
@@ -71,6 +71,13 @@ def render() -> str:
             "header nm_t {",
             *(f"    bit<{width}> {name};" for name, _, width in NM_LAYOUT),
             "}",
+            "",
+            "// Body of the control ops (SLOT_START, SLOT_COMPLETE, SLOT_SET, SLOT_READ), right",
+            "// after nm_t: the slot's transition epoch.",
+            _const(32, "NM_CONTROL_LEN", c.CONTROL_LEN, comment="bytes"),
+            "header nm_control_t {",
+            *(f"    bit<{width}> {name};" for name, _, width in NM_CONTROL_LAYOUT),
+            "}",
         ],
     )
     out += _section("Ops", [_const(8, f"OP_{op.name}", op, hexa=True) for op in c.Op])
@@ -107,6 +114,7 @@ def render() -> str:
             _const(16, "SLOT_COUNT", c.SLOT_COUNT, comment="slots per keyspace"),
             _const(32, "MAX_KEYSPACES", c.MAX_KEYSPACES),
             _const(32, "SLOT_MAP_SIZE", c.SLOT_MAP_SIZE, comment="slot_map register entries"),
+            _const(32, "NO_EPOCH", c.NO_EPOCH, comment="slot_epoch: the slot never migrated"),
             _const(32, "OP_COUNTER_SIZE", 1 << 8, comment="one op_counter cell per op byte"),
         ],
     )

@@ -25,9 +25,13 @@ from netmigrate.p4rt.errors import NotPrimaryError, P4RuntimeError, SlotMapError
 from netmigrate.p4rt.frames import udp_frame, udp_payload
 from netmigrate.p4rt.session import P4RTSession, code_name
 from netmigrate.protocol import slotset
-from netmigrate.protocol.codec import Header, ProtocolError, decode_header
+from netmigrate.protocol.codec import Control, Header, ProtocolError, decode_header, encode
 from netmigrate.protocol.constants import (
+    CONTROL,
+    HEADER_LEN,
+    MAX_EPOCH,
     MAX_SERVER_ID,
+    NO_EPOCH,
     PACKET_IN_REASON_SLOT_MAP,
     REPLY_BIT,
     SLOT_COUNT,
@@ -52,11 +56,16 @@ class SlotEntry:
     owner: int = 0
     #: Migration target server id; 0 means "not migrating".
     target: int = 0
+    #: The slot's transition epoch (slot_epoch). Not part of the entry's identity: a SLOT_SET
+    #: raises the switch's epoch to it and never lowers it, so equal entries may differ here.
+    epoch: int = field(default=NO_EPOCH, compare=False)
 
     def __post_init__(self) -> None:
         for name, v in (("owner", self.owner), ("target", self.target)):
             if not 0 <= v <= MAX_SERVER_ID:
                 raise ValueError(f"slot map {name} {v} out of 0..{MAX_SERVER_ID}")
+        if not NO_EPOCH <= self.epoch <= MAX_EPOCH:
+            raise ValueError(f"slot map epoch {self.epoch} out of {NO_EPOCH}..{MAX_EPOCH}")
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -104,7 +113,7 @@ class SlotMapIO:
     async def write(self, entries: Mapping[int, SlotEntry]) -> dict[int, SlotEntry]:
         """Set each slot's entry; returns what the switch answered (equal to ``entries``)."""
         got = await self._exchange([(s, Op.SLOT_SET, e) for s, e in sorted(entries.items())])
-        wrong = {s: got[s] for s, e in entries.items() if got[s] != e}
+        wrong = {s: got[s] for s, e in entries.items() if got[s] != e or got[s].epoch < e.epoch}
         if wrong:
             first = min(wrong)
             raise SlotMapError(
@@ -123,9 +132,9 @@ class SlotMapIO:
             slot=slot,
             source_id=entry.owner,
             target_id=entry.target,
-        ).pack()
+        )
         return udp_frame(
-            header,
+            encode(header, Control(entry.epoch)),
             dst_ip=self.keyspace.address,
             dst_port=self.keyspace.port,
             src_port=self.keyspace.port,
@@ -194,8 +203,11 @@ class SlotMapIO:
         req = inflight.get(h.request_id)
         if req is None or h.slot != req.slot or h.op != req.op | REPLY_BIT:
             return  # an answer to someone else's request, or a late duplicate
+        epoch = payload[HEADER_LEN : HEADER_LEN + CONTROL.size]
+        if len(epoch) != CONTROL.size:
+            return  # not an answer of this pipeline (it always carries the epoch)
         del inflight[h.request_id]
-        results[req.slot] = SlotEntry(h.source_id, h.target_id)
+        results[req.slot] = SlotEntry(h.source_id, h.target_id, CONTROL.unpack(epoch)[0])
 
     def _check_stream_errors(self, before: int) -> None:
         session = self.session

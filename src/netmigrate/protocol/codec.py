@@ -19,12 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netmigrate.protocol.constants import (
+    CONTROL,
+    CONTROL_LEN,
     COUNT,
     HEADER,
     HEADER_LEN,
     I64,
     KEY_LEN,
+    MAX_EPOCH,
     MAX_SERVER_ID,
+    NO_EPOCH,
     REPLY_BIT,
     RESP_VERSIONS,
     SLOT_COUNT,
@@ -195,7 +199,17 @@ class RespReply:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """Body of SLOT_START / SLOT_COMPLETE / SLOT_SET / SLOT_READ: everything is in the header."""
+    """Body of SLOT_START / SLOT_COMPLETE / SLOT_SET / SLOT_READ and of their OK replies: the
+    slot's transition epoch (the rest is in the header). A transition carries its migration's
+    epoch, and the switch and the agents drop one whose epoch is not the slot's current one;
+    SLOT_SET raises the switch's epoch to it (never lowers it), and the switch answers SLOT_SET
+    and SLOT_READ with the slot's epoch."""
+
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if not NO_EPOCH <= self.epoch <= MAX_EPOCH:
+            raise ValueError(f"epoch {self.epoch} out of {NO_EPOCH}..{MAX_EPOCH}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +252,17 @@ class ErrorReply:
 
 
 Request = Get | Set | Delete | IncrBy | MGet | MSet | Command | Control
-Reply = ValueReply | SetReply | CountReply | IntReply | MGetReply | RespReply | Empty | ErrorReply
+Reply = (
+    ValueReply
+    | SetReply
+    | CountReply
+    | IntReply
+    | MGetReply
+    | RespReply
+    | Empty
+    | ErrorReply
+    | Control
+)
 Body = Request | Reply
 
 _REQUEST_TYPES: dict[Op, type] = {
@@ -327,7 +351,7 @@ _ENCODERS: dict[type, Callable[[object], bytes]] = {
     MSet: lambda b: _count(len(b.items)) + b"".join(_key(k) + _value(v) for k, v in b.items),
     Command: _enc_command,
     RespReply: lambda b: _value(b.data),
-    Control: lambda b: b"",
+    Control: lambda b: CONTROL.pack(b.epoch),
     Empty: lambda b: b"",
     ValueReply: lambda b: b"" if b.value is None else _pack_value_len(len(b.value)) + b.value,
     SetReply: lambda b: b"\x01" if b.applied else b"\x00",
@@ -388,6 +412,7 @@ _count_from = COUNT.unpack_from
 _i64_from = I64.unpack_from
 _u64_from = U64.unpack_from
 _u32_from = U32.unpack_from
+_control_from = CONTROL.unpack_from
 
 
 def _take_key(data: bytes, pos: int) -> tuple[bytes, int]:
@@ -497,8 +522,9 @@ def _dec_resp_reply(data: bytes, pos: int) -> tuple[Reply, int]:
     return RespReply(value), pos
 
 
-def _dec_control(data: bytes, pos: int) -> tuple[Request, int]:
-    return Control(), pos
+def _dec_control(data: bytes, pos: int) -> tuple[Control, int]:
+    end = _take_fixed(data, pos, CONTROL_LEN, "epoch")
+    return Control(_control_from(data, pos)[0]), end
 
 
 _REQUEST_DECODERS: dict[int, Callable[[bytes, int], tuple[Request, int]]] = {
@@ -570,10 +596,10 @@ _OK_REPLY_DECODERS: dict[int, Callable[[bytes, int], tuple[Reply, int]]] = {
     Op.MSET: _dec_empty,
     Op.CMD_READ: _dec_resp_reply,
     Op.CMD_WRITE: _dec_resp_reply,
-    Op.SLOT_START: _dec_empty,
-    Op.SLOT_COMPLETE: _dec_empty,
-    Op.SLOT_SET: _dec_empty,
-    Op.SLOT_READ: _dec_empty,
+    Op.SLOT_START: _dec_control,
+    Op.SLOT_COMPLETE: _dec_control,
+    Op.SLOT_SET: _dec_control,
+    Op.SLOT_READ: _dec_control,
 }
 
 

@@ -16,6 +16,15 @@ VERSION = 1
 HEADER = struct.Struct("!BBBBHHBBQ")
 HEADER_LEN = HEADER.size  # 18 bytes
 
+#: Body of every control op (SLOT_START, SLOT_COMPLETE, SLOT_SET, SLOT_READ) and of their OK
+#: replies, right after the header: the slot's transition epoch (docs/decisions.md "Transition
+#: epochs"). The switch parses it as the ``nm_control`` header, so it is fixed-size.
+CONTROL = struct.Struct("!I")
+CONTROL_LEN = CONTROL.size  # 4 bytes
+#: Epochs are per slot and only grow; 0 means "none yet" (a slot that never migrated).
+NO_EPOCH = 0
+MAX_EPOCH = (1 << (8 * CONTROL_LEN)) - 1
+
 #: Positions of the fields in the tuple ``HEADER.unpack`` returns (and
 #: :func:`netmigrate.protocol.codec.decode_fields` hands out), for hot paths that skip
 #: building a :class:`~netmigrate.protocol.codec.Header`.
@@ -96,6 +105,8 @@ DATA_OPS = WRITE_OPS | READ_OPS
 TRANSITION_OPS = frozenset({Op.SLOT_START, Op.SLOT_COMPLETE})
 #: Ops accepted only from the switch's CPU port.
 CPU_OPS = frozenset({Op.SLOT_SET, Op.SLOT_READ})
+#: Ops whose body is the fixed CONTROL record (the switch parses it as ``nm_control``).
+CONTROL_OPS = TRANSITION_OPS | CPU_OPS
 
 
 class Flag(enum.IntFlag):
@@ -147,6 +158,9 @@ class Decision(enum.IntEnum):
     NO_ROUTE = 9  # plain IPv4 without a route: dropped
     BAD_SLOT = 10  # slot >= SLOT_COUNT: sent to the keyspace default owner
     BAD_CHECKSUM = 11  # IPv4 header (no options) whose checksum does not verify: dropped
+    #: SLOT_START / SLOT_COMPLETE from the owner whose epoch is not the slot's current one (a
+    #: replayed or delayed transition of an earlier migration): dropped.
+    TRANSITION_STALE = 12
 
 
 DECISION_COUNT = 16

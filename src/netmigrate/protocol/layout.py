@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from netmigrate.protocol.constants import HEADER, HEADER_LEN
+from netmigrate.protocol.constants import CONTROL, CONTROL_LEN, HEADER, HEADER_LEN
 
 # --- The NetMigrate header ----------------------------------------------------------------------
 
@@ -30,24 +30,34 @@ NM_FIELD_NAMES = (
 )
 
 
-def _nm_layout() -> tuple[tuple[str, int, int], ...]:
-    """(name, byte offset, bit width) per field, from HEADER's struct format."""
-    codes = HEADER.format.lstrip("!<>=@")
-    if len(codes) != len(NM_FIELD_NAMES):
-        raise RuntimeError(f"HEADER {HEADER.format!r} does not match {NM_FIELD_NAMES}")
+#: Wire order of the control body's fields (``nm_control_t``); widths come from CONTROL.
+NM_CONTROL_FIELD_NAMES = ("epoch",)
+
+
+def _layout(
+    fmt: struct.Struct, names: tuple[str, ...], length: int
+) -> tuple[tuple[str, int, int], ...]:
+    """(name, byte offset, bit width) per field, from a struct's format."""
+    codes = fmt.format.lstrip("!<>=@")
+    if len(codes) != len(names):
+        raise RuntimeError(f"{fmt.format!r} does not match {names}")
     out = []
     offset = 0
-    for name, code in zip(NM_FIELD_NAMES, codes, strict=True):
+    for name, code in zip(names, codes, strict=True):
         size = struct.calcsize("!" + code)
         out.append((name, offset, size * 8))
         offset += size
-    if offset != HEADER_LEN:
-        raise RuntimeError("NetMigrate header layout does not add up to HEADER_LEN")
+    if offset != length:
+        raise RuntimeError(f"layout of {names} does not add up to {length} bytes")
     return tuple(out)
 
 
 #: (name, byte offset, bit width) of every NetMigrate header field, in wire order.
-NM_LAYOUT = _nm_layout()
+NM_LAYOUT = _layout(HEADER, NM_FIELD_NAMES, HEADER_LEN)
+#: Likewise for the control body that follows the header of a control op (offsets from its
+#: start, i.e. from the end of the NetMigrate header).
+NM_CONTROL_LAYOUT = _layout(CONTROL, NM_CONTROL_FIELD_NAMES, CONTROL_LEN)
+NM_CONTROL_EPOCH = {name: off for name, off, _ in NM_CONTROL_LAYOUT}["epoch"]
 _NM_OFFSET = {name: off for name, off, _ in NM_LAYOUT}
 NM_OP = _NM_OFFSET["op"]
 NM_FLAGS = _NM_OFFSET["flags"]

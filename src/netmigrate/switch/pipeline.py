@@ -34,7 +34,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from netmigrate.protocol.constants import (
+    CONTROL,
+    CONTROL_LEN,
     HEADER_LEN,
+    NO_EPOCH,
     PACKET_IN_REASON_SLOT_MAP,
     READ_OPS,
     REPLY_BIT,
@@ -48,6 +51,7 @@ from netmigrate.protocol.constants import (
     Op,
 )
 from netmigrate.protocol.layout import (
+    NM_CONTROL_EPOCH,
     NM_FLAGS,
     NM_OP,
     NM_SLOT,
@@ -94,6 +98,7 @@ A_SET_SERVER_PORT = _IN + "set_server_port"
 A_SENDER_VERIFIED = _IN + "sender_verified"
 A_REWRITE_TO_SERVER = _EG + "rewrite_to_server"
 R_SLOT_MAP = _IN + "slot_map"
+R_SLOT_EPOCH = _IN + "slot_epoch"
 C_OP = _IN + "op_counter"
 C_DECISION = _IN + "decision_counter"
 D_SLOT_TRANSITION = "slot_transition_t"
@@ -115,7 +120,7 @@ P4INFO_NAMES = {
         A_SENDER_VERIFIED,
         A_REWRITE_TO_SERVER,
     ),
-    "registers": (R_SLOT_MAP,),
+    "registers": (R_SLOT_MAP, R_SLOT_EPOCH),
     "counters": (C_OP, C_DECISION),
     "digests": (D_SLOT_TRANSITION,),
     "match_fields": {
@@ -141,6 +146,7 @@ _D_REDIRECTED = int(Decision.REDIRECTED)
 _D_DOUBLE_READ = int(Decision.DOUBLE_READ)
 _D_ACCEPTED = int(Decision.TRANSITION_ACCEPTED)
 _D_REJECTED = int(Decision.TRANSITION_REJECTED)
+_D_STALE = int(Decision.TRANSITION_STALE)
 _D_CPU_OP = int(Decision.CPU_OP)
 _D_CPU_OP_REJECTED = int(Decision.CPU_OP_REJECTED)
 _D_NO_SERVER = int(Decision.NO_SERVER)
@@ -195,6 +201,9 @@ _NM_SLOT = _NM + NM_SLOT
 _NM_SRC = _NM + NM_SOURCE_ID
 _NM_TGT = _NM + NM_TARGET_ID
 _NM_END = _NM + HEADER_LEN
+# nm_control: parsed after the header of a control request only.
+_EPOCH = _NM_END + NM_CONTROL_EPOCH
+_CONTROL_END = _NM_END + CONTROL_LEN
 
 _NO_METADATA: Mapping[str, int] = MappingProxyType({})
 
@@ -234,6 +243,7 @@ _HOT = _struct_at(
 _TTL_PROTO_CSUM = struct.Struct("!BBH")  # contiguous in the IPv4 header, from _TTL
 _U32 = struct.Struct("!I")
 _U16 = struct.Struct("!H")
+_CONTROL_AT = CONTROL  # the epoch, at _EPOCH
 
 
 def process(frame: bytes, ingress_port: int, state: PipelineState) -> list[Output]:
@@ -325,6 +335,7 @@ def _ingress(frame: bytes, in_port: int, nbytes: int, state: PipelineState) -> l
     if kind == _CPU:
         return _cpu_op(frame, in_port, nbytes, state, op, slot_ok, index, owner_raw, target)
     if kind >= _START:  # SLOT_START or SLOT_COMPLETE
+        # Only control ops read slot_epoch: data requests never pay for it.
         return _transition(
             frame,
             in_port,
@@ -453,23 +464,31 @@ def _cpu_op(
     owner_raw: int,
     target: int,
 ) -> list[Output]:
-    """SLOT_SET / SLOT_READ: only from the CPU port, answered with a packet-in."""
+    """SLOT_SET / SLOT_READ: only from the CPU port and with the control body (the epoch),
+    answered with a packet-in."""
     cpu_port = state.cpu_port
-    if in_port != cpu_port:
+    if in_port != cpu_port or len(frame) < _CONTROL_END:
         state.counter_add(C_DECISION, _D_CPU_OP_REJECTED, nbytes)
         return []
     if not slot_ok:
         state.counter_add(C_DECISION, _D_BAD_SLOT, nbytes)
         return []
+    epoch = state.register_read(R_SLOT_EPOCH, index)
     if op == _OP_SLOT_SET:
         owner_raw = frame[_NM_SRC]
         target = frame[_NM_TGT]
         state.register_write(R_SLOT_MAP, index, (owner_raw << 8) | target)
+        # Epochs never go back (docs/pipeline.md).
+        wanted = _CONTROL_AT.unpack_from(frame, _EPOCH)[0]
+        if wanted > epoch:
+            state.register_write(R_SLOT_EPOCH, index, wanted)
+            epoch = wanted
     state.counter_add(C_DECISION, _D_CPU_OP, nbytes)
     buf = bytearray(frame)
     buf[_NM_OP] = op | REPLY_BIT
     buf[_NM_SRC] = owner_raw
     buf[_NM_TGT] = target
+    _CONTROL_AT.pack_into(buf, _EPOCH, epoch)
     buf[_UDP_CSUM] = buf[_UDP_CSUM + 1] = 0
     # The IPv4 header is unchanged and verified: its recomputed checksum is the same.
     meta = {"ingress_port": in_port, "reason": PACKET_IN_REASON_SLOT_MAP}
@@ -496,7 +515,10 @@ def _transition(
     dst: int,
     flags: int,
 ) -> list[Output]:
-    """SLOT_START / SLOT_COMPLETE: only from the slot's owner, naming a known server."""
+    """SLOT_START / SLOT_COMPLETE: only from the slot's owner, naming a known server, with the
+    epoch of the slot's migration (a new START: above the slot's epoch; a resent START, a
+    COMPLETE: equal to it, or any when the switch has none). One that fails only the epoch
+    check is stale."""
     src = frame[_NM_SRC]
     tgt = frame[_NM_TGT]
     sender = state.table_lookup(
@@ -508,27 +530,52 @@ def _transition(
         },
     )
     server = state.table_lookup(T_SERVER_PORT, {K_DEST_SERVER: tgt})
-    accepted = changed = False
-    if slot_ok and sender.action == A_SENDER_VERIFIED and server.action == A_SET_SERVER_PORT:
+    accepted = changed = stale = False
+    epoch = NO_EPOCH
+    if (
+        slot_ok
+        and sender.action == A_SENDER_VERIFIED
+        and server.action == A_SET_SERVER_PORT
+        and len(frame) >= _CONTROL_END
+    ):
+        epoch = _CONTROL_AT.unpack_from(frame, _EPOCH)[0]
+        current = state.register_read(R_SLOT_EPOCH, index)
         if kind == _START:
             if src == owner and tgt and tgt != owner:
                 if not target:
-                    state.register_write(R_SLOT_MAP, index, (owner_raw << 8) | tgt)
-                    accepted = changed = True
+                    if epoch > current:
+                        state.register_write(R_SLOT_MAP, index, (owner_raw << 8) | tgt)
+                        state.register_write(R_SLOT_EPOCH, index, epoch)
+                        accepted = changed = True
+                    else:
+                        stale = True
                 elif target == tgt:
-                    accepted = True  # a resent START: nothing changes
+                    # A resent START: the entry stays. An unknown epoch (NO_EPOCH: restored
+                    # without it) is taken from the migration in flight.
+                    accepted = epoch == current or current == NO_EPOCH
+                    stale = not accepted
+                    if accepted:
+                        state.register_write(R_SLOT_EPOCH, index, epoch)
         elif src == owner and target and tgt == target:
-            state.register_write(R_SLOT_MAP, index, tgt << 8)
-            accepted = changed = True
+            if epoch == current or current == NO_EPOCH:
+                state.register_write(R_SLOT_MAP, index, tgt << 8)
+                state.register_write(R_SLOT_EPOCH, index, epoch)
+                accepted = changed = True
+            else:
+                stale = True
         elif owner == tgt and not target:
-            accepted = True  # a resent COMPLETE: nothing changes
+            # A resent COMPLETE: the entry stays.
+            accepted = epoch == current or current == NO_EPOCH
+            stale = not accepted
+            if accepted:
+                state.register_write(R_SLOT_EPOCH, index, epoch)
     if changed:
         state.digest(
             D_SLOT_TRANSITION,
             {"keyspace": ks["keyspace_id"], "slot": slot, "op": op, "owner": owner, "target": tgt},
         )
     if not accepted:
-        state.counter_add(C_DECISION, _D_REJECTED, nbytes)
+        state.counter_add(C_DECISION, _D_STALE if stale else _D_REJECTED, nbytes)
         return []
     state.counter_add(C_DECISION, _D_ACCEPTED, nbytes)
     port = server.params["port"]

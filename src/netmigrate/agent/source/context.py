@@ -20,6 +20,7 @@ def _counters() -> dict[str, int]:
         "source_transitions_sent": 0,
         "source_acks": 0,
         "source_stray_acks": 0,
+        "source_stale_acks": 0,
         "source_keys_copied": 0,
         "source_batches": 0,
         "source_pieces": 0,

@@ -60,8 +60,13 @@ class Transitions:
         ):
             ctx.counters["source_stray_acks"] += 1
             return
-        ctx.counters["source_acks"] += 1
         status = fields[F_STATUS]
+        if status == Status.OK and (not isinstance(body, Control) or body.epoch != rec.epoch):
+            # An acknowledgement of an earlier migration of the slot (delayed or replayed):
+            # taking it would freeze or hand over the slot on someone else's word.
+            ctx.counters["source_stale_acks"] += 1
+            return
+        ctx.counters["source_acks"] += 1
         message = body.message if isinstance(body, ErrorReply) else ""
         if op == Op.SLOT_START and status == Status.OK:
             table = ctx.slots.table
@@ -103,6 +108,8 @@ class Transitions:
         waiters: dict[int, asyncio.Future[tuple[int, str]]] = {}
         for slot in slots:
             request_id = self._client_id << 32 | (next(self._counter) & 0xFFFFFFFF)
+            # The slot's record was persisted (with its epoch) before its first START.
+            epoch = ctx.slots.records[slot].epoch
             datagrams[slot] = encode(
                 Header(
                     op=int(op),
@@ -112,7 +119,7 @@ class Transitions:
                     source_id=ctx.server_id,
                     target_id=mrec.target_id,
                 ),
-                Control(),
+                Control(epoch),
             )
             waiters[slot] = self._acks[(int(op), slot)] = loop.create_future()
         failed: dict[int, str] = {}

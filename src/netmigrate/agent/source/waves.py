@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from netmigrate.agent.migration_store import SlotRecord
+from netmigrate.agent.migration_store import MigrationRecord, SlotRecord
 from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.slots import SlotState
 from netmigrate.agent.source.context import SourceContext
@@ -177,11 +177,7 @@ class Runner:
             for s in live:
                 m.slots[s].phase, m.slots[s].started, m.slots[s].error = "starting", now, ""
             await self._ctx.slots.save_many(
-                [
-                    SlotRecord(s, "out", mrec.target_id, "starting", mrec.migration_id, now)
-                    for s in live
-                ],
-                SlotState.MIGRATING_OUT,
+                [self._starting(mrec, s, now) for s in live], SlotState.MIGRATING_OUT
             )
             live = leave(live, await self._transitions.send(mrec, live, Op.SLOT_START))
             frozen = await asyncio.gather(*(self._ctx.slots.frozen(s) for s in live))
@@ -230,6 +226,14 @@ class Runner:
                 t.cancel()
             raise
 
+    def _starting(self, mrec: MigrationRecord, slot: int, now: float) -> SlotRecord:
+        """The record of a slot about to start moving: persisted before its START, with the
+        epoch that START and COMPLETE will carry (a resumed slot keeps its record's)."""
+        epoch = self._ctx.store.next_epoch(slot)
+        return SlotRecord(
+            slot, "out", mrec.target_id, "starting", mrec.migration_id, now, epoch=epoch
+        )
+
     async def _slot(self, m: Migration, slot: int) -> None:
         run = m.slots[slot]
         first_failure = 0.0
@@ -262,9 +266,7 @@ class Runner:
         mrec = m.record
         rec = self._ctx.slots.records.get(slot)
         if rec is None:
-            rec = SlotRecord(
-                slot, "out", mrec.target_id, "starting", mrec.migration_id, time.time()
-            )
+            rec = self._starting(mrec, slot, time.time())
             await self._ctx.slots.save(rec, state=SlotState.MIGRATING_OUT)
         run.started = rec.started
         if rec.phase in ("starting", "copying"):

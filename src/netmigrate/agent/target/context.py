@@ -26,6 +26,7 @@ def _counters() -> dict[str, int]:
         "target_keys_skipped_dirty": 0,
         "target_pieces": 0,
         "target_ids_installed": 0,
+        "target_stale_transitions": 0,
     }
 
 

@@ -35,6 +35,8 @@ class Incoming:
     slot: int
     source_id: int
     started: float
+    #: The migration's transition epoch: its START and COMPLETE carry it.
+    epoch: int = 0
     ids_received: bool = False
     source_control: str = ""
     authoritative: set[bytes] = field(default_factory=set)

@@ -64,7 +64,7 @@ class TargetSide:
                 await self._ctx.store.persist(slots={slot: None})
                 self._ctx.table.set_state([slot], SlotState.OWNED)
                 continue
-            inc = Incoming(slot, rec.peer, rec.started)
+            inc = Incoming(slot, rec.peer, rec.started, epoch=rec.epoch)
             dirty = await self._ctx.admin.smembers(dirty_key(slot))
             inc.authoritative.update(dirty)
             await self._ctx.admin.set(marker_key(slot), str(rec.peer), nx=True)
@@ -100,9 +100,10 @@ class TargetSide:
 
     # -- from the data path, in arrival order --------------------------------------------
 
-    def on_transition(self, fields: HeaderFields, addr: Any) -> None:
-        """A SLOT_START or SLOT_COMPLETE request, in arrival order with client requests."""
-        self._transitions.on_transition(fields, addr)
+    def on_transition(self, fields: HeaderFields, epoch: int, addr: Any) -> None:
+        """A SLOT_START or SLOT_COMPLETE request (of the migration ``epoch``), in arrival
+        order with client requests."""
+        self._transitions.on_transition(fields, epoch, addr)
 
     def handle(
         self,

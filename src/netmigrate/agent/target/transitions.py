@@ -1,7 +1,12 @@
 """SLOT_START and SLOT_COMPLETE at the target, in arrival order with the client requests: a
 START enters MIGRATING_IN at once and is acknowledged once that is persisted; a COMPLETE makes
 the slot OWNED here and drops its bookkeeping. The STARTs (COMPLETEs) of a wave arrive back to
-back and are persisted together."""
+back and are persisted together.
+
+Each carries its migration's epoch. A transition of an earlier migration of the slot (a new
+START whose epoch is not above every one this agent saw for the slot, a resent START or a
+COMPLETE whose epoch is not the migration's) is dropped without an answer and counted, as the
+switch does: it must neither open bookkeeping nor hand the slot over."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from netmigrate.agent.slots import SlotState
 from netmigrate.agent.target.context import TargetContext
 from netmigrate.agent.target.holding import HoldQueue
 from netmigrate.agent.target.model import Incoming, log_slots
-from netmigrate.protocol.codec import Empty, HeaderFields, encode_reply
+from netmigrate.protocol.codec import Control, HeaderFields, encode_reply
 from netmigrate.protocol.constants import F_OP, F_SLOT, F_SOURCE_ID, F_TARGET_ID, Op, Status
 
 log = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ class TargetTransitions:
         self._completing: list[Incoming] = []
         self._completer: asyncio.Task[None] | None = None
 
-    def on_transition(self, fields: HeaderFields, addr: Any) -> None:
+    def on_transition(self, fields: HeaderFields, epoch: int, addr: Any) -> None:
         """A SLOT_START or SLOT_COMPLETE request, in arrival order with client requests."""
         slot, source, target = fields[F_SLOT], fields[F_SOURCE_ID], fields[F_TARGET_ID]
         name = Op(fields[F_OP]).name
@@ -49,22 +54,41 @@ class TargetTransitions:
             )
             return
         if fields[F_OP] == Op.SLOT_START:
-            self._on_start(fields, addr, slot, source)
+            self._on_start(fields, addr, slot, source, epoch)
         else:
-            self._on_complete(fields, addr, slot, source)
+            self._on_complete(fields, addr, slot, source, epoch)
 
-    def _ack_when(self, future: asyncio.Future[bool], fields: HeaderFields, addr: Any) -> None:
+    def _stale(self, fields: HeaderFields, epoch: int, current: int) -> None:
+        self._ctx.counters["target_stale_transitions"] += 1
+        log.warning(
+            "slot %d: dropped a stale %s from server %d (epoch %d, the slot's is %d)",
+            fields[F_SLOT],
+            Op(fields[F_OP]).name,
+            fields[F_SOURCE_ID],
+            epoch,
+            current,
+        )
+
+    def _ack(self, fields: HeaderFields, epoch: int, addr: Any) -> None:
+        """OK, echoing the epoch: the source takes only its own migration's answer."""
+        self._ctx.dp.send_to(encode_reply(fields, int(Status.OK), Control(epoch)), addr)
+
+    def _ack_when(
+        self, future: asyncio.Future[bool], fields: HeaderFields, epoch: int, addr: Any
+    ) -> None:
         def done(f: asyncio.Future[bool]) -> None:
             if f.cancelled() or f.exception() is not None or not f.result():
                 return  # not persisted: the source resends
-            self._ctx.dp.send_to(encode_reply(fields, int(Status.OK), Empty()), addr)
+            self._ack(fields, epoch, addr)
 
         if future.done():
             done(future)
         else:
             future.add_done_callback(done)
 
-    def _on_start(self, fields: HeaderFields, addr: Any, slot: int, source: int) -> None:
+    def _on_start(
+        self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
+    ) -> None:
         state = self._ctx.table.state(slot)
         inc = self._ctx.slots.get(slot)
         if state == SlotState.MIGRATING_IN and inc is not None:
@@ -72,8 +96,15 @@ class TargetTransitions:
                 message = f"slot {slot} migrates in from server {inc.source_id}, not {source}"
                 self._ctx.dp.refuse(fields, addr, int(Status.ERROR), message)
                 return
+            if epoch != inc.epoch:
+                self._stale(fields, epoch, inc.epoch)
+                return
             assert inc.persisted is not None
-            self._ack_when(inc.persisted, fields, addr)
+            self._ack_when(inc.persisted, fields, epoch, addr)
+            return
+        known = self._ctx.store.epoch(slot)
+        if state == SlotState.NOT_OWNED and epoch <= known:
+            self._stale(fields, epoch, known)
             return
         if state != SlotState.NOT_OWNED:
             why = {
@@ -86,7 +117,7 @@ class TargetTransitions:
         # Enter MIGRATING_IN now, in arrival order: every client request for the slot that
         # comes after the START is held until the source's request ids arrive, which is
         # after the acknowledgement, which is after the state is persisted.
-        inc = Incoming(slot, source, time.time())
+        inc = Incoming(slot, source, time.time(), epoch=epoch)
         self._ctx.slots[slot] = inc
         self._ctx.table.set_state([slot], SlotState.MIGRATING_IN)
         inc.persisted = asyncio.get_running_loop().create_future()
@@ -94,7 +125,7 @@ class TargetTransitions:
         if self._starter is None or self._starter.done():
             # Runs after this batch of datagrams: the STARTs of a wave are entered together.
             self._starter = self._ctx.spawn(self._persist_starts())
-        self._ack_when(inc.persisted, fields, addr)
+        self._ack_when(inc.persisted, fields, epoch, addr)
 
     async def _persist_starts(self) -> None:
         """Persist the slots that entered MIGRATING_IN, a group at a time; each one's
@@ -132,7 +163,9 @@ class TargetTransitions:
         round trip on the data connection)."""
         await self._ctx.store.persist(
             slots={
-                inc.slot: SlotRecord(inc.slot, "in", inc.source_id, "migrating", "", inc.started)
+                inc.slot: SlotRecord(
+                    inc.slot, "in", inc.source_id, "migrating", "", inc.started, epoch=inc.epoch
+                )
                 for inc in batch
             }
         )
@@ -160,23 +193,32 @@ class TargetTransitions:
                     )
                     await self._ctx.admin.unlink(*keys)
 
-    def _on_complete(self, fields: HeaderFields, addr: Any, slot: int, source: int) -> None:
+    def _on_complete(
+        self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
+    ) -> None:
         state = self._ctx.table.state(slot)
         inc = self._ctx.slots.get(slot)
         if state == SlotState.OWNED and inc is None:
+            known = self._ctx.store.epoch(slot)
+            if epoch != known:
+                self._stale(fields, epoch, known)
+                return
             # A resent COMPLETE (the acknowledgement got lost): nothing to do but confirm.
-            self._ctx.dp.send_to(encode_reply(fields, int(Status.OK), Empty()), addr)
+            self._ack(fields, epoch, addr)
             return
         if state != SlotState.MIGRATING_IN or inc is None or inc.source_id != source:
             message = f"slot {slot} does not migrate in from server {source} ({state.name} here)"
             self._ctx.dp.refuse(fields, addr, int(Status.ERROR), message)
+            return
+        if epoch != inc.epoch:
+            self._stale(fields, epoch, inc.epoch)
             return
         if inc.completing is None:
             inc.completing = asyncio.get_running_loop().create_future()
             self._completing.append(inc)
             if self._completer is None or self._completer.done():
                 self._completer = self._ctx.spawn(self._complete_all())
-        self._ack_when(inc.completing, fields, addr)
+        self._ack_when(inc.completing, fields, epoch, addr)
 
     async def _complete_all(self) -> None:
         """Complete the slots whose COMPLETE arrived, a group at a time."""
@@ -215,7 +257,9 @@ class TargetTransitions:
         slots = [inc.slot for inc in ready]
         now = time.time()
         records: dict[int, SlotRecord | None] = {
-            inc.slot: SlotRecord(inc.slot, "in", inc.source_id, "cleanup", "", inc.started, 0, now)
+            inc.slot: SlotRecord(
+                inc.slot, "in", inc.source_id, "cleanup", "", inc.started, 0, now, epoch=inc.epoch
+            )
             for inc in ready
         }
         cleaned: list[asyncio.Future[list[Any]]] = []
