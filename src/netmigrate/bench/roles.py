@@ -78,6 +78,12 @@ class RoleCgroups:
 
         return join
 
+    def move(self, role: str, pid: int) -> None:
+        """Move the running process ``pid`` into ``role``'s cgroup."""
+        if self._state is None:
+            raise RuntimeError("role cgroups are not up")
+        cgroups.join(self._state, role, pid)
+
     def members(self, role: str) -> list[int]:
         return [] if self._state is None else cgroups.members(self._state, role)
 
