@@ -78,7 +78,9 @@ def row(run: dict[str, Any]) -> dict[str, str]:
     duration = mig.get("duration_s")
     return {
         "workload": run["workload"],
-        "system": run["system"] + (" (migration failed)" if mig.get("error") else ""),
+        "system": run["system"]
+        + (f", {run['sweep']['label']}" if run.get("sweep") else "")
+        + (" (migration failed)" if mig.get("error") else ""),
         "ops/s before": _int(before and before["ops_per_s"]),
         "ops/s during": _int(during and during["ops_per_s"]),
         "thr during/before": _ratio(ratios.get("throughput_during_before")),
