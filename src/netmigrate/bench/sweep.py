@@ -169,7 +169,7 @@ def plot(runs: Sequence[dict[str, Any]], path: Path, cluster: str = CLUSTER) -> 
             xs, ys, _labels = zip(*pts, strict=True)
             ax.plot(xs, ys, marker=marker, color=COLORS.get(system, "#7f7f7f"), label=system)
             for x, y, text in pts:
-                ax.annotate(text.split(",")[0], (x, y), fontsize=7, xytext=(3, 3),
+                ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("migration duration (s, log)")
