@@ -62,3 +62,8 @@ def test_table_and_plot(tmp_path: Path) -> None:
     path = sweep.plot(runs, tmp_path / "sweep.png")
     with Image.open(path) as img:
         assert img.size[0] > 500 and len(img.convert("RGB").getcolors(1 << 16) or []) > 3
+
+
+def test_closed_points_interleave_the_systems_reference_settings_first() -> None:
+    points = sweep.closed_points([0, 2000, 500], [10], RC)
+    assert [(p.system, p.value) for p in points] == [(NM, 0), (RC, 10), (NM, 2000), (NM, 500)]

@@ -459,20 +459,21 @@ async def _sweep(args: argparse.Namespace) -> int:
         write_json(report, args.out / "report.json")
         return run
 
-    for w in workloads:
-        first: dict[str, dict[str, Any]] = {}
-        for point in sweep.closed_points(rates, pipelines, args.cluster_system):
-            run = await one(w, point)
-            first.setdefault(point.system, run)
-        if args.open_loop > 0:
-            for run in first.values():
-                cap = sweep.capacity(run)
-                if cap:
-                    point = dataclasses.replace(
-                        sweep.Point(**{k: v for k, v in run["sweep"].items() if k != "label"}),
-                        offered=round(args.open_loop * cap, 1),
-                    )
-                    await one(w, point)
+    # Defaults first, every workload before the next setting: a sweep stopped early (SIGTERM
+    # keeps report.json) still holds the comparison that matters most.
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for point in sweep.closed_points(rates, pipelines, args.cluster_system):
+        for w in workloads:
+            first.setdefault((w, point.system), await one(w, point))
+    if args.open_loop > 0:
+        for (w, _), run in first.items():
+            cap = sweep.capacity(run)
+            if cap:
+                point = dataclasses.replace(
+                    sweep.Point(**{k: v for k, v in run["sweep"].items() if k != "label"}),
+                    offered=round(args.open_loop * cap, 1),
+                )
+                await one(w, point)
     report["sweep"] = sweep.comparison(report["runs"], args.cluster_system)
     finish_report(report)
     written = _write_outputs(report, args.out, plots=not args.no_plots)

@@ -51,9 +51,14 @@ class Point:
 
 
 def closed_points(rates: Sequence[int], pipelines: Sequence[int], cluster: str) -> list[Point]:
-    return [Point(NETMIGRATE, RATE, r) for r in rates] + [
-        Point(cluster, PIPELINE, p) for p in pipelines
-    ]
+    """The closed-loop runs, the two systems' settings interleaved in the order given (the
+    first of each is its reference setting)."""
+    nm = [Point(NETMIGRATE, RATE, r) for r in rates]
+    rc = [Point(cluster, PIPELINE, p) for p in pipelines]
+    out: list[Point] = []
+    for i in range(max(len(nm), len(rc))):
+        out += [p[i] for p in (nm, rc) if i < len(p)]
+    return out
 
 
 def capacity(run: dict[str, Any]) -> float | None:
