@@ -169,3 +169,25 @@ def test_a_budgeted_redis_starts_in_its_role_and_runs_no_python_before_exec() ->
     finally:
         cg.down()
     assert not cgroups.detect().exists("nm-lab-nmbwrap")
+
+
+def test_load_generator_processes_run_in_the_client_budget_and_their_runs_merge() -> None:
+    from netmigrate.bench.peers.redis_cluster import TunedRedisClusterSystem
+    from netmigrate.bench.runner import RunConfig, run_system
+
+    cfg = RunConfig(
+        workload="A", records=2000, value_size=64, concurrency=4, duration_s=4.0,
+        migrate_at_s=1.0, min_after_s=0.5, migrate_fraction=0.05, client_processes=2,
+        options={"masters": 2, "reshard_pipeline": 50},
+    )  # fmt: skip
+    out = asyncio.run(run_system(TunedRedisClusterSystem(), cfg))
+    gen = out["load_generator"]
+    assert gen["processes"] == 2 and gen["workers"] == [2, 2] and gen["role"] == "client"
+    assert not gen["problems"]
+    assert out["verification"]["ok"], out["verification"]
+    # Both processes' operations reached the merged recorder and history (the checker saw
+    # every write: none of them is reported as a value nobody wrote).
+    assert out["totals"]["ops"] > 0 and out["verification"]["unknown_values"] == 0
+    client = out["cpu"]["roles"]["client"]
+    used = sum(p["usage_s"] for p in client["phases"].values())
+    assert client["share"] == cgroups.DEFAULT_CLIENT and used > 0.1

@@ -221,3 +221,21 @@ def test_plots_are_written_and_not_blank(report: dict[str, Any], tmp_path: Path)
         assert len({tuple(px) for px in pixels.reshape(-1, pixels.shape[-1])[::37]}) > 20
     with pytest.raises(ValueError, match="nothing to compare"):
         plots.plot_compare([], tmp_path / "x.png")
+
+
+def test_sweep_runs_of_one_system_get_one_figure_each(
+    report: dict[str, Any], tmp_path: Path
+) -> None:
+    import copy
+
+    from netmigrate.bench.sweep import RATE, Point
+
+    swept = copy.deepcopy(report)
+    first = swept["runs"][0]
+    swept["runs"] = []
+    for value in (0, 2000):
+        run = copy.deepcopy(first)
+        run["sweep"] = Point(run["system"], RATE, value).to_dict()
+        swept["runs"].append(run)
+    names = sorted(p.name for p in plots.plot_report(swept, tmp_path))
+    assert names == ["A-compare.png", "A-memory-rate-2-000-s.png", "A-memory-rate-unlimited.png"]

@@ -136,3 +136,76 @@ def test_bad_bin_width() -> None:
 
 def test_phase_is_before_initially() -> None:
     assert Recorder(100).phase == BEFORE
+
+
+def _recorded(ops: list[tuple[int, int, int, int]], clock: FakeClock) -> Recorder:
+    """A recorder with ``(phase, op, start_ms, end_ms)`` recorded in order; "during" begins
+    at 200 ms."""
+    rec = Recorder(100, clock=clock)
+    for phase, op, start, end in ops:
+        if phase != rec.phase:
+            rec.set_phase(phase, rec.t0_ns + 200 * MS)
+        rec.record(op, rec.t0_ns + start * MS, rec.t0_ns + end * MS)
+    return rec
+
+
+def test_merged_recorders_equal_one_recorder_of_all_operations() -> None:
+    # What the load-generator processes rely on: merging their exports gives the same
+    # timeline and phase summary as recording every operation in one place.
+    ops_a = [(BEFORE, READ, 0, 5), (BEFORE, UPDATE, 10, 150), (DURING, READ, 210, 260)]
+    ops_b = [(BEFORE, READ, 20, 30), (DURING, UPDATE, 220, 390), (DURING, READ, 300, 301)]
+    clock = FakeClock()
+    a, b = _recorded(ops_a, clock), _recorded(ops_b, clock)
+    a.error("timeout", a.t0_ns + 120 * MS)
+    b.error("timeout", b.t0_ns + 20 * MS)
+    b.event("MOVED")
+    merged = Recorder(100, clock=clock)
+    merged.set_phase(DURING, merged.t0_ns + 200 * MS)
+    merged.merge(a.export())
+    merged.merge(b.export())
+    whole = _recorded(sorted(ops_a + ops_b, key=lambda o: o[2]), clock)
+    whole.error("timeout", whole.t0_ns + 120 * MS)
+    whole.error("timeout", whole.t0_ns + 20 * MS)
+    whole.event("MOVED")
+    end = merged.t0_ns + 400 * MS
+    assert merged.timeline(end) == whole.timeline(end)
+    assert merged.phase_summary(end) == whole.phase_summary(end)
+    assert (merged.ops_total, merged.errors_total, merged.events_total) == (6, 2, 1)
+
+
+def test_merge_refuses_a_recorder_of_another_start() -> None:
+    clock = FakeClock()
+    a = Recorder(100, clock=clock)
+    clock.t += 1
+    with pytest.raises(ValueError, match="share"):
+        a.merge(Recorder(100, clock=clock).export())
+
+
+def test_a_stall_counts_only_where_every_process_stalled() -> None:
+    from netmigrate.bench.timeline import stalls
+
+    clock = FakeClock()
+    # Process a completes at 100, 300, 390 ms; process b at 150, 260, 390 ms.
+    a = _recorded(
+        [(BEFORE, READ, 0, 100), (BEFORE, READ, 100, 300), (BEFORE, READ, 300, 390)], clock
+    )
+    b = _recorded(
+        [(BEFORE, READ, 0, 150), (BEFORE, READ, 150, 260), (BEFORE, READ, 260, 390)], clock
+    )
+    merged = Recorder(100, clock=clock)
+    merged.merge(a.export())
+    merged.merge(b.export())
+    t0 = merged.t0_ns
+    assert [((g0 - t0) // MS, (g1 - t0) // MS) for g0, g1 in merged.gaps] == [
+        (150, 260), (260, 300), (300, 390),
+    ]  # fmt: skip
+    tl = merged.timeline(t0 + 400 * MS)  # ops per bin: 0, 2, 1, 3
+    tl["migration_start_s"], tl["migration_end_s"] = 0.2, 0.35
+    st = stalls(tl, merged.gaps, t0)
+    assert st["longest_gap_ms"] == 110.0 and st["longest_gap_at_s"] == 0.15
+    assert st["longest_gap_during_ms"] == 110.0
+    assert st["median_ops_per_bin_before"] == 2 and st["low_bins"] == 0
+    tl["migration_start_s"] = 0.1  # bins before: [0]: median 0, nothing can fall under half
+    assert stalls(tl, merged.gaps, t0)["low_bins"] == 0
+    tl["ops"] = [4, 4, 1, 3]
+    assert stalls(tl, merged.gaps, t0)["low_bins_at_s"] == [0.2]

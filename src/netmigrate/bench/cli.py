@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,12 @@ REFERENCE = {
     "duration": 30.0,
     "concurrency": 16,
 }
+
+
+#: Load-generator processes per run (docs/benchmarks.md, "CPU budgets"): one Python process
+#: is bounded by one core and its event loop, so a system whose client budget allows more
+#: would otherwise be bounded by its load generator.
+DEFAULT_CLIENT_PROCESSES = 2
 
 
 def _positive_int(text: str) -> int:
@@ -121,6 +128,11 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None
     p.add_argument("--migrate-at", type=float, default=None, help="seconds into the run phase")
     p.add_argument("--min-after", type=float, default=None, help="seconds kept after migration")
     p.add_argument("--rate", type=_positive_float, default=None, help="total ops/s (paced)")
+    p.add_argument(
+        "--client-processes", type=_positive_int, default=DEFAULT_CLIENT_PROCESSES,
+        help="load-generator processes of the run phase, all in the 'client' CPU budget "
+        "(default %(default)s; 1: the workers run in the harness process)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bin-ms", type=_positive_int, default=100)
     p.add_argument("--masters", type=_positive_int, default=2, help="Redis Cluster masters")
@@ -160,6 +172,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "all", help="the reference run: workloads B and A, 200,000 keys, every system available"
     )
     _run_arguments(all_p, REFERENCE)
+    sweep_p = sub.add_parser(
+        "sweep",
+        help="equal-speed comparison: NetMigrate rates x Redis Cluster pipelines, then open loop",
+    )
+    _run_arguments(sweep_p, {**REFERENCE, "systems": None})
+    sweep_p.add_argument(
+        "--netmigrate-rates", default="0,8000,4000,2000",
+        help="NetMigrate copy rate limits in keys/s, 0 = unlimited (default %(default)s)",
+    )  # fmt: skip
+    sweep_p.add_argument(
+        "--cluster-pipelines", default="10,100,1000",
+        help="redis-cli --cluster-pipeline values (default %(default)s)",
+    )  # fmt: skip
+    sweep_p.add_argument(
+        "--cluster-system", default="redis-cluster-tuned", help="the Redis Cluster peer"
+    )
+    sweep_p.add_argument(
+        "--open-loop", type=_non_negative_float, default=0.7,
+        help="open-loop run of each system at this share of its first run's 'before' ops/s "
+        "(0: none; default %(default)s)",
+    )  # fmt: skip
     cmp_p = sub.add_parser("compare", help="table and plots from existing report.json files")
     cmp_p.add_argument("reports", nargs="+", type=Path, help="report.json files or their dirs")
     cmp_p.add_argument("--out", type=Path, default=None, help="where to write table.md, plots/")
@@ -216,6 +249,7 @@ def _config(args: argparse.Namespace, workload: str) -> Any:
         min_after_s=args.min_after,
         migrate_fraction=args.migrate_fraction,
         rate=args.rate,
+        client_processes=args.client_processes,
         seed=args.seed,
         bin_ms=args.bin_ms,
         verify=not args.no_verify,
@@ -375,9 +409,89 @@ def _run_until_signal(main: Callable[[argparse.Namespace], Awaitable[int]], args
         return 130
 
 
+async def _sweep(args: argparse.Namespace) -> int:
+    from netmigrate.bench import sweep
+    from netmigrate.bench.progress import Progress
+    from netmigrate.bench.report import finish_report, new_report, write_json
+    from netmigrate.bench.runner import run_system
+
+    try:
+        rates = [int(x) for x in _split(args.netmigrate_rates)]
+        pipelines = [int(x) for x in _split(args.cluster_pipelines)]
+        if any(r < 0 for r in rates) or any(p < 1 for p in pipelines) or not (rates or pipelines):
+            raise ValueError("rates must be >= 0 and pipelines >= 1, at least one of them")
+        workloads = [w.upper() for w in _split(args.workload)]
+        configs = {w: _config(args, w) for w in workloads}
+        for cfg in configs.values():
+            cfg.validate()
+        for name in (sweep.NETMIGRATE, args.cluster_system):
+            create_system(name).validate_options(next(iter(configs.values())).options)
+    except SystemUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress = Progress(enabled=not args.quiet)
+    shared = next(iter(configs.values())).as_dict()
+    shared.pop("workload")
+    shared.update({
+        "systems": [sweep.NETMIGRATE, args.cluster_system], "workloads": workloads,
+        "sweep": {"netmigrate_rates": rates, "cluster_pipelines": pipelines,
+                  "open_loop": args.open_loop},
+    })  # fmt: skip
+    report = new_report(shared)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = False
+
+    async def one(w: str, point: Any) -> dict[str, Any]:
+        nonlocal failed
+        cfg = configs[w]
+        cfg = dataclasses.replace(
+            cfg, rate=point.offered, options={**cfg.options, point.knob: point.value}
+        )
+        run = await run_system(create_system(point.system), cfg, progress)
+        run["sweep"] = point.to_dict()
+        report["runs"].append(run)
+        ver = run.get("verification")
+        if run["migration"].get("error") or (ver is not None and not ver["ok"]):
+            failed = True
+        write_json(report, args.out / "report.json")
+        return run
+
+    # Defaults first, every workload before the next setting: a sweep stopped early (SIGTERM
+    # keeps report.json) still holds the comparison that matters most.
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for point in sweep.closed_points(rates, pipelines, args.cluster_system):
+        for w in workloads:
+            first.setdefault((w, point.system), await one(w, point))
+    if args.open_loop > 0:
+        for (w, _), run in first.items():
+            cap = sweep.capacity(run)
+            if cap:
+                point = dataclasses.replace(
+                    sweep.Point(**{k: v for k, v in run["sweep"].items() if k != "label"}),
+                    offered=round(args.open_loop * cap, 1),
+                )
+                await one(w, point)
+    report["sweep"] = sweep.comparison(report["runs"], args.cluster_system)
+    finish_report(report)
+    written = _write_outputs(report, args.out, plots=not args.no_plots)
+    (args.out / "sweep.md").write_text(sweep.markdown(report["runs"]))
+    written.append(args.out / "sweep.md")
+    if not args.no_plots:
+        written.append(sweep.plot(report["runs"], args.out / "sweep.png", args.cluster_system))
+    write_json(report, args.out / "report.json")
+    sys.stdout.write(sweep.markdown(report["runs"]))
+    progress.log("wrote " + ", ".join(str(p) for p in written))
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bench_command in ("run", "all"):
         return _run_until_signal(_run, args)
+    if args.bench_command == "sweep":
+        return _run_until_signal(_sweep, args)
     if args.bench_command == "compare":
         return _compare(args)
     if args.bench_command == "overhead":

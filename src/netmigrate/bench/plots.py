@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,10 @@ def plot_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     for run in report["runs"]:
         if not run.get("timeline", {}).get("t_s"):
             continue
-        written.append(plot_run(run, out_dir / f"{run['workload']}-{run['system']}.png"))
+        name = f"{run['workload']}-{run['system']}"
+        if run.get("sweep"):  # several runs of one system: one figure each
+            name += "-" + re.sub(r"[^a-z0-9]+", "-", run["sweep"]["label"].lower()).strip("-")
+        written.append(plot_run(run, out_dir / f"{name}.png"))
         by_workload.setdefault(run["workload"], []).append(run)
     for w, runs in sorted(by_workload.items()):
         written.append(plot_compare(runs, out_dir / f"{w}-compare.png"))

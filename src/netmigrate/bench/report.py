@@ -42,6 +42,15 @@ Schema ``netmigrate.bench/2`` (times in seconds, latencies in microseconds)::
                    redirections (MOVED + ASK + TRYAGAIN)},
         "migration": {slots, slot_ranges, start_s, end_s, call_s, return_s, duration_s,
                       slots_moved, keys_moved, keys_per_s, error, details: {...}},
+        "load_generator": {processes, role (budget role they ran in, or null), workers: [n per
+                           process], start_s, problems: []} (netmigrate.bench.loadprocs;
+                           {processes: 1, role: null}: the workers ran in the harness),
+        "stalls": {gap_threshold_ms, longest_gap_ms, longest_gap_at_s,
+                   longest_gap_during_ms (no client completed anything for that long),
+                   gaps_over_threshold, median_ops_per_bin_before, low_bins (bins from the
+                   migration's start under half that median), low_bins_at_s: [first 20]},
+        "sweep": {system, knob, value, offered, label} (``bench sweep`` runs only; the
+                 report then also has a top-level "sweep": netmigrate.bench.sweep.comparison),
         "server_counters": {counter: change over the run phase} (Redis Cluster:
                            errorstat_MOVED/ASK/TRYAGAIN/... summed over nodes; both peers:
                            cpu_ms_<server>, connections_<server> accepted),

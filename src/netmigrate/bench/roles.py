@@ -77,6 +77,12 @@ class RoleCgroups:
         self.argv(role, [])  # fail now on an unknown role
         return lambda argv: self.argv(role, argv)
 
+    def move(self, role: str, pid: int) -> None:
+        """Move the running process ``pid`` into ``role``'s cgroup."""
+        if self._state is None:
+            raise RuntimeError("role cgroups are not up")
+        cgroups.join(self._state, role, pid)
+
     def members(self, role: str) -> list[int]:
         return [] if self._state is None else cgroups.members(self._state, role)
 

@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netmigrate.bench import cpu
+from netmigrate.bench import cpu, loadprocs
 from netmigrate.bench.history import MIN_VALUE_SIZE, History, ValueFactory
 from netmigrate.bench.kv import REDIRECT_KINDS, KVClient, NullEvents, error_kind
+from netmigrate.bench.loadprocs import LoadProcesses
 from netmigrate.bench.progress import Progress, Status
 from netmigrate.bench.report import ratios
 from netmigrate.bench.system import SetupPlan, System
-from netmigrate.bench.timeline import AFTER, DURING, PHASES, Recorder
+from netmigrate.bench.timeline import AFTER, DURING, PHASES, Recorder, stalls
 from netmigrate.bench.ycsb import INSERT, READ, RMW, KeyNames, OperationStream, workload
 from netmigrate.protocol.constants import SLOT_COUNT
 
@@ -61,6 +62,9 @@ class RunConfig:
     migrate_fraction: float = 0.5
     #: Total target rate in ops/s (None: closed loop, as fast as the system answers).
     rate: float | None = None
+    #: Load-generator processes of the run phase, in the system's ``client`` budget
+    #: (:mod:`netmigrate.bench.loadprocs`); 1: the workers run in the harness process.
+    client_processes: int = 1
     seed: int = 1
     bin_ms: int = 100
     load_batch: int = 500
@@ -100,6 +104,8 @@ class RunConfig:
             )
         if self.min_after < 0:
             problems.append(f"minimum after-phase must be >= 0 s (got {self.min_after})")
+        if self.client_processes < 1:
+            problems.append(f"client processes must be >= 1 (got {self.client_processes})")
         if self.rate is not None and self.rate <= 0:
             problems.append(f"rate must be > 0 ops/s (got {self.rate})")
         if self.bin_ms < 1:
@@ -122,10 +128,17 @@ class RunConfig:
 class _Observer:
     """The runner's :class:`~netmigrate.bench.system.MigrationObserver`."""
 
-    def __init__(self, rec: Recorder, mark: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        rec: Recorder,
+        mark: Callable[[str], None] | None = None,
+        forward: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.rec = rec
         #: Called with the boundary's name when a phase changes (CPU readings).
         self.mark = mark or (lambda _name: None)
+        #: Called with (phase, time) when a phase changes (the load-generator processes).
+        self.forward = forward or (lambda _phase, _t: None)
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.samples: list[tuple[int, int, int, str]] = []
@@ -134,7 +147,8 @@ class _Observer:
     def started(self) -> None:
         if self.start_ns is None:
             self.start_ns = self.rec.now()
-            self.rec.set_phase(DURING)
+            self.rec.set_phase(DURING, self.start_ns)
+            self.forward(DURING, self.start_ns)
             self.mark(cpu.MIGRATION_STARTED)
 
     def progress(self, done: int, total: int, unit: str) -> None:
@@ -145,7 +159,8 @@ class _Observer:
         if self.end_ns is None:
             self.started()
             self.end_ns = self.rec.now()
-            self.rec.set_phase(AFTER)
+            self.rec.set_phase(AFTER, self.end_ns)
+            self.forward(AFTER, self.end_ns)
             self.mark(cpu.MIGRATION_FINISHED)
 
 
@@ -164,12 +179,15 @@ class WorkerContext:
     stop: bool = False
     #: Last sequence number of a run-phase write.
     seq: int = 0
+    #: Writer id of this context's run-phase values (one per load-generator process).
+    writer: int = RUN_WRITER
 
 
 async def worker(index: int, ctx: WorkerContext) -> None:
     client, rec, stream = ctx.client, ctx.rec, ctx.stream
     names, make_value = ctx.names, ctx.values.make
     invoke, complete = ctx.history.invoke, ctx.history.complete
+    writer = ctx.writer
     clock = rec.now
     interval_ns = int(ctx.concurrency * 1e9 / ctx.rate) if ctx.rate else 0
     next_ns = rec.t0_ns + (index * interval_ns) // ctx.concurrency
@@ -196,7 +214,7 @@ async def worker(index: int, ctx: WorkerContext) -> None:
                     read = invoke("get", key)
                     complete(read, await client.get(key))
                 ctx.seq += 1
-                value = make_value(RUN_WRITER, ctx.seq)
+                value = make_value(writer, ctx.seq)
                 write = invoke("set", key, value)
                 await client.set(key, value)
                 complete(write)
@@ -320,6 +338,7 @@ async def run_phase(
     slots: tuple[int, ...],
     progress: Progress,
     label: str,
+    procs: LoadProcesses | None = None,
 ) -> dict[str, Any]:
     rec = ctx.rec
     readings: dict[str, dict[str, Any]] = {}
@@ -332,12 +351,19 @@ async def run_phase(
             return
         readings[name] = cpu.sample(usage, time.process_time(), time.time())
 
-    obs = _Observer(rec, mark)
+    obs = _Observer(rec, mark, None if procs is None else procs.phase)
     cpu0 = time.process_time()
     mark(cpu.START)
     rec.start()
     t0 = rec.t0_ns
-    workers = [asyncio.create_task(worker(i, ctx)) for i in range(cfg.concurrency)]
+    if procs is None:
+        workers = [asyncio.create_task(worker(i, ctx)) for i in range(cfg.concurrency)]
+        ops_so_far: Callable[[], int] = lambda: rec.ops_total  # noqa: E731
+    else:
+        workers = []
+        procs.go(t0)
+        ops_so_far = procs.ops_total
+    load_problems: list[str] = []
     mig_task: asyncio.Task[Any] | None = None
     call_ns = return_ns = None
     result = None
@@ -373,8 +399,9 @@ async def run_phase(
                     progress.log(
                         f"[{label}] migration done in {(obs.end_ns - obs.start_ns) / 1e9:.2f} s"
                     )
-            ops_rate = (rec.ops_total - last_ops) / max((now - last_t) / 1e9, 1e-9)
-            last_ops, last_t = rec.ops_total, now
+            ops_now = ops_so_far()
+            ops_rate = (ops_now - last_ops) / max((now - last_t) / 1e9, 1e-9)
+            last_ops, last_t = ops_now, now
             progress.status(
                 Status(label, elapsed, PHASES[rec.phase], ops_rate, rec.errors_total,
                        rec.events_total, _migration_text(obs))
@@ -403,10 +430,15 @@ async def run_phase(
             mig_task.cancel()
             with contextlib.suppress(BaseException):
                 await mig_task
-        _, pending = await asyncio.wait(workers, timeout=30)
-        for w in pending:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=30)
+            for w in pending:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        if procs is not None:
+            load_problems = await procs.stop(rec, ctx.history)
+            for problem in load_problems:
+                progress.log(f"[{label}] {problem}")
         progress.close()
 
     start_ns = obs.start_ns if obs.start_ns is not None else call_ns
@@ -444,13 +476,18 @@ async def run_phase(
     timeline["migration_start_s"] = migration["start_s"]
     timeline["migration_end_s"] = migration["end_s"]
     timeline["migration_progress"] = progress_points
+    stall = stalls(timeline, rec.gaps, t0)
     phases = rec.phase_summary(end_ns)
     wall = (end_ns - t0) / 1e9
     return {
+        "load_generator": {"processes": 1, "role": None}
+        if procs is None
+        else {**procs.info(), "problems": load_problems},
         "seconds": round(wall, 3),
         # CPU of this process (the load generator) over the run phase, in % of one core.
         "harness_cpu_pct": round(100 * (time.process_time() - cpu0) / wall, 1),
         "phases": phases,
+        "stalls": stall,
         "migration": migration,
         "timeline": timeline,
         "cpu": cpu.cpu_section(
@@ -476,6 +513,36 @@ def _totals(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "client_events": dict(sorted(events.items())),
         "redirections": sum(v for k, v in events.items() if k in REDIRECT_KINDS),
     }
+
+
+async def _load_processes(
+    system: System,
+    cfg: RunConfig,
+    spec: Any,
+    expected_ops: int,
+    progress: Progress,
+    label: str,
+) -> LoadProcesses | None:
+    """The run phase's load-generator processes (None: the workers run in this process)."""
+    if cfg.client_processes <= 1:
+        return None
+    recipe = system.client_recipe()
+    if recipe is None or spec.insert > 0:
+        why = "its clients live in the harness" if recipe is None else "the workload inserts"
+        progress.log(f"[{label}] one load process: {why}")
+        return None
+    procs = LoadProcesses(
+        system,
+        recipe,
+        loadprocs.plans(
+            workload=cfg.workload, records=cfg.records, value_size=cfg.value_size,
+            seed=cfg.seed, expected_ops=expected_ops, concurrency=cfg.concurrency,
+            rate=cfg.rate, bin_ms=cfg.bin_ms, processes=cfg.client_processes,
+            first_writer=RUN_WRITER + 1,
+        ),
+    )  # fmt: skip
+    await procs.start()
+    return procs
 
 
 async def run_system(
@@ -509,6 +576,7 @@ async def run_system(
         "config": cfg.as_dict(),
     }
     client: KVClient | None = None
+    procs: LoadProcesses | None = None
     try:
         t = time.perf_counter()
         progress.log(f"[{label}] setting up")
@@ -530,9 +598,17 @@ async def run_system(
         out["keys_per_node_before"] = await system.keys_per_node()
         client = await system.client(rec)
         ctx = WorkerContext(client, rec, stream, names, values, history, cfg.concurrency, cfg.rate)
+        procs = await _load_processes(system, cfg, spec, expected_ops, progress, label)
         counters_before = await system.server_counters()
-        progress.log(f"[{label}] run phase: {cfg.concurrency} workers, {cfg.duration_s:g} s")
-        run = await run_phase(system, ctx, cfg, slots, progress, label)
+        progress.log(
+            f"[{label}] run phase: {cfg.concurrency} workers"
+            + ("" if procs is None else f" in {len(procs.plans)} processes")
+            + f", {cfg.duration_s:g} s"
+        )
+        run = await run_phase(system, ctx, cfg, slots, progress, label, procs)
+        out["load_generator"] = run["load_generator"]
+        if run["load_generator"].get("problems"):
+            raise RuntimeError("; ".join(run["load_generator"]["problems"]))
         out["server_counters"] = _counter_delta(counters_before, await system.server_counters())
         out["run_s"] = run["seconds"]
         out["harness_cpu_pct"] = run["harness_cpu_pct"]
@@ -540,6 +616,7 @@ async def run_system(
         out["ratios"] = ratios(run["phases"])
         out["totals"] = _totals(run["phases"])
         out["migration"] = run["migration"]
+        out["stalls"] = run["stalls"]
         out["cpu"] = run["cpu"]
         if cfg.verify:
             progress.log(
@@ -552,5 +629,7 @@ async def run_system(
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+        if procs is not None:
+            await procs.close()  # idempotent; after a failure before the run phase ended
         await system.teardown()
     return out

@@ -60,6 +60,16 @@ class MigrationResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClientRecipe:
+    """How a load-generator process makes a client of a running system: ``factory`` names
+    (``"module:function"``) an async function ``(events, **kwargs) -> KVClient``; ``kwargs``
+    must pickle (they cross into a spawned process)."""
+
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 class MigrationObserver(Protocol):
     def started(self) -> None: ...
 
@@ -130,6 +140,16 @@ class System(abc.ABC):
     def cpu_budgets(self) -> dict[str, Any] | None:
         """The per-role CPU budgets the system runs with (``{"period_us", "shares"}``), None
         without; recorded in the report."""
+        return None
+
+    def client_recipe(self) -> ClientRecipe | None:
+        """How another process makes a client (the run phase's load-generator processes);
+        None: clients only live in the harness process, so its load runs there."""
+        return None
+
+    def join_client_role(self, pid: int) -> str | None:
+        """Move process ``pid`` (a load generator) into the budget of the ``client`` role;
+        the role's name, None when the system runs without budgets."""
         return None
 
     def cpu_usage(self) -> dict[str, Any] | None:

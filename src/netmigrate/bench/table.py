@@ -24,6 +24,8 @@ COLUMNS = (
     "migration s",
     "keys moved",
     "keys/s",
+    "longest stall ms",
+    "bins < median/2",
     "verified",
     "CPU saturated",
 )
@@ -76,7 +78,9 @@ def row(run: dict[str, Any]) -> dict[str, str]:
     duration = mig.get("duration_s")
     return {
         "workload": run["workload"],
-        "system": run["system"] + (" (migration failed)" if mig.get("error") else ""),
+        "system": run["system"]
+        + (f", {run['sweep']['label']}" if run.get("sweep") else "")
+        + (" (migration failed)" if mig.get("error") else ""),
         "ops/s before": _int(before and before["ops_per_s"]),
         "ops/s during": _int(during and during["ops_per_s"]),
         "thr during/before": _ratio(ratios.get("throughput_during_before")),
@@ -91,9 +95,18 @@ def row(run: dict[str, Any]) -> dict[str, str]:
         "migration s": "-" if duration is None else f"{duration:.2f}",
         "keys moved": _int(mig.get("keys_moved")),
         "keys/s": _int(mig.get("keys_per_s")),
+        "longest stall ms": _stall(run.get("stalls")),
+        "bins < median/2": "-" if not run.get("stalls") else _int(run["stalls"]["low_bins"]),
         "verified": verified,
         "CPU saturated": _saturated(run.get("cpu")),
     }
+
+
+def _stall(st: dict[str, Any] | None) -> str:
+    if not st:
+        return "-"
+    gap = st.get("longest_gap_ms")
+    return f"< {st['gap_threshold_ms']:g}" if gap is None else f"{gap:.1f}"
 
 
 def _saturated(section: dict[str, Any] | None) -> str:

@@ -76,6 +76,10 @@ def exact_percentiles(values: array, pcts: tuple[float, ...]) -> list[float]:
     return out
 
 
+#: Shortest interval without a completed operation that counts as a client stall.
+GAP_NS = 5_000_000
+
+
 @dataclass
 class PhaseMark:
     phase: int
@@ -113,6 +117,10 @@ class Recorder:
         self.ops_total = 0
         self.errors_total = 0
         self.events_total = 0
+        #: Intervals (start, end ns) of at least :data:`GAP_NS` without a completed operation,
+        #: between the first and the last completion (the client stalls).
+        self.gaps: list[tuple[int, int]] = []
+        self._last_end = 0
 
     def start(self) -> None:
         """(Re)start the clock: bin 0 and phase "before" begin now."""
@@ -122,10 +130,72 @@ class Recorder:
     def now(self) -> int:
         return self._clock()
 
-    def set_phase(self, phase: int) -> None:
+    def set_phase(self, phase: int, t_ns: int | None = None) -> None:
         if phase != self.phase:
             self.phase = phase
-            self.marks.append(PhaseMark(phase, self._clock()))
+            self.marks.append(PhaseMark(phase, self._clock() if t_ns is None else t_ns))
+
+    # -- several processes -------------------------------------------------------------
+    def export(self) -> dict[str, Any]:
+        """What :meth:`merge` needs of this recorder (plain data: it crosses processes)."""
+        return {
+            "bin_ms": self.bin_ms,
+            "t0_ns": self.t0_ns,
+            "hist": [
+                [h.encode() if h.get_total_count() else b"" for h in row] for row in self._hist
+            ],
+            "bin_lat": [a.tobytes() for a in self._bin_lat],
+            "bin_ops": self._bin_ops,
+            "bin_errors": self._bin_errors,
+            "bin_events": self._bin_events,
+            "phase_errors": self._phase_errors,
+            "phase_events": self._phase_events,
+            "ops_total": self.ops_total,
+            "gaps": self.gaps,
+            "errors_total": self.errors_total,
+            "events_total": self.events_total,
+        }
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add another recorder's :meth:`export` (same clock, bin width and start) to this one,
+        as if its operations had been recorded here."""
+        if other["bin_ms"] != self.bin_ms or other["t0_ns"] != self.t0_ns:
+            raise ValueError("merged recorders must share their bin width and start")
+        for mine, theirs in zip(self._hist, other["hist"], strict=True):
+            for h, blob in zip(mine, theirs, strict=True):
+                if blob:
+                    h.add(HdrHistogram.decode(blob))
+        n = len(other["bin_lat"])
+        if n:
+            self._bin(self.t0_ns + (n - 1) * self._bin_ns)
+        for b, raw in enumerate(other["bin_lat"]):
+            self._bin_lat[b].frombytes(raw)
+        for op, series in enumerate(other["bin_ops"]):
+            for b, count in enumerate(series):
+                self._bin_ops[op][b] += count
+        size = len(self._bin_lat)
+        for mine_series, theirs_series in (
+            (self._bin_errors, other["bin_errors"]),
+            (self._bin_events, other["bin_events"]),
+        ):
+            for kind, series in theirs_series.items():
+                target = mine_series.setdefault(kind, [0] * size)
+                for b, count in enumerate(series):
+                    target[b] += count
+        for mine_d, theirs_d in (
+            *zip(self._phase_errors, other["phase_errors"], strict=True),
+            *zip(self._phase_events, other["phase_events"], strict=True),
+        ):
+            for kind, count in theirs_d.items():
+                mine_d[kind] = mine_d.get(kind, 0) + count
+        if other["ops_total"]:
+            # A stall of all clients is a stall of every one of them: intersect.
+            self.gaps = (
+                intersect(self.gaps, other["gaps"]) if self.ops_total else list(other["gaps"])
+            )
+        self.ops_total += other["ops_total"]
+        self.errors_total += other["errors_total"]
+        self.events_total += other["events_total"]
 
     def _bin(self, t_ns: int) -> int:
         b = (t_ns - self.t0_ns) // self._bin_ns
@@ -156,6 +226,11 @@ class Recorder:
         self._bin_lat[b].append(us if us < 0xFFFFFFFF else 0xFFFFFFFF)
         self._bin_ops[op][b] += 1
         self.ops_total += 1
+        last = self._last_end
+        if end_ns > last:
+            if end_ns - last >= GAP_NS and last:
+                self.gaps.append((last, end_ns))
+            self._last_end = end_ns
 
     def error(self, kind: str, t_ns: int | None = None) -> None:
         self._count(kind, t_ns, self._phase_errors, self._bin_errors)
@@ -285,6 +360,59 @@ class Recorder:
             out["t0_monotonic"] = self.t0_ns / 1e9
             out["hdr"] = [_encode(self._bin_lat[b]) for b in range(n_bins)]
         return out
+
+
+def intersect(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The intervals (sorted, disjoint) covered by both ``a`` and ``b``, at least
+    :data:`GAP_NS` long."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi - lo >= GAP_NS:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def stalls(tl: dict[str, Any], gaps: Sequence[tuple[int, int]], t0_ns: int) -> dict[str, Any]:
+    """The run's client stalls: the longest gap between completed operations (of all
+    clients together) over the run and over the migration, and the number of bins from the
+    migration's start on whose throughput falls under half of the median bin before it."""
+    start, end = tl.get("migration_start_s"), tl.get("migration_end_s")
+    longest: tuple[int, int] | None = max(gaps, key=lambda g: g[1] - g[0], default=None)
+    during = None
+    if start is not None:
+        lo = t0_ns + int(start * 1e9)
+        hi = None if end is None else t0_ns + int(end * 1e9)
+        overlapping = [g for g in gaps if g[1] > lo and (hi is None or g[0] < hi)]
+        during = max(overlapping, key=lambda g: g[1] - g[0], default=None)
+    before = sorted(
+        n for n, t in zip(tl["ops"], tl["t_s"], strict=True)
+        if start is None or t + tl["bin_ms"] / 1000 <= start
+    )  # fmt: skip
+    median = before[len(before) // 2] if before else None
+    low: list[float] = []
+    if median and start is not None:
+        low = [
+            t for n, t in zip(tl["ops"], tl["t_s"], strict=True)
+            if t + tl["bin_ms"] / 1000 > start and n < median / 2
+        ]  # fmt: skip
+    return {
+        "gap_threshold_ms": GAP_NS / 1e6,
+        "longest_gap_ms": None if longest is None else round((longest[1] - longest[0]) / 1e6, 2),
+        "longest_gap_at_s": None if longest is None else round((longest[0] - t0_ns) / 1e9, 3),
+        "longest_gap_during_ms": None
+        if during is None
+        else round((during[1] - during[0]) / 1e6, 2),
+        "gaps_over_threshold": len(gaps),
+        "median_ops_per_bin_before": median,
+        "low_bins": len(low),
+        "low_bins_at_s": low[:20],
+    }
 
 
 def _encode(latencies_us: array) -> str:

@@ -41,6 +41,7 @@ from typing import Any
 
 from netmigrate.bench.kv import ClientEvents
 from netmigrate.bench.system import (
+    ClientRecipe,
     MigrationObserver,
     MigrationResult,
     SetupPlan,
@@ -61,6 +62,8 @@ DEFAULT_GRPC_PORT = 19759
 DEFAULT_CONTROL_BASE = 19760
 SOURCE_ID, TARGET_ID = 1, 2
 SERVER_HOSTS = ("redis1", "redis2")
+#: The lab host whose namespace and CPU budget the load generators use.
+CLIENT_HOST = "client"
 #: The controller's P4Runtime election id (the stack configures the switch with its own).
 CONTROLLER_ELECTION_ID = 20
 
@@ -191,6 +194,19 @@ def _slot_chunks(items: Sequence[Any], *, key: Any) -> list[list[Any]]:
     if current:
         chunks.append(current)
     return chunks
+
+
+async def open_client(
+    events: ClientEvents, *, service: tuple[str, int], keyspace: int, netns: str | None
+) -> NetMigrateKV:
+    """A client of a running lab from its address alone (:meth:`NetMigrateSystem.client_recipe`:
+    a load-generator process builds its own)."""
+    client = LabClient(
+        service, keyspace, netns=netns, events=events, timeout=CLIENT_TIMEOUT,
+        retries=CLIENT_RETRIES,
+    )  # fmt: skip
+    await client.open()
+    return NetMigrateKV(client)
 
 
 # --- system -----------------------------------------------------------------------------------
@@ -337,6 +353,24 @@ class NetMigrateSystem(System):
         from netmigrate.lab.cgroups import read_usage
 
         return read_usage(self._stack.run_dir)
+
+    def client_recipe(self) -> ClientRecipe | None:
+        stack = self._require()
+        return ClientRecipe(
+            f"{__name__}:open_client",
+            {"service": tuple(stack.service), "keyspace": stack.keyspace_id,
+             "netns": stack.client_netns},
+        )  # fmt: skip
+
+    def join_client_role(self, pid: int) -> str | None:
+        from netmigrate.lab import cgroups
+
+        stack = self._require()
+        state = cgroups.load(stack.run_dir)
+        if state is None:
+            return None
+        cgroups.join(state, CLIENT_HOST, pid)
+        return CLIENT_HOST
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -50,7 +50,13 @@ from netmigrate.bench.redis_server import (
     redis_version,
     start_redis,
 )
-from netmigrate.bench.system import MigrationObserver, MigrationResult, SetupPlan, System
+from netmigrate.bench.system import (
+    ClientRecipe,
+    MigrationObserver,
+    MigrationResult,
+    SetupPlan,
+    System,
+)
 from netmigrate.protocol.constants import SLOT_COUNT
 
 _REDIRECTS: dict[type[BaseException], str] = {
@@ -76,6 +82,13 @@ class CountingRedisCluster(RedisCluster):
         if kind is not None:
             self._nm_events.event(kind)
         return await super()._record_error_metric(error, connection, *args, **kw)
+
+
+async def open_client(events: ClientEvents, *, port: int, reinit: int) -> ClusterClient:
+    """A cluster client seeded with the node at ``port`` (also for load-generator processes)."""
+    rc = CountingRedisCluster(host=HOST, port=port, events=events, reinitialize_steps=reinit)
+    await rc.initialize()
+    return ClusterClient(rc)
 
 
 class ClusterClient:
@@ -250,14 +263,18 @@ class RedisClusterSystem(System):
         return proc.returncode == 0 and b"All nodes agree" in out
 
     async def client(self, events: ClientEvents) -> ClusterClient:
-        rc = CountingRedisCluster(
-            host=HOST,
-            port=self._nodes[0].port,
-            events=events,
-            reinitialize_steps=self._reinit_steps,
+        return await open_client(events, port=self._nodes[0].port, reinit=self._reinit_steps)
+
+    def client_recipe(self) -> ClientRecipe | None:
+        return ClientRecipe(
+            f"{__name__}:open_client", {"port": self._nodes[0].port, "reinit": self._reinit_steps}
         )
-        await rc.initialize()
-        return ClusterClient(rc)
+
+    def join_client_role(self, pid: int) -> str | None:
+        if self._cgroups is None:
+            return None
+        self._cgroups.move(roles.CLIENT, pid)
+        return roles.CLIENT
 
     async def migrate(self, slots: Sequence[int], observer: MigrationObserver) -> MigrationResult:
         self.validate_slots(slots)
