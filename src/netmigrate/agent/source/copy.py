@@ -92,7 +92,15 @@ class Copier:
 
         async def send(message: control_pb2.CopyBatch, counts: list[tuple[int, int]]) -> None:
             message.seq = next(seqs)
-            await call.write(message)
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError:
+                # The target ended the stream (it refused a batch): its reason, not grpc's
+                # "RPC already finished", is what the slot's error must say.
+                raise StepFailed(
+                    f"the target ended the copy of slots {slots[0]}..: "
+                    f"{(await call.code()).name}: {await call.details()}"
+                ) from None
             ctx.counters["source_batches"] += 1
             outstanding.append((message.seq, counts))
             while len(outstanding) >= COPY_WINDOW:
