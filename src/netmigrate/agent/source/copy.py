@@ -77,7 +77,10 @@ class Copier:
         async def read_ack() -> None:
             ack = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
             if ack is grpc.aio.EOF:
-                raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..")
+                # An aborted stream can read as a plain end: the target's status says why.
+                code = await call.code()
+                why = "" if code == grpc.StatusCode.OK else f": {code.name}: {await call.details()}"
+                raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..{why}")
             seq, counts = outstanding.popleft()
             if ack.seq != seq or (one_slot and ack.slot != slots[0]):
                 raise StepFailed(
