@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from migration_helpers import KEYSPACE, keys_in, until
 
 from netmigrate import migration
@@ -168,3 +172,46 @@ async def test_source_redis_losing_its_data_fails_the_migration_explicitly(pair)
     await asyncio.sleep(0.5)
     assert p.source.table.owner_count() == 0
     assert p.target.table.state(SLOT) != SlotState.OWNED
+
+
+def _restart(server: Any) -> None:
+    """Restart a redis-server with its own configuration (no persistence: its data is gone;
+    its cluster slots stay in nodes.conf)."""
+    server.stop()
+    server.process = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", str(server.dir / "redis.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if server.client().ping():
+                break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not come back"
+            time.sleep(0.02)
+    server.wait_cluster_ok()
+
+
+async def test_target_redis_restarted_mid_migration(pair) -> None:
+    """As the flush above, with a real restart: the agent notices it before its data
+    connection serves again, and the error names two different run ids."""
+    p = await pair(relay=True)
+    ra = p.redis_a.client()
+    for k in keys_in(SLOT, 60):
+        ra.set(k, b"v1")
+    incoming = p.target.target._slots
+    run = asyncio.create_task(
+        migration.run(p.source_ep, p.target_ep, [SLOT], keyspace=p.keyspace, options=SLOW)
+    )
+    await until(lambda: SLOT in incoming and incoming[SLOT].ids_received)
+    before = p.target.redis_run_id
+    await asyncio.to_thread(_restart, p.redis_b)
+    err = await _failed(run, 15)
+    message = str(err)
+    assert f"server 2: Redis lost its data (run_id {before} -> " in message, message
+    assert f"run_id {before} -> {before}" not in message
+    assert err.result.slots_rolled_back == 1, message
+    assert p.source.table.state(SLOT) == SlotState.OWNED
+    assert p.target.table.owner_count() == 0

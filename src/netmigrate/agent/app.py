@@ -25,7 +25,7 @@ from netmigrate.agent.lost import describe_loss
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
-from netmigrate.agent.reserved import AGENT_STATE_KEY
+from netmigrate.agent.reserved import AGENT_ALIVE_KEY
 from netmigrate.agent.slots import SlotState, SlotTable
 from netmigrate.agent.source import SourceSide
 from netmigrate.agent.source.keys import CopyLimits
@@ -103,6 +103,7 @@ class Agent:
             if result.changed:
                 log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
             self.table = await self._restore_ownership()
+            await self._admin.set(AGENT_ALIVE_KEY, b"1")
             self.redis_run_id = await _run_id(self._admin)
             self.redis_version = await redis_version.probe(self._admin)
             max_datagram = cfg.max_datagram
@@ -217,9 +218,9 @@ class Agent:
             log.info("reconnected to Redis")
 
     async def _watch_redis_data(self) -> None:
-        """Notice that Redis lost the agent's data: its state key (written at the first
-        start, never expired) is gone. Whatever else went with it (keys, request id records,
-        migration markers) cannot be answered for any more."""
+        """Notice that Redis lost the agent's data: its liveness key (written at start,
+        never expired, never rewritten) is gone. Whatever else went with it (keys, request id
+        records, migration markers) cannot be answered for any more."""
         while not self._stopping and not self.data_lost:
             await asyncio.sleep(DATA_CHECK_INTERVAL)
             try:
@@ -228,14 +229,14 @@ class Agent:
                 continue  # unreachable is not lost: the data path answers BUSY meanwhile
 
     async def _check_redis_data(self) -> None:
-        """The state key gone means the data is gone; the run id says how (a new one: a
+        """The liveness key gone means the data is gone; the run id says how (a new one: a
         restart without persistence; the same: FLUSHALL or an eviction). A restart that kept
         the data only updates the run id."""
         admin = self._admin
         assert admin is not None
         if self.data_lost:
             return
-        present = await admin.exists(AGENT_STATE_KEY)
+        present = await admin.exists(AGENT_ALIVE_KEY)
         run_id = await _run_id(admin)
         if present:
             self.redis_run_id = run_id
