@@ -9,14 +9,18 @@ redis1 -> redis3 that no earlier scenario touched.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
+import time
 
 import pytest
 
-from netmigrate.lab.stack import Stack, StackConfig, start_agent
+from netmigrate.lab.stack import Stack, StackConfig, restart_redis, start_agent
 from netmigrate.lab.supervise import Supervisor, process_running
-from netmigrate.migration import MigrationError, migration_id_for, run
+from netmigrate.migration import MigrationError, migration_id_for, reconcile, run, status
+from netmigrate.migration.agents import AgentClient
 
 from .conftest import agent, assert_clean, keyspace, switch
 from .test_migrate_faults import (
@@ -71,3 +75,62 @@ def test_kill_target_agent_mid_migration_then_resume(
     assert moved == slots
     assert_clean(doc)
     assert_placement(stack, doc["key_prefix"], slots, 2)
+
+
+def test_restart_target_redis_mid_migration_fails_safely(
+    stack: Stack, stack_config: StackConfig, load_factory
+) -> None:
+    """The target's Redis restarts (the lab runs it without persistence) while slots migrate
+    in. The load only reads after its preload, so the target holds no acknowledged write:
+    the migration must fail at once with an explicit error naming the loss, give every slot
+    in flight back to the source, point the switch back, and keep every read fresh."""
+    slots = list(range(2048, 3072))
+    src, dst = agent(stack, 1), agent(stack, 3)
+    mid = migration_id_for(stack.keyspace_id, 1, 3, slots)
+    lp = load_factory(*LOAD, "--mix", "get=90,mget=10", name="restart-target-redis")
+    lp.wait_ready()
+    # 10 keys/s: the first wave (32 slots, ~40 keys) stays migrating in for seconds, and no
+    # slot completes (a completed slot's only copy would be the one the restart wipes).
+    slow = dataclasses.replace(OPTIONS, rate=10)
+
+    async def scenario():
+        task = asyncio.create_task(
+            run(src, dst, slots, keyspace=keyspace(stack), switch=switch(stack),
+                options=slow, timeout=240)
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            async with AgentClient(dst) as a:
+                reply = await a.identify(stack.keyspace_id)
+            if any(m.role == "in" for m in reply.migrations):
+                break
+            assert time.monotonic() < deadline, "nothing migrates in"
+            await asyncio.sleep(0.05)
+        (before,) = await status(src, mid)
+        await asyncio.to_thread(restart_redis, stack, "redis3")
+        with pytest.raises(MigrationError) as err:
+            await task
+        return before, err.value, await _ownership_is_whole(stack, slots, 1, 3)
+
+    try:
+        before, err, moved = asyncio.run(scenario())
+    except BaseException:
+        sup = Supervisor(stack.run_dir)
+        for name in ("redis1-agent", "redis3-agent"):  # what the agents saw, for the report
+            print(f"--- {name}\n{sup.log_tail(name, 80)}")
+        raise
+    doc = lp.stop()
+    message = str(err)
+    print("MEASURED", json.dumps({"message": message[:400], "ops": doc["ops"],
+                                  "errors_total": doc["errors_total"]}))  # fmt: skip
+    assert before.slots_done == 0
+    assert "server 3: Redis lost its data (run_id " in message, message
+    assert err.result.slots_rolled_back > 0, message
+    assert err.result.slots_done == 0
+    assert moved == []  # every slot is the source's again, and only the source's
+    check = asyncio.run(
+        reconcile(switch(stack), keyspace(stack), [agent(stack, s.server_id) for s in
+                  stack.servers], check=True)
+    )  # fmt: skip
+    assert not check.changed, check.diff  # the switch sends the slots to the source again
+    assert_clean(doc)
