@@ -40,7 +40,8 @@ async def test_an_agent_whose_redis_was_flushed_answers_for_no_slot(
         await asyncio.sleep(0.1)
     # Before: NOT_FOUND, an authoritative answer from data that is gone.
     assert statuses[-1] == Status.WRONG_OWNER, statuses
-    assert "lost the agent's state" in agent.data_lost
+    assert "Redis lost its data (run_id " in agent.data_lost, agent.data_lost
+    assert "the agent's state is gone" in agent.data_lost
     assert await call(Op.SET, (7 << 32) | 4, Set(KEY, b"w")) == Status.WRONG_OWNER
     assert agent.table.owner_count() == 0
 

@@ -75,3 +75,56 @@ def test_no_failed_call_under_two_percent_loss_during_back_and_forth(
     assert_clean(doc)
     assert doc["client"]["retries"] > 0  # the loss was real
     assert doc["errors_total"] == {"retryable": 0, "non_retryable": 0}, doc["errors"]
+
+
+def test_back_and_forth_under_five_percent_loss_and_two_ms_delay(
+    stack: Stack, load_factory
+) -> None:
+    """Issue #12, "Must show": 5 % loss plus 2 ms delay on every switch port (the lab switch
+    injects both, in order per port: no netem here) during repeated back-and-forth migrations
+    of the same slots. The checker must stay clean and every migration must finish."""
+    slots = list(range(4096, 4608))
+    ctl = ControlClient(stack.switch_control_socket)
+    lp = load_factory("--preload", "10000", "--concurrency", "16", name="loss5")
+    lp.wait_ready()
+    ports = range(1, len(stack.servers) + 2)
+    for port in ports:
+        ctl.set_fault(port, drop=0.05, delay_ms=2.0)
+    results = []
+    try:
+        for _ in range(2):
+            for src, dst in ((1, 3), (3, 1)):
+                migration = run(
+                    agent(stack, src),
+                    agent(stack, dst),
+                    slots,
+                    keyspace=keyspace(stack),
+                    switch=switch(stack),
+                    options=OPTIONS,
+                    timeout=300,
+                )
+                results.append(asyncio.run(migration))
+        faults = {n: p["fault"] for n, p in ctl.stats()["ports"].items() if int(n) in ports}
+        drops = sum(p["fault_drops"] for p in ctl.stats()["ports"].values())
+    finally:
+        for port in ports:
+            ctl.clear_fault(port)
+    doc = lp.stop()
+    print(
+        "MEASURED",
+        json.dumps(
+            {
+                "ops": doc["ops"],
+                "errors_total": doc["errors_total"],
+                "errors": doc["errors"],
+                "client": doc["client"],
+                "migrations": [r.state for r in results],
+                "fault_drops": drops,
+            }
+        ),
+    )
+    assert all(f == "drop=0.05,delay_ms=2" for f in faults.values()), faults
+    assert drops > 0
+    assert [r.state for r in results] == ["FINALIZED"] * 4, [r.message for r in results]
+    assert_clean(doc)
+    assert doc["client"]["retries"] > 0  # the loss was real

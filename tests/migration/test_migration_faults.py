@@ -203,10 +203,10 @@ async def test_lost_transitions_fail_the_slot_and_resume_finishes_it(pair, monke
     with pytest.raises(migration.MigrationError) as info:
         await migration.run(p.source_ep, p.target_ep, [600], keyspace=p.keyspace)
     failed = info.value.result
-    assert info.value.code == "FAILED" and failed.slots_failed == 1
+    assert info.value.code == "FAILED" and failed.slots_rolled_back == 1
     assert "no acknowledgement of SLOT_START" in failed.slots[0].error
     # The slot is in flight at the source (persisted), never reached the target.
-    assert p.source.table.state(600) == SlotState.MIGRATING_OUT
+    assert p.source.table.state(600) == SlotState.OWNED  # given back (#12.6)
     assert p.target.table.state(600) == SlotState.NOT_OWNED
     p.relay.drop_ops.clear()
     result = await migration.run(p.source_ep, p.target_ep, [600], keyspace=p.keyspace)

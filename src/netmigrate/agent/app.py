@@ -21,10 +21,11 @@ from netmigrate.agent import dedup, redis_version, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget, default_max_datagram
 from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
+from netmigrate.agent.lost import describe_loss
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.redis_node import ensure_single_node_cluster_async
-from netmigrate.agent.reserved import AGENT_STATE_KEY
+from netmigrate.agent.reserved import AGENT_ALIVE_KEY
 from netmigrate.agent.slots import SlotState, SlotTable
 from netmigrate.agent.source import SourceSide
 from netmigrate.agent.source.keys import CopyLimits
@@ -78,6 +79,8 @@ class Agent:
         self._data_watch: asyncio.Task[None] | None = None
         #: Why this agent no longer answers for any slot ("" while its Redis is intact).
         self.data_lost = ""
+        #: Redis' run_id when the agent last saw its data intact (a restart changes it).
+        self.redis_run_id = ""
         self._stopping = False
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
@@ -100,6 +103,8 @@ class Agent:
             if result.changed:
                 log.info("added %d slots: Redis is now a single-node cluster", result.added_slots)
             self.table = await self._restore_ownership()
+            await self._admin.set(AGENT_ALIVE_KEY, b"1")
+            self.redis_run_id = await _run_id(self._admin)
             self.redis_version = await redis_version.probe(self._admin)
             max_datagram = cfg.max_datagram
             if max_datagram is None:
@@ -200,8 +205,11 @@ class Agent:
                     return
                 log.warning("lost the connection to Redis; answering BUSY while reconnecting")
             try:
+                # Before serving again: a Redis that restarted without its data must not
+                # take a single write for a slot this agent no longer has (#12.8).
+                await self._check_redis_data()
                 await datapath.connect(self.config.redis)
-            except (TimeoutError, OSError, PermissionError) as e:
+            except (TimeoutError, OSError, PermissionError, redis.exceptions.RedisError) as e:
                 log.warning("reconnecting to Redis failed: %s", e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
@@ -211,22 +219,38 @@ class Agent:
             log.info("reconnected to Redis")
 
     async def _watch_redis_data(self) -> None:
-        """Notice that Redis lost the agent's data: its state key (written at the first
-        start, never expired) is gone. Whatever else went with it (keys, request id records,
-        migration markers) cannot be answered for any more."""
-        admin = self._admin
-        assert admin is not None
+        """Notice that Redis lost the agent's data: its liveness key (written at start,
+        never expired, never rewritten) is gone. Whatever else went with it (keys, request id
+        records, migration markers) cannot be answered for any more."""
         while not self._stopping and not self.data_lost:
             await asyncio.sleep(DATA_CHECK_INTERVAL)
             try:
-                present = await admin.exists(AGENT_STATE_KEY)
+                await self._check_redis_data()
             except (redis.exceptions.RedisError, OSError):
                 continue  # unreachable is not lost: the data path answers BUSY meanwhile
-            if not present:
-                await self._lost_data(
-                    "Redis lost the agent's state (a restart without persistence, FLUSHALL or "
-                    "an eviction)"
-                )
+
+    async def _check_redis_data(self) -> None:
+        """The liveness key gone means the data is gone; the run id says how (a new one: a
+        restart without persistence; the same: FLUSHALL or an eviction). A restart that kept
+        the data only updates the run id."""
+        admin = self._admin
+        assert admin is not None
+        if self.data_lost:
+            return
+        present = await admin.exists(AGENT_ALIVE_KEY)
+        run_id = await _run_id(admin)
+        if present:
+            self.redis_run_id = run_id
+            return
+        await self._lost_data(
+            describe_loss(
+                self.config.server_id,
+                self.redis_run_id,
+                run_id,
+                "the agent's state is gone (a restart without persistence, FLUSHALL or "
+                "an eviction)",
+            )
+        )
 
     async def _lost_data(self, why: str) -> None:
         """Stop answering for every slot: requests get WRONG_OWNER, never an answer from data
@@ -235,6 +259,9 @@ class Agent:
         self.data_lost = why
         owned = self.table.owner_count()
         self.table.set_state(range(SLOT_COUNT), SlotState.NOT_OWNED)
+        # Slots migrating in or out lost their state too: their migrations fail, explicitly.
+        if self.target is not None:
+            self.target.redis_lost(why)
         log.error(
             "%s: this agent no longer answers for any slot (it owned %d); restore the data, "
             "then reconcile the slot map",
@@ -248,6 +275,8 @@ class Agent:
             )
         except (redis.exceptions.RedisError, OSError) as e:
             log.error("could not record the lost ownership in Redis: %s", e)
+        if self.source is not None:
+            await self.source.redis_lost(why)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -284,6 +313,11 @@ class Agent:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _run_id(admin: redis.asyncio.Redis) -> str:
+    info = await admin.info("server")
+    return str(info.get("run_id", ""))
 
 
 def _describe(table: SlotTable) -> str:

@@ -22,7 +22,7 @@ from netmigrate.agent.restore import Dump
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import MigrationRequestError, SourceSide
 from netmigrate.agent.stats import AgentStats
-from netmigrate.agent.target import NotMigratingIn, TargetSide
+from netmigrate.agent.target import NotMigratingIn, TargetDataLost, TargetSide
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
         try:
             installed, slots = await target.transfer_ids(request)
         except NotMigratingIn as e:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            await context.abort(_not_in_code(e), str(e))
             raise
         return control_pb2.TransferRequestIdsResponse(installed=installed, slots=slots)
 
@@ -210,7 +210,7 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
                 else:
                     restored, skipped = await target.restore_parts(batch.source_id, parts)
             except NotMigratingIn as e:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+                await context.abort(_not_in_code(e), str(e))
                 raise
             except Exception as e:  # Redis refused the batch: the source retries the slot
                 log.warning("copy of slots %s: %s", [slot for slot, _ in parts], e)
@@ -219,6 +219,15 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
             yield control_pb2.CopyAck(
                 slot=batch.slot, seq=batch.seq, restored=restored, skipped_dirty=skipped
             )
+
+    async def RollBack(
+        self, request: control_pb2.RollBackRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.RollBackResponse:
+        target = await self._target(context)
+        back, refused = await target.roll_back(
+            request.source_id, list(request.slots), request.reason
+        )
+        return control_pb2.RollBackResponse(rolled_back=back, refused=refused)
 
     # -- target -> source ----------------------------------------------------------------
 
@@ -242,6 +251,14 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
         if self._agent.target is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is starting")
         return self._agent.target
+
+
+def _not_in_code(e: NotMigratingIn) -> grpc.StatusCode:
+    """DATA_LOSS when the slot's state went with the target's Redis data: the source fails
+    the slot at once instead of retrying what cannot succeed."""
+    if isinstance(e, TargetDataLost):
+        return grpc.StatusCode.DATA_LOSS
+    return grpc.StatusCode.FAILED_PRECONDITION
 
 
 def _dumps(keys: Iterable[control_pb2.KeyDump]) -> list[Dump]:

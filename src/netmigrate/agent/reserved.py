@@ -34,6 +34,10 @@ RESERVED_MESSAGE = "keys starting with {} or {} are reserved".format(
 
 #: Hash with the agent's identity and owned slots (see ``slot_store``).
 AGENT_STATE_KEY = RESERVED_PREFIX + b"agent"
+#: Written once when the agent starts and never again while it runs: its absence means Redis
+#: lost the agent's data. Not the state key, which every persisted change writes (and would
+#: bring back, hiding the loss, if a change came between the loss and the check; #12.8).
+AGENT_ALIVE_KEY = RESERVED_PREFIX + b"alive"
 #: Hash: slot number -> JSON record of that slot's migration (either role).
 SLOT_RECORDS_KEY = RESERVED_PREFIX + b"slots"
 #: Hash: migration id -> JSON record of a migration this agent is the source of.

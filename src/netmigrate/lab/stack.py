@@ -416,6 +416,16 @@ def start_agent(config: StackConfig, stack: Stack, name: str) -> bool:
     return res.changed
 
 
+def restart_redis(stack: Stack, name: str) -> None:
+    """Restart a server's redis-server. The lab runs Redis without persistence, so its data
+    is gone afterwards: what fault tests need (the cluster's slot assignment stays in its
+    nodes.conf)."""
+    s = stack.server(name)
+    sup = Supervisor(stack.run_dir)
+    sup.stop(f"{name}-redis")
+    sup.start(_redis_process(s, Path(stack.run_dir)), ready=unix_ready(s.redis_socket), timeout=15)
+
+
 def stop_agent(stack: Stack, name: str) -> bool:
     return Supervisor(stack.run_dir).stop(f"{name}-agent")
 

@@ -78,6 +78,7 @@ def result_from_status(
         slots_skipped=status.slots_skipped,
         slots_failed=status.slots_failed,
         slots_pending=status.slots_pending,
+        slots_rolled_back=status.slots_rolled_back,
         keys_copied=status.keys_copied,
         started=status.started,
         finished=status.finished,
@@ -451,6 +452,15 @@ async def run(
             )
             if final.state == "ABORTED":
                 return result
+            if final.slots_rolled_back and switch is not None:
+                # The source owns those slots again; the switch still sends their writes to
+                # the target, which refuses them: point it back (reconcile writes what the
+                # agents say, and only slots of these two agents).
+                fixed = await reconcile(switch, keyspace, [source, target])
+                result.message += (
+                    f" ({final.slots_rolled_back} slots rolled back to server "
+                    f"{source.server_id}; {fixed.slots_written} switch entries written back)"
+                )
             raise MigrationError(result.message, code=final.state, result=result)
         result = result_from_status(final, changed=changed, message=f"migration {mid} done")
         if finalize and final.state == "DONE":

@@ -164,6 +164,8 @@ class MigrationResult:
     slots_skipped: int = 0
     slots_failed: int = 0
     slots_pending: int = 0
+    #: Slots that could not move and went back to the source (#12.6).
+    slots_rolled_back: int = 0
     keys_copied: int = 0
     started: float = 0.0
     finished: float = 0.0

@@ -77,7 +77,10 @@ class Copier:
         async def read_ack() -> None:
             ack = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
             if ack is grpc.aio.EOF:
-                raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..")
+                # An aborted stream can read as a plain end: the target's status says why.
+                code = await call.code()
+                why = "" if code == grpc.StatusCode.OK else f": {code.name}: {await call.details()}"
+                raise StepFailed(f"the target closed the copy stream of slots {slots[0]}..{why}")
             seq, counts = outstanding.popleft()
             if ack.seq != seq or (one_slot and ack.slot != slots[0]):
                 raise StepFailed(
@@ -92,7 +95,15 @@ class Copier:
 
         async def send(message: control_pb2.CopyBatch, counts: list[tuple[int, int]]) -> None:
             message.seq = next(seqs)
-            await call.write(message)
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError:
+                # The target ended the stream (it refused a batch): its reason, not grpc's
+                # "RPC already finished", is what the slot's error must say.
+                raise StepFailed(
+                    f"the target ended the copy of slots {slots[0]}..: "
+                    f"{(await call.code()).name}: {await call.details()}"
+                ) from None
             ctx.counters["source_batches"] += 1
             outstanding.append((message.seq, counts))
             while len(outstanding) >= COPY_WINDOW:

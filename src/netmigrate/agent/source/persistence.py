@@ -85,6 +85,20 @@ class OutgoingSlots:
         for rec in recs:
             self.barriers.pop(rec.slot, None)
 
+    async def given_back(self, slots: list[int]) -> None:
+        """Persist the slots as owned here again, their records dropped (a rollback): only
+        once that succeeded are they OWNED in memory and their freeze over."""
+
+        def back() -> None:
+            for slot in slots:
+                self.records.pop(slot, None)
+                self.barriers.pop(slot, None)
+            self.table.set_state(slots, SlotState.OWNED)
+
+        await self.store.persist(
+            slots=dict.fromkeys(slots), owned=dict.fromkeys(slots, True), then=back
+        )
+
     async def finalized(self, slots: list[int], then: Any) -> None:
         """Persist the slots as finalized; then they are NOT_OWNED here and forgotten, and
         ``then()`` runs (in the same step)."""

@@ -23,6 +23,7 @@ from netmigrate.agent.source.lifecycle import Lifecycle
 from netmigrate.agent.source.model import SLOT_RETRY_SECONDS, Migration
 from netmigrate.agent.source.persistence import OutgoingSlots
 from netmigrate.agent.source.prepare import Planner
+from netmigrate.agent.source.rollback import Rollback
 from netmigrate.agent.source.transitions import Transitions
 from netmigrate.agent.source.waves import Runner
 from netmigrate.protocol.codec import HeaderFields
@@ -65,12 +66,14 @@ class SourceSide:
         planner = Planner(ctx)
         self._transitions = Transitions(ctx, datapath)
         self._copier = Copier(ctx)
+        self._rollback = Rollback(ctx)
         runner = Runner(
             ctx,
             planner=planner,
             transitions=self._transitions,
             handover=IdHandover(ctx),
             copier=self._copier,
+            rollback=self._rollback,
         )
         self._lifecycle = Lifecycle(ctx, planner, runner)
         self._finalizer = Finalizer(ctx, planner)
@@ -97,6 +100,10 @@ class SourceSide:
     async def load(self, records: dict[int, SlotRecord]) -> None:
         """Restore slots in flight and migrations after a restart; RUNNING ones continue."""
         await self._lifecycle.load(records)
+
+    async def redis_lost(self, why: str) -> None:
+        """This agent's Redis lost its data: running migrations fail now, saying why."""
+        await self._rollback.redis_lost(why)
 
     async def stop(self) -> None:
         tasks = [m.task for m in self._migrations.values() if m.task is not None]

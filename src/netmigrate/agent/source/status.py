@@ -16,9 +16,10 @@ PHASE_NAMES = {
     "skipped": control_pb2.SKIPPED,
     "failed": control_pb2.FAILED,
     "finalized": control_pb2.FINALIZED,
+    "rolled_back": control_pb2.ROLLED_BACK,
 }
 #: Phases of the slots a status lists without include_slots.
-_SHOWN_PHASES = frozenset({"starting", "copying", "completing", "failed"})
+_SHOWN_PHASES = frozenset({"starting", "copying", "completing", "failed", "rolled_back"})
 
 
 def migration_status(
@@ -61,6 +62,7 @@ def migration_status(
         slots_done=counts["done"] + counts["finalized"],
         slots_skipped=counts["skipped"],
         slots_failed=counts["failed"],
+        slots_rolled_back=counts["rolled_back"],
         keys_copied=m.keys_copied,
         keys_remaining_estimate=max(m.keys_estimate - m.keys_copied, 0),
         started=rec.started,

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from netmigrate.agent.lost import is_data_loss
 from netmigrate.agent.migration_store import MigrationRecord, SlotRecord
 from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.slots import SlotState
@@ -33,6 +34,7 @@ from netmigrate.agent.source.model import (
 )
 from netmigrate.agent.source.prepare import Planner
 from netmigrate.agent.source.rate import RateLimiter
+from netmigrate.agent.source.rollback import Rollback
 from netmigrate.agent.source.transitions import Transitions
 from netmigrate.protocol.constants import Op
 
@@ -54,8 +56,10 @@ class Runner:
         transitions: Transitions,
         handover: IdHandover,
         copier: Copier,
+        rollback: Rollback,
     ) -> None:
         self._ctx = ctx
+        self._rollback = rollback
         self._planner = planner
         self._transitions = transitions
         self._handover = handover
@@ -112,7 +116,7 @@ class Runner:
         finally:
             self._ctx.dedup.unwatch(todo)
         phases = [run.phase for run in m.slots.values()]
-        if "failed" in phases:
+        if "failed" in phases or "rolled_back" in phases:
             rec.state = "FAILED"
             rec.error = "; ".join(m.failures[-3:])
         elif all(p in FINISHED_PHASES for p in phases):
@@ -253,14 +257,28 @@ class Runner:
                 run.error = describe(e)
                 now = time.monotonic()
                 first_failure = first_failure or now
-                if now - first_failure > self._ctx.slot_retry_seconds:
-                    log.error("slot %d: giving up for now: %s", slot, run.error)
-                    run.phase = "failed"
-                    m.failures.append(f"slot {slot}: {run.error}")
+                # The target's Redis lost the slot's state: retrying cannot bring it back.
+                final = is_data_loss(run.error)
+                if final or now - first_failure > self._ctx.slot_retry_seconds:
+                    await self._give_up(m, slot, run, final)
                     return
                 log.warning("slot %d: %s; retrying", slot, run.error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _give_up(self, m: Migration, slot: int, run: SlotRun, final: bool) -> None:
+        """The slot cannot move: back to this agent if the target holds no client write
+        for it (#12.6), else it stays in flight (frozen here, readable) and says why."""
+        if final:
+            m.abort = True  # the target lost its data: no further wave goes there
+        kept = await self._rollback.give_back(m, [slot], run.error)
+        if slot in kept:
+            log.error("slot %d: giving up: %s; not rolled back: %s", slot, run.error, kept[slot])
+            run.phase = "failed"
+            m.failures.append(f"slot {slot}: {run.error}; not rolled back: {kept[slot]}")
+        else:
+            log.error("slot %d: giving up: %s; rolled back to the source", slot, run.error)
+            m.failures.append(f"slot {slot}: {run.error}; rolled back to the source")
 
     async def _slot_steps(self, m: Migration, slot: int, run: SlotRun) -> None:
         mrec = m.record

@@ -20,10 +20,11 @@ takes the source's frozen answer. MGET (and a plain read) pulls what it lacks, t
 
 One module per part: ``transitions`` (SLOT_START / SLOT_COMPLETE), ``requests`` (client
 requests, pulls, chains), ``holding`` (the hold queue), ``intake`` (request ids and copied keys
-from the source); ``side``: :class:`TargetSide`, which wires them and is what the agent calls.
+from the source), ``rollback`` (slots given back to the source, slots lost with Redis' data);
+``side``: :class:`TargetSide`, which wires them and is what the agent calls.
 """
 
-from netmigrate.agent.target.model import NotMigratingIn
+from netmigrate.agent.target.model import NotMigratingIn, TargetDataLost
 from netmigrate.agent.target.side import TargetSide
 
-__all__ = ["NotMigratingIn", "TargetSide"]
+__all__ = ["NotMigratingIn", "TargetDataLost", "TargetSide"]

@@ -12,7 +12,7 @@ from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.resp import ConnectionLost, ReplyError, collect_replies
 from netmigrate.agent.slots import SlotTable
-from netmigrate.agent.target.model import Incoming
+from netmigrate.agent.target.model import Incoming, LostSlot
 
 
 def _counters() -> dict[str, int]:
@@ -27,6 +27,8 @@ def _counters() -> dict[str, int]:
         "target_pieces": 0,
         "target_ids_installed": 0,
         "target_stale_transitions": 0,
+        "target_slots_rolled_back": 0,
+        "target_slots_lost": 0,
     }
 
 
@@ -40,6 +42,8 @@ class TargetContext:
     peers: Peers
     server_id: int
     slots: dict[int, Incoming] = field(default_factory=dict)
+    #: Slots that migrated in when Redis lost its data (slot -> what is known of them).
+    lost: dict[int, LostSlot] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Counters for GetStats.
     counters: dict[str, int] = field(default_factory=_counters)

@@ -9,7 +9,7 @@ from netmigrate.agent.dedup import record_replies
 from netmigrate.agent.restore import Dump, eval_command, finish_command, piece_commands
 from netmigrate.agent.target.context import TargetContext
 from netmigrate.agent.target.holding import HoldQueue
-from netmigrate.agent.target.model import Incoming, NotMigratingIn
+from netmigrate.agent.target.model import Incoming, NotMigratingIn, TargetDataLost
 
 
 class Intake:
@@ -18,6 +18,9 @@ class Intake:
         self._holds = holds
 
     def _incoming_from(self, slot: int, source: int) -> Incoming:
+        lost = self._ctx.lost.get(slot)
+        if lost is not None and lost.source_id == source:
+            raise TargetDataLost(f"slot {slot}: {lost.why}")
         inc = self._ctx.slots.get(slot)
         if inc is None or inc.source_id != source:
             raise NotMigratingIn(f"slot {slot} does not migrate in from server {source} here")

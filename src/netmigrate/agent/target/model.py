@@ -22,6 +22,11 @@ class NotMigratingIn(Exception):
     """A copy, id transfer or pull for a slot that does not migrate in from that source."""
 
 
+class TargetDataLost(NotMigratingIn):
+    """The slot migrated in here, and this agent's Redis lost its data meanwhile: nothing sent
+    before can be trusted, and the slot cannot complete here (#12.8)."""
+
+
 @dataclass
 class Held:
     since: float
@@ -45,6 +50,20 @@ class Incoming:
     persisted: asyncio.Future[bool] | None = None
     #: Done once the slot is owned here (True) or its completion failed (False).
     completing: asyncio.Future[bool] | None = None
+    #: Client writes (and deletes) queued for Redis since the START: a slot without any can
+    #: be given back to the source (its frozen copy is then still the whole truth).
+    writes: int = 0
+
+
+@dataclass(frozen=True)
+class LostSlot:
+    """A slot that migrated in when this agent's Redis lost its data."""
+
+    slot: int
+    source_id: int
+    #: Client writes queued here for it before (and after) the loss: lost or unvouched for.
+    writes: int
+    why: str
 
 
 def log_slots(what: str, incs: list[Incoming]) -> None:

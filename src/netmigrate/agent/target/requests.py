@@ -167,6 +167,7 @@ class IncomingRequests:
         if spec.read_only:
             self._queue_plain(fields, body, spec, entry, commands, callbacks)
             return
+        inc.writes += 1  # counted when queued: Redis may apply it whatever the reply
         if spec.generic:
             self._ctx.dp.queue_generic(
                 fields,

@@ -21,6 +21,7 @@ from netmigrate.agent.target.holding import HoldQueue
 from netmigrate.agent.target.intake import Intake
 from netmigrate.agent.target.model import Incoming
 from netmigrate.agent.target.requests import IncomingRequests
+from netmigrate.agent.target.rollback import Rollbacks
 from netmigrate.agent.target.transitions import TargetTransitions
 from netmigrate.protocol.codec import HeaderFields
 
@@ -49,6 +50,7 @@ class TargetSide:
         self._transitions = TargetTransitions(ctx, self._holds)
         self._requests = IncomingRequests(ctx, self._holds)
         self._intake = Intake(ctx, self._holds)
+        self._rollbacks = Rollbacks(ctx, self._holds)
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -98,6 +100,10 @@ class TargetSide:
         """(slot, source id) of every slot migrating in."""
         return [(s, inc.source_id) for s, inc in sorted(self._slots.items())]
 
+    def redis_lost(self, why: str) -> None:
+        """The agent's Redis lost its data: the slots migrating in are lost here (#12.8)."""
+        self._rollbacks.redis_lost(why)
+
     # -- from the data path, in arrival order --------------------------------------------
 
     def on_transition(self, fields: HeaderFields, epoch: int, addr: Any) -> None:
@@ -136,6 +142,13 @@ class TargetSide:
     ) -> tuple[int, int]:
         """Restore copied keys of one or more slots; (restored, skipped as dirty)."""
         return await self._intake.restore_parts(source, parts)
+
+    async def roll_back(
+        self, source: int, slots: list[int], reason: str
+    ) -> tuple[list[int], list[str]]:
+        """Give slots back to the source where no client write was applied here; (the
+        slots given back, a reason per slot kept)."""
+        return await self._rollbacks.roll_back(source, slots, reason)
 
     async def restore_piece(self, source: int, piece: control_pb2.KeyChunk) -> tuple[int, int]:
         """One piece of a key moved in pieces; (restored, skipped as dirty) by its last."""

@@ -89,6 +89,12 @@ class TargetTransitions:
     def _on_start(
         self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
     ) -> None:
+        lost = self._ctx.lost.get(slot)
+        if lost is not None and lost.source_id == source:
+            # The migration of this slot lost its state here: it fails explicitly (the
+            # source gives the slot back or reports why not), it does not start over.
+            self._ctx.dp.refuse(fields, addr, int(Status.ERROR), f"slot {slot}: {lost.why}")
+            return
         state = self._ctx.table.state(slot)
         inc = self._ctx.slots.get(slot)
         if state == SlotState.MIGRATING_IN and inc is not None:
