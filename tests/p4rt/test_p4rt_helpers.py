@@ -40,7 +40,7 @@ from netmigrate.p4rt import (
 )
 from netmigrate.p4rt.frames import udp_frame
 from netmigrate.p4rt.slotmap import SUBMIT_TO_INGRESS
-from netmigrate.protocol.codec import Header
+from netmigrate.protocol.codec import Control, Header, encode
 from netmigrate.protocol.constants import SERVICE_PORT_BASE, SLOT_COUNT, Decision, Op
 from netmigrate.resources import p4info_path
 
@@ -267,17 +267,22 @@ async def test_follow_digests_acknowledges(switch):
     try:
         await install_netmigrate(s)
 
-        def frame(op: Op, slot: int, source: int, target: int) -> bytes:
+        def frame(op: Op, slot: int, source: int, target: int, epoch: int) -> bytes:
             h = Header(
                 op=op, request_id=1, keyspace=1, slot=slot, source_id=source, target_id=target
             )
             src = f"10.9.0.{source}"
-            return udp_frame(h.pack(), dst_ip=SERVICE_IP, dst_port=SERVICE_PORT_BASE, src_ip=src)
+            return udp_frame(
+                encode(h, Control(epoch)),
+                dst_ip=SERVICE_IP,
+                dst_port=SERVICE_PORT_BASE,
+                src_ip=src,
+            )
 
         lists = follow_digests(s, "slot_transition_t", ack_timeout_ns=60 * 10**9)
         first_task = asyncio.ensure_future(anext(lists))
         await asyncio.sleep(0.2)  # the digest is enabled
-        await s.packet_out(frame(Op.SLOT_START, 100, 1, 2), SUBMIT_TO_INGRESS)
+        await s.packet_out(frame(Op.SLOT_START, 100, 1, 2, epoch=1), SUBMIT_TO_INGRESS)
         first = await asyncio.wait_for(first_task, 5)
         assert first.messages == (
             {"keyspace": 1, "slot": 100, "op": int(Op.SLOT_START), "owner": 1, "target": 2},
@@ -286,7 +291,8 @@ async def test_follow_digests_acknowledges(switch):
         second_task = asyncio.ensure_future(anext(lists))
         await asyncio.sleep(0.2)
         await restore_slot_map(s, KEYSPACE, {100: SlotEntry(0, 0)})
-        await s.packet_out(frame(Op.SLOT_START, 100, 1, 2), SUBMIT_TO_INGRESS)
+        # A new migration of the slot: a higher epoch (the restore does not lower the switch's).
+        await s.packet_out(frame(Op.SLOT_START, 100, 1, 2, epoch=2), SUBMIT_TO_INGRESS)
         second = await asyncio.wait_for(second_task, 5)
         assert second.messages == first.messages and second.list_id > first.list_id
         await lists.aclose()
