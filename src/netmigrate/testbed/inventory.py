@@ -126,6 +126,10 @@ def write_inventory(
         "netmigrate_agent_redis_password": (
             "{{ lookup('ansible.builtin.file', '" + str(secret) + "') }}"
         ),
+        # --- control service: mutual TLS, the CA and certificates made on the controller ---
+        "netmigrate_control_tls": True,
+        "netmigrate_control_pki_dir": str(directory / "pki"),
+        "netmigrate_control_tls_dir": "/etc/netmigrate/controller-tls",
         # --- migration: the client host reaches the agents (data network) and the switch ---
         "netmigrate_controller_host": next(iter(clients), "localhost"),
         "netmigrate_migration_source": redis_names[0],
