@@ -99,6 +99,16 @@ async def _wait_in_flight(stack: Stack, src: int, mid: str, at_least: int = 1) -
     raise AssertionError("migration never got going")
 
 
+async def _sigkill_service(stack: Stack, name: str) -> None:
+    """SIGKILL a supervised service of the lab and wait until it is gone (delivery is
+    asynchronous)."""
+    pid = Supervisor(stack.run_dir).status(name).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while process_running(pid):
+        await asyncio.sleep(0.01)
+
+
 async def _resume_when_reachable(stack: Stack, src, dst, mid: str):
     """Resume; a restarted agent's control port may refuse for a moment (gRPC keeps the
     failed connection in reconnect backoff), which is the one error worth waiting out."""
@@ -152,11 +162,7 @@ def test_kill_source_agent_mid_migration_then_resume(
         )  # fmt: skip
         await _wait_in_flight(stack, 1, mid, at_least=50)
         # SIGKILL: no clean shutdown, whatever was in flight is simply gone.
-        pid = Supervisor(stack.run_dir).status("redis1-agent").pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        while process_running(pid):  # SIGKILL is delivered asynchronously
-            await asyncio.sleep(0.01)
+        await _sigkill_service(stack, "redis1-agent")
         with pytest.raises(MigrationError):
             await task
         assert await asyncio.to_thread(start_agent, stack_config, stack, "redis1")

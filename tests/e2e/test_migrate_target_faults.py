@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import signal
 import time
 
 import pytest
 
 from netmigrate.lab.stack import Stack, StackConfig, restart_redis, start_agent
-from netmigrate.lab.supervise import Supervisor, process_running
+from netmigrate.lab.supervise import Supervisor
 from netmigrate.migration import MigrationError, migration_id_for, reconcile, run, status
 from netmigrate.migration.agents import AgentClient
 
@@ -28,6 +26,7 @@ from .test_migrate_faults import (
     OPTIONS,
     _ownership_is_whole,
     _resume_when_reachable,
+    _sigkill_service,
     _wait_in_flight,
     assert_placement,
 )
@@ -52,11 +51,7 @@ def test_kill_target_agent_mid_migration_then_resume(
         await _wait_in_flight(stack, 1, mid, at_least=50)
         # SIGKILL: the target's slots migrating in, its held requests and its copy
         # acknowledgements in flight are simply gone; what it persisted is not.
-        pid = Supervisor(stack.run_dir).status("redis2-agent").pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        while process_running(pid):
-            await asyncio.sleep(0.01)
+        await _sigkill_service(stack, "redis2-agent")
         await asyncio.sleep(1.0)  # the source's steps fail against the dead target meanwhile
         assert await asyncio.to_thread(start_agent, stack_config, stack, "redis2")
         try:
