@@ -15,8 +15,13 @@ import redis
 import redis.asyncio
 
 from netmigrate.agent.config import RedisTarget, parse_redis_url
-from netmigrate.agent.migration_store import MigrationRecord, MigrationStore, SlotRecord
-from netmigrate.agent.reserved import AGENT_STATE_KEY, MIGRATIONS_KEY
+from netmigrate.agent.migration_store import (
+    MigrationRecord,
+    MigrationStore,
+    SlotRecord,
+    StoreDataLost,
+)
+from netmigrate.agent.reserved import AGENT_ALIVE_KEY, AGENT_STATE_KEY, MIGRATIONS_KEY
 from netmigrate.agent.resp import ReplyError
 from netmigrate.agent.slots import SlotState, SlotTable
 
@@ -197,3 +202,59 @@ async def test_a_cancelled_caller_still_gets_its_change_applied_in_memory(
     assert owned_in_redis(cluster_redis.client()) == [0, 2, 3]
     assert (await store.load_slots())[1].phase == "done"
     assert await aclient.hlen(MIGRATIONS_KEY) == 0
+
+
+@BACKENDS
+async def test_a_store_guarded_by_the_liveness_key_writes_nothing_once_it_is_gone(
+    cluster_redis, aclient, raw: bool
+) -> None:
+    """#12.8: the target's Redis restarted without its data while slots migrated in; the
+    agent's admin connection reconnected by itself, and completing a slot wrote ownership into
+    the empty Redis before the periodic check noticed the loss (a slot owned by nobody). A
+    guarded store refuses any write once the liveness key is gone, and says so at once."""
+    sync = cluster_redis.client()
+    sync.set(AGENT_ALIVE_KEY, b"1")
+    table = SlotTable(range(4))
+    store = MigrationStore(
+        aclient,
+        50000,
+        1,
+        table,
+        redis_target=target_of(cluster_redis) if raw else None,
+        alive_key=AGENT_ALIVE_KEY,
+    )
+    lost: list[int] = []
+    store.on_lost = lambda: lost.append(1)
+    await store.persist(slots={1: SlotRecord(1, "in", 2, "migrating")})
+    assert set(await store.load_slots()) == {1}
+
+    sync.delete(AGENT_ALIVE_KEY)  # what a restart without persistence leaves, and FLUSHALL
+    ran: list[int] = []
+    with pytest.raises(StoreDataLost, match="nothing was written"):
+        await store.persist(
+            slots={1: SlotRecord(1, "in", 2, "cleanup")},
+            owned={4: True},
+            then=lambda: ran.append(1),
+        )
+    assert ran == [] and lost == [1]
+    assert (await store.load_slots())[1].phase == "migrating"
+    assert sync.hget(AGENT_STATE_KEY, b"owned") is None  # no ownership bitmap was written
+    store.close()
+
+
+async def test_a_loss_between_the_check_and_exec_aborts_the_write(cluster_redis, aclient) -> None:
+    """The liveness key is WATCHed: a loss after it was found present still aborts EXEC."""
+    sync = cluster_redis.client()
+    sync.set(AGENT_ALIVE_KEY, b"1")
+    store = MigrationStore(aclient, 50000, 1, SlotTable(range(4)), alive_key=AGENT_ALIVE_KEY)
+    queue = store._queue
+
+    def lose_then_queue(*args: Any) -> None:
+        sync.delete(AGENT_ALIVE_KEY)  # another connection, after WATCH and EXISTS
+        queue(*args)
+
+    store._queue = lose_then_queue  # type: ignore[method-assign]
+    with pytest.raises(StoreDataLost):
+        await store.persist(owned={5: True}, slots={5: SlotRecord(5, "in", 2, "cleanup")})
+    assert await store.load_slots() == {}
+    assert sync.hget(AGENT_STATE_KEY, b"owned") is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from netmigrate.agent.migration_store import MigrationStore
-from netmigrate.agent.reserved import dirty_key, marker_key, slot_tag
+from netmigrate.agent.reserved import AGENT_STATE_KEY, dirty_key, marker_key, slot_tag
 from netmigrate.agent.slots import SlotState
 from netmigrate.protocol.codec import Control, ErrorReply, Header, MGet, Set, decode, encode
 from netmigrate.protocol.constants import REPLY_BIT, Flag, Op, Status
@@ -129,3 +129,34 @@ async def test_stale_transitions_are_dropped_unanswered(raw_agent, cluster_redis
     peer.send(transition(Op.SLOT_START, epoch=6), addr)
     assert decode((await peer.recv())[0]).body == Control(6)
     assert agent.table.state(SLOT) == SlotState.MIGRATING_IN
+
+
+async def test_a_slot_is_never_completed_into_a_redis_that_lost_the_data(
+    raw_agent, cluster_redis
+) -> None:
+    """#12.8, seen in CI: the target's Redis restarted without its data while a slot migrated
+    in; the agent's admin connection reconnected by itself and a SLOT_COMPLETE made the slot
+    owned there (its copied keys gone) before the periodic check saw the loss. Now the
+    completion's write is refused, and the COMPLETE is refused naming the loss."""
+    agent, rpc = await raw_agent(server_id=2, initial_slots=frozenset())
+    peer, addr = rpc.peer, rpc.address
+    peer.send(transition(Op.SLOT_START, rid=10), addr)
+    assert decode((await peer.recv())[0]).header.status == Status.OK
+    r = cluster_redis.client()
+    r.flushall()  # what a restart without persistence leaves behind
+    peer.send(transition(Op.SLOT_COMPLETE, rid=11), addr)
+    replies = []
+    for rid in range(12, 40):  # the source resends until it has an answer
+        try:
+            replies.append(decode((await peer.recv(0.2))[0]))
+        except TimeoutError:
+            peer.send(transition(Op.SLOT_COMPLETE, rid=rid), addr)
+            continue
+        break
+    assert replies, "no answer to SLOT_COMPLETE"
+    reply = replies[0]
+    assert reply.header.status == Status.ERROR, reply
+    assert f"slot {SLOT}: server 2: Redis lost its data (run_id " in reply.body.message
+    assert agent.table.state(SLOT) == SlotState.NOT_OWNED
+    assert agent.data_lost
+    assert r.hget(AGENT_STATE_KEY, b"owned") == bytes(2048)  # the lost ownership, recorded

@@ -77,6 +77,7 @@ class Agent:
         self._control: grpc.aio.Server | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._data_watch: asyncio.Task[None] | None = None
+        self._data_check: asyncio.Task[None] | None = None
         #: Why this agent no longer answers for any slot ("" while its Redis is intact).
         self.data_lost = ""
         #: Redis' run_id when the agent last saw its data intact (a restart changes it).
@@ -126,8 +127,15 @@ class Agent:
             if restored:
                 log.info("restored %d recent request ids from Redis", restored)
             store = MigrationStore(
-                self._admin, cfg.keyspace, cfg.server_id, self.table, redis_target=cfg.redis
+                self._admin,
+                cfg.keyspace,
+                cfg.server_id,
+                self.table,
+                redis_target=cfg.redis,
+                alive_key=AGENT_ALIVE_KEY,
             )
+            # A write refused for lost data: say so now, not at the next periodic check.
+            store.on_lost = self._check_data_soon
             records = await store.load_slots()
             await store.load_epochs()
             self._peers = Peers(cfg.peer_tls)
@@ -229,6 +237,14 @@ class Agent:
             except (redis.exceptions.RedisError, OSError):
                 continue  # unreachable is not lost: the data path answers BUSY meanwhile
 
+    def _check_data_soon(self) -> None:
+        if self._data_check is None or self._data_check.done():
+            self._data_check = asyncio.create_task(self._check_redis_data_quietly())
+
+    async def _check_redis_data_quietly(self) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._check_redis_data()
+
     async def _check_redis_data(self) -> None:
         """The liveness key gone means the data is gone; the run id says how (a new one: a
         restart without persistence; the same: FLUSHALL or an eviction). A restart that kept
@@ -256,6 +272,8 @@ class Agent:
         """Stop answering for every slot: requests get WRONG_OWNER, never an answer from data
         that is gone. The empty ownership is written back, so that a restart of the agent does
         not claim its configured slots again while another agent may own them."""
+        if self.data_lost:  # a periodic and a prompted check may both have seen the loss
+            return
         self.data_lost = why
         owned = self.table.owner_count()
         self.table.set_state(range(SLOT_COUNT), SlotState.NOT_OWNED)
@@ -280,6 +298,10 @@ class Agent:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._data_check is not None:
+            self._data_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._data_check
         if self._data_watch is not None:
             self._data_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

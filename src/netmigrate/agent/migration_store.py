@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import redis.exceptions
+
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.reserved import (
     AGENT_STATE_KEY,
@@ -112,6 +114,7 @@ _SLOT_JSON = (
     b'"finished":%b,"keys_copied":%d,"keys_total":%d,"attempts":%d,"epoch":%d}'
 )
 _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_UNWATCH = b"*1\r\n$7\r\nUNWATCH\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
@@ -171,6 +174,11 @@ class _Change:
     done: asyncio.Future[None]
 
 
+class StoreDataLost(RuntimeError):
+    """The liveness key is gone from Redis: its data (and so the agent's) is lost; nothing was
+    written."""
+
+
 class MigrationStore:
     def __init__(
         self,
@@ -179,8 +187,13 @@ class MigrationStore:
         server_id: int,
         table: SlotTable,
         redis_target: RedisTarget | None = None,
+        alive_key: bytes | None = None,
     ) -> None:
         self._client = client
+        #: Written only while this key exists (module docstring); None: unguarded.
+        self.alive_key = alive_key
+        #: Called (once per failed write) when a write found the data lost.
+        self.on_lost: Callable[[], None] | None = None
         self._keyspace = keyspace
         self._server_id = server_id
         self._table = table
@@ -258,6 +271,8 @@ class MigrationStore:
                 for c in batch:
                     if not c.done.done():
                         c.done.set_exception(e)
+                if isinstance(e, StoreDataLost) and self.on_lost is not None:
+                    self.on_lost()
                 continue
             for c in batch:
                 try:
@@ -299,7 +314,36 @@ class MigrationStore:
         migrations: dict[str, MigrationRecord],
         epochs: dict[int, int],
     ) -> None:
-        pipe = self._client.pipeline(transaction=True)
+        async with self._client.pipeline(transaction=True) as pipe:
+            if self.alive_key is not None:
+                await pipe.watch(self.alive_key)
+                if not await pipe.exists(self.alive_key):
+                    await pipe.unwatch()
+                    raise self._lost()
+                pipe.multi()
+            self._queue(pipe, owned, records, migrations, epochs)
+            if len(pipe):
+                self.writes += 1
+                try:
+                    await pipe.execute()
+                except redis.exceptions.WatchError:
+                    raise self._lost() from None
+
+    def _lost(self) -> StoreDataLost:
+        assert self.alive_key is not None
+        return StoreDataLost(
+            f"{self.alive_key.decode()} is gone from Redis: its data was lost (a restart "
+            "without persistence, FLUSHALL or an eviction); nothing was written"
+        )
+
+    def _queue(
+        self,
+        pipe: Any,
+        owned: dict[int, bool],
+        records: dict[int, SlotRecord | None],
+        migrations: dict[str, MigrationRecord],
+        epochs: dict[int, int],
+    ) -> None:
         if owned:
             pipe.hset(AGENT_STATE_KEY, b"owned", self._table.owned_bitmap(owned))
         put = {str(slot): rec.to_json() for slot, rec in records.items() if rec is not None}
@@ -312,9 +356,6 @@ class MigrationStore:
             pipe.hset(MIGRATIONS_KEY, mapping={mid: m.to_json() for mid, m in migrations.items()})
         if epochs:
             pipe.hset(EPOCHS_KEY, mapping={str(s): str(e) for s, e in epochs.items()})
-        if len(pipe):
-            self.writes += 1
-            await pipe.execute()
 
     async def _write_raw(
         self,
@@ -355,6 +396,17 @@ class MigrationStore:
             conn = self._conn = await RespConnection.open(
                 self.redis_target, name="netmigrate-agent-store"
             )
+        if self.alive_key is not None:
+            watched = await conn.calls(
+                command_of([b"WATCH", self.alive_key]) + command_of([b"EXISTS", self.alive_key]),
+                2,
+            )
+            for reply in watched:
+                if isinstance(reply, Exception):
+                    raise reply
+            if not watched[1]:
+                await conn.calls(_UNWATCH, 1)
+                raise self._lost()
         self.writes += 1
         replies = await conn.calls(_MULTI + b"".join(commands) + _EXEC, len(commands) + 2)
         # A command Redis refused when queued aborts the whole transaction (EXECABORT); one
@@ -363,6 +415,8 @@ class MigrationStore:
         for reply in (*replies, *executed):
             if isinstance(reply, Exception):
                 raise reply
+        if replies[-1] is None:  # the watched liveness key was touched: EXEC did nothing
+            raise self._lost()
 
     def close(self) -> None:
         """Close the raw connection (a later write opens it again)."""

@@ -86,14 +86,20 @@ class TargetTransitions:
         else:
             future.add_done_callback(done)
 
+    def _refuse_lost(self, fields: HeaderFields, addr: Any, slot: int, source: int) -> bool:
+        """The migration of this slot lost its state here: it fails explicitly, naming the
+        loss (the source gives the slot back or reports why not); it neither starts over nor
+        completes."""
+        lost = self._ctx.lost.get(slot)
+        if lost is None or lost.source_id != source:
+            return False
+        self._ctx.dp.refuse(fields, addr, int(Status.ERROR), f"slot {slot}: {lost.why}")
+        return True
+
     def _on_start(
         self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
     ) -> None:
-        lost = self._ctx.lost.get(slot)
-        if lost is not None and lost.source_id == source:
-            # The migration of this slot lost its state here: it fails explicitly (the
-            # source gives the slot back or reports why not), it does not start over.
-            self._ctx.dp.refuse(fields, addr, int(Status.ERROR), f"slot {slot}: {lost.why}")
+        if self._refuse_lost(fields, addr, slot, source):
             return
         state = self._ctx.table.state(slot)
         inc = self._ctx.slots.get(slot)
@@ -202,6 +208,8 @@ class TargetTransitions:
     def _on_complete(
         self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
     ) -> None:
+        if self._refuse_lost(fields, addr, slot, source):
+            return
         state = self._ctx.table.state(slot)
         inc = self._ctx.slots.get(slot)
         if state == SlotState.OWNED and inc is None:
