@@ -314,6 +314,19 @@ async def test_session_over_mutual_tls(tmp_path):
             await P4RTSession(sw.address, tls=TlsOptions(ca=pki.ca), timeout=3).open()
 
 
+async def test_session_over_mutual_tls_on_a_unix_socket(tmp_path):
+    # gRPC checks a unix socket's path against the certificate; the session checks localhost.
+    pki = make_pki(tmp_path, server_names=("localhost",))
+    args = (
+        *("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)),
+        *("--tls-ca", str(pki.ca)),
+    )
+    with run_switch(*args, grpc_addr=f"unix:{tmp_path}/p4runtime.sock") as sw:
+        tls = TlsOptions(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        async with P4RTSession(sw.address, tls=tls, timeout=5) as s:
+            assert s.is_primary
+
+
 async def test_enable_digest_twice_reconfigures(switch):
     s = await ready_session(switch.address)
     try:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,12 @@ class P4RTSession:
         ``take_over``: when nobody is primary but the switch remembers a higher election id
         (its previous primary went away), claim that id, as P4Runtime allows.
         """
-        creds = self._tls.credentials() if self._tls is not None else None
+        tls = self._tls
+        if tls is not None and not tls.server_name and self.address.startswith("unix:"):
+            # gRPC checks a unix socket's path as the server's name: no certificate names a
+            # path, a local server's names localhost.
+            tls = replace(tls, server_name="localhost")
+        creds = tls.credentials() if tls is not None else None
         self._client = P4Client(self.address, creds, wait_for_ready=False)
         await self._client.open(complete_request=self._complete_request)
         try:
