@@ -125,3 +125,29 @@ def test_progress_line() -> None:
     p = Progress("m", "RUNNING", 10, 4, 2, 0, 2, 2, 500, 1500, 3.0, 250.0, 6.0)
     line = ProgressBar.line(p, width=8)
     assert line.startswith("[####....] 4/8 slots 2 in flight 500 keys 250 keys/s ETA 00:06")
+
+
+def test_switch_tls_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    import pytest
+
+    from netmigrate.migration.cli import UsageError, _switch_tls, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for name in ("ca.pem", "c.pem", "c.key"):
+        (tmp_path / name).write_text("-----BEGIN X-----\n")
+    files = [str(tmp_path / n) for n in ("ca.pem", "c.pem", "c.key")]
+    base = ["--keyspace", "10.0.1.1:50000", "--switch", "unix:/run/x.sock"]
+    flags = ["--switch-tls-ca", files[0], "--switch-tls-cert", files[1]]
+    args = parser.parse_args([*base, *flags, "--switch-tls-key", files[2]])
+    tls = _switch_tls(args)
+    assert (str(tls.ca), str(tls.cert), str(tls.key)) == tuple(files)
+    assert _switch_tls(parser.parse_args(base)) is None
+    with pytest.raises(UsageError, match="--switch-tls-cert and --switch-tls-key go together"):
+        _switch_tls(
+            parser.parse_args([*base, "--switch-tls-ca", files[0], "--switch-tls-cert", files[1]])
+        )
+    with pytest.raises(UsageError, match="no such file"):
+        _switch_tls(parser.parse_args([*base, "--switch-tls-ca", str(tmp_path / "missing")]))

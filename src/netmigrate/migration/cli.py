@@ -100,6 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--control-tls-cert", metavar="PEM", help="client certificate for agents")
     p.add_argument("--control-tls-key", metavar="PEM", help="client key for agents")
+    p.add_argument(
+        "--switch-tls-ca",
+        metavar="PEM",
+        help="P4Runtime over TLS, verifying the switch with this CA",
+    )
+    p.add_argument("--switch-tls-cert", metavar="PEM", help="client certificate for the switch")
+    p.add_argument("--switch-tls-key", metavar="PEM", help="client key for the switch")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -150,6 +157,25 @@ def _tls(args: argparse.Namespace) -> ControlTls | None:
         if f and not Path(f).is_file():
             raise UsageError(f"no such file {f}")
     return tls
+
+
+def _switch_tls(args: argparse.Namespace) -> Any:
+    """``netmigrate.p4rt.TlsOptions`` for the switch (None: plain text)."""
+    flags = ("--switch-tls-ca", "--switch-tls-cert", "--switch-tls-key")
+    files = (args.switch_tls_ca, args.switch_tls_cert, args.switch_tls_key)
+    try:
+        # The same rules as the agents' (a CA, a certificate and its key together).
+        tls = tls_from_files(*files, flags=flags)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if tls is None:
+        return None
+    for f in files:
+        if f and not Path(f).is_file():
+            raise UsageError(f"no such file {f}")
+    from netmigrate.p4rt.session import TlsOptions
+
+    return TlsOptions(ca=tls.ca, cert=tls.cert, key=tls.key)
 
 
 class ProgressBar:
@@ -207,8 +233,11 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 async def _act(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tls = _tls(args)
     keyspace = _keyspace(args)
+    switch_tls = _switch_tls(args)
     switch = (
-        SwitchEndpoint(args.switch, device_id=args.device_id, election_id=args.election_id)
+        SwitchEndpoint(
+            args.switch, device_id=args.device_id, election_id=args.election_id, tls=switch_tls
+        )
         if args.switch
         else None
     )
