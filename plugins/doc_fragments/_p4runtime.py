@@ -36,7 +36,10 @@ election_id:
   default: 10
 tls:
   description:
-    - Connect with TLS. Without it the channel is plain text (lab and BMv2 default).
+    - Connect with TLS. Without it the channel is plain text (the local lab's choice).
+    - The switches the collection's roles run serve mutual TLS by default; the playbooks pass
+      the P4Runtime CA and a client certificate (C(playbooks/vars/p4runtime_tls.yml)).
+    - To a unix socket (V(unix:/path)) the server's certificate is checked for V(localhost).
   type: bool
   default: false
 ca_cert:

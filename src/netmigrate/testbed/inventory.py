@@ -103,6 +103,10 @@ def write_inventory(
         "netmigrate_p4runtime_address": f"{switch.mgmt_ip}:{P4RUNTIME_PORT}",
         "netmigrate_p4runtime_device_id": LAB_SWITCH_DEVICE_ID,
         "netmigrate_p4runtime_election_id": 10,
+        # Mutual TLS on P4Runtime: its own CA and certificates made on the controller.
+        "netmigrate_p4runtime_tls": True,
+        "netmigrate_p4runtime_pki_dir": str(directory / "pki-p4runtime"),
+        "netmigrate_p4runtime_tls_dir": "/etc/netmigrate/p4runtime-tls",
         "netmigrate_p4info": "{{ playbook_dir }}/../p4/build/netmigrate.p4info.txtpb",
         # migrate.yml checks the pipeline from the client host: the runtime role's link there.
         "netmigrate_controller_p4info": "/opt/netmigrate/p4/build/netmigrate.p4info.txtpb",
