@@ -42,6 +42,11 @@ cmd = [sys.executable, "-m", "netmigrate.cli", "switch"]
 cmd += [f"--port={{p}}" for p in ports]
 cmd += ["--device-id", target[target.index("--device-id") + 1]]
 cmd += ["--grpc-addr", rest[rest.index("--grpc-server-addr") + 1]]
+if "--grpc-server-ssl" in rest:
+    cmd += ["--tls-cert", rest[rest.index("--grpc-server-cert") + 1]]
+    cmd += ["--tls-key", rest[rest.index("--grpc-server-key") + 1]]
+    if "--grpc-server-with-client-auth" in rest:
+        cmd += ["--tls-ca", rest[rest.index("--grpc-server-cacert") + 1]]
 os.execv(sys.executable, cmd)
 """
 
@@ -82,6 +87,21 @@ def _pids_of(binary: Path) -> list[int]:
     return pids
 
 
+def _plain_client_refused(address: str) -> bool:
+    probe = (
+        "import asyncio, sys\n"
+        "from netmigrate.p4rt import P4RTSession, SwitchUnreachableError\n"
+        "async def main():\n"
+        "    try:\n"
+        f"        await P4RTSession({address!r}, timeout=3).open()\n"
+        "    except SwitchUnreachableError:\n"
+        "        sys.exit(0)\n"
+        "    sys.exit(1)\n"
+        "asyncio.run(main())\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], check=False, timeout=60).returncode == 0
+
+
 def test_without_bmv2_site_fails_at_once_and_says_so(lab: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "simple_switch_grpc"
     run = _play(lab, tmp_path, "site.yml", "-e", f"netmigrate_bmv2_binary={missing}")
@@ -96,7 +116,11 @@ def test_with_bmv2_site_runs_it_in_the_switch_namespace(lab: Path, tmp_path: Pat
     binary.parent.mkdir()
     binary.write_text(STAND_IN.format(python=sys.executable, record=str(record)))
     binary.chmod(0o755)
-    bmv2 = ("-e", f"netmigrate_bmv2_binary={binary}")
+    # As on a switch host: P4Runtime over mutual TLS (the local lab's default is plain text).
+    bmv2 = ("-e", f"netmigrate_bmv2_binary={binary}", "-e", "netmigrate_p4runtime_tls=true")
+    # Switches given as docs/testbed.md gives them, strings on the command line (CI has no p4c:
+    # false here; the compile step once failed on any -e value, a string is no boolean).
+    bmv2 += ("-e", "netmigrate_p4_build=false")
 
     first = _play(lab, tmp_path, "site.yml", *bmv2)
     assert first.returncode == 0, first.output[-6000:]
@@ -110,6 +134,14 @@ def test_with_bmv2_site_runs_it_in_the_switch_namespace(lab: Path, tmp_path: Pat
     rest = started["argv"][started["argv"].index("--") + 1 :]
     grpc = rest[rest.index("--grpc-server-addr") + 1]
     assert grpc == f"unix:/run/netmigrate-lab/{PREFIX}/p4runtime.sock"
+    # Mutual TLS, the files passed by name; the key is 0600 and never in the playbook's output.
+    assert "--grpc-server-ssl" in rest and "--grpc-server-with-client-auth" in rest
+    key = Path(rest[rest.index("--grpc-server-key") + 1])
+    assert key.stat().st_mode & 0o777 == 0o600
+    key_body = key.read_text().splitlines()[1]
+    assert key_body and key_body not in first.output
+    # The pipeline and entries went in over TLS; a client without a certificate gets nothing.
+    assert _plain_client_refused(grpc)
 
     again = _play(lab, tmp_path, "site.yml", *bmv2)
     assert again.returncode == 0, again.output[-6000:]

@@ -10,13 +10,17 @@ module run in order on one testbed; the module's teardown removes it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from testbed_helpers import PlaybookRun, ansible_playbook, install_user_collection, ssh
+
+from netmigrate.p4rt import P4RTSession, SwitchUnreachableError, TlsOptions
 
 # Above the playbooks' own limit (testbed_helpers.PLAYBOOK_TIMEOUT), which keeps their output.
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -128,9 +132,45 @@ def test_reconcile_restores_the_switch(run) -> None:
     assert run("netmigrate.core.migrate").totals()["changed"] == 0
 
 
-def test_every_unit_is_active_and_no_secret_leaks(testbed_state) -> None:
+def _key_body(path: Path) -> str:
+    """The first line of a PEM key's base64 (64 characters): what a leak would show."""
+    return path.read_text().splitlines()[1]
+
+
+def test_the_switch_refuses_clients_without_a_certificate(testbed_up) -> None:
+    group_vars = yaml.safe_load(Path(testbed_up["inventory"], "group_vars", "all.yml").read_text())
+    assert group_vars["netmigrate_p4runtime_tls"] is True
+    address = group_vars["netmigrate_p4runtime_address"]
+    pki = Path(testbed_up["inventory"], "pki-p4runtime")
+
+    async def probe(tls: TlsOptions | None) -> bool:
+        session = P4RTSession(address, tls=tls, election_id=1, timeout=5)
+        try:
+            await session.open(require_primary=False)
+        except SwitchUnreachableError:
+            return False
+        await session.close()
+        return True
+
+    # Only a certificate of the P4Runtime CA opens the switch; the agents' CA does not.
+    client = TlsOptions(
+        pki / "ca.pem", pki / "ansible-controller.pem", pki / "ansible-controller.key"
+    )
+    assert asyncio.run(probe(client))
+    assert not asyncio.run(probe(None))
+    assert not asyncio.run(probe(TlsOptions(ca=pki / "ca.pem")))
+    control = Path(testbed_up["inventory"], "pki")
+    agent = next(control.glob("agent-*.pem"))
+    assert not asyncio.run(probe(TlsOptions(pki / "ca.pem", agent, agent.with_suffix(".key"))))
+
+
+def test_every_unit_is_active_and_no_secret_leaks(testbed_state, testbed_up) -> None:
     secret = (Path(testbed_state.state_dir) / "secrets" / "redis-agent-password").read_text()
     assert len(secret) >= 16
+    # The private keys the playbooks installed: the switch's and the controller host's.
+    keys = [_key_body(k) for k in Path(testbed_up["inventory"], "pki-p4runtime").glob("*.key")]
+    keys = [k for k in keys if k]
+    assert len(keys) >= 3  # the CA, the switch, the controller host (and the Ansible controller)
     for host in testbed_state.hosts:
         for unit in _units(host):
             assert ssh(testbed_state, host, f"systemctl is-active {unit}").strip() == "active"
@@ -141,4 +181,6 @@ def test_every_unit_is_active_and_no_secret_leaks(testbed_state) -> None:
         )  # fmt: skip
         assert leaks.strip(), f"nothing read on {host.name}"
         assert secret not in leaks, f"the agent password leaks on {host.name}"
+        assert not [k for k in keys if k in leaks], f"a P4Runtime key leaks on {host.name}"
     assert _outputs and all(secret not in out for out in _outputs)
+    assert all(k not in out for out in _outputs for k in keys)
