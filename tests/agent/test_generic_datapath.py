@@ -85,7 +85,14 @@ async def test_what_the_agent_refuses(raw_agent) -> None:
         ),
         (Op.CMD_READ, cmd(b"GET", key("a")), 902, Status.BAD_REQUEST, "keys hash to"),
         (Op.CMD_WRITE, cmd(b"BLPOP", key("a"), b"0"), SLOT, Status.BAD_REQUEST, "blocking"),
-        (Op.CMD_WRITE, cmd(b"EVAL", b"return 1", b"0"), SLOT, Status.BAD_REQUEST, ""),
+        (Op.CMD_READ, cmd(b"EVAL", b"return 1", b"1", key("a")), SLOT, Status.BAD_REQUEST, "write"),
+        (
+            Op.CMD_WRITE,
+            cmd(b"EVALSHA", b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db", b"1", key("a")),
+            SLOT,
+            Status.BAD_REQUEST,
+            "cannot run inside",
+        ),
         (Op.CMD_READ, cmd(b"NOSUCH", key("a")), SLOT, Status.BAD_REQUEST, "unknown command"),
         (Op.CMD_READ, cmd(b"FLUSHALL"), SLOT, Status.BAD_REQUEST, "send CMD_WRITE"),
         (

@@ -125,17 +125,183 @@ local function enc3(v, shape)
 end
 """
 
+#: Lua: an application's script (EVAL / EVAL_RO, the form the gateway sends EVALSHA and FCALL
+#: in) run inside the request's script, since Redis forbids EVAL in a script. ``script(i, j,
+#: r3)`` runs the command ``ARGV[i..j]`` and answers its reply as RESP text (``ret``: what
+#: Redis' ``luaReplyToRedisReply`` writes) and whether the body ran. The body sees its own
+#: KEYS and ARGV, and a ``redis`` whose ``call`` / ``pcall`` refuse a key it did not declare and
+#: a write that names no key (FLUSHALL ...): at a migration target only the declared keys were
+#: pulled and are marked dirty, and the agent's reserved keys are never declared.
+_SCRIPT = b"""
+local real = redis
+local sresp = 2
+local function clean(s) return (string.gsub(s, '[\\r\\n]', ' ')) end
+local function rdbl(x)
+  if x == math.huge then return 'inf' end
+  if x == -math.huge then return '-inf' end
+  return string.format('%.17g', x)
+end
+local function bulk(s) return '$' .. #s .. '\\r\\n' .. s .. '\\r\\n' end
+local function ret(v, r3)
+  local t = type(v)
+  if t == 'string' then return bulk(v) end
+  if t == 'number' then return ':' .. string.format('%d', v) .. '\\r\\n' end
+  if t == 'boolean' then
+    if sresp == 2 then
+      if v then return ':1\\r\\n' end
+      return r3 and '_\\r\\n' or '$-1\\r\\n'
+    end
+    if r3 then return v and '#t\\r\\n' or '#f\\r\\n' end
+    return v and ':1\\r\\n' or ':0\\r\\n'
+  end
+  if t ~= 'table' then return r3 and '_\\r\\n' or '$-1\\r\\n' end
+  local x = rawget(v, 'err')
+  if type(x) == 'string' then return '-' .. clean(x) .. '\\r\\n' end
+  x = rawget(v, 'ok')
+  if type(x) == 'string' then return '+' .. clean(x) .. '\\r\\n' end
+  x = rawget(v, 'double')
+  if type(x) == 'number' then
+    if r3 then return ',' .. rdbl(x) .. '\\r\\n' end
+    return bulk(rdbl(x))
+  end
+  x = rawget(v, 'big_number')
+  if type(x) == 'string' then
+    if r3 then return '(' .. x .. '\\r\\n' end
+    return bulk(x)
+  end
+  x = rawget(v, 'verbatim_string')
+  if type(x) == 'table' and type(rawget(x, 'format')) == 'string'
+      and type(rawget(x, 'string')) == 'string' then
+    if r3 then
+      local b = x.format .. ':' .. x.string
+      return '=' .. #b .. '\\r\\n' .. b .. '\\r\\n'
+    end
+    return bulk(x.string)
+  end
+  local out, n = {}, 0
+  x = rawget(v, 'map')
+  if type(x) == 'table' then
+    for k, e in pairs(x) do
+      out[#out + 1] = ret(k, r3)
+      out[#out + 1] = ret(e, r3)
+      n = n + 1
+    end
+    return (r3 and '%' .. n or '*' .. 2 * n) .. '\\r\\n' .. table.concat(out)
+  end
+  x = rawget(v, 'set')
+  if type(x) == 'table' then
+    for k in pairs(x) do out[#out + 1] = ret(k, r3) end
+    return (r3 and '~' or '*') .. #out .. '\\r\\n' .. table.concat(out)
+  end
+  while true do
+    x = rawget(v, n + 1)
+    if x == nil then break end
+    n = n + 1
+    out[n] = ret(x, r3)
+  end
+  return '*' .. n .. '\\r\\n' .. table.concat(out)
+end
+local UNDECLARED = 'ERR NetMigrate: a script may touch only the keys it declares (numkeys)'
+local KEYLESS_WRITE = 'ERR NetMigrate: a script may not run a write that names no key'
+local writes = {}
+local function allowed(declared, name, ...)
+  local keys = real.pcall('COMMAND', 'GETKEYS', name, ...)
+  if type(keys) == 'table' and not keys.err and #keys > 0 then
+    for _, k in ipairs(keys) do
+      if not declared[k] then return UNDECLARED end
+    end
+    return nil
+  end
+  -- No key (or not a command Redis knows: it answers its own error when called).
+  local lname = string.lower(tostring(name))
+  local w = writes[lname]
+  if w == nil then
+    local info = real.pcall('COMMAND', 'INFO', lname)
+    w = false
+    if type(info) == 'table' and type(info[1]) == 'table' then
+      for _, f in ipairs(info[1][3]) do
+        if f == 'write' or (type(f) == 'table' and f.ok == 'write') then w = true end
+      end
+    end
+    writes[lname] = w
+  end
+  if w then return KEYLESS_WRITE end
+  return nil
+end
+-- Compiled under its own name: an error raised in it is not placed at a line of the body.
+local guard = loadstring([[
+local real, allowed, declared, setresp = ...
+local g = {}
+g.call = function(...)
+  local refused = allowed(declared, ...)
+  if refused then error({err = refused}) end
+  return real.call(...)
+end
+g.pcall = function(...)
+  local refused = allowed(declared, ...)
+  if refused then return {err = refused} end
+  return real.pcall(...)
+end
+g.setresp = setresp
+return setmetatable(g, {__index = real})
+]], '=netmigrate')
+local function setresp(v)
+  real.setresp(v)
+  sresp = v
+end
+local function guarded(declared) return guard(real, allowed, declared, setresp) end
+local function script(i, j, r3)
+  local body, nkeys = ARGV[i + 1], tonumber(ARGV[i + 2])
+  local keys, args, declared = {}, {}, {}
+  for x = 1, nkeys do
+    keys[x] = ARGV[i + 2 + x]
+    declared[keys[x]] = true
+  end
+  for x = i + 3 + nkeys, j do args[#args + 1] = ARGV[x] end
+  local src = body
+  if string.sub(src, 1, 2) == '#!' then
+    -- The shebang (flags) is not Lua; its newline stays, so line numbers do too.
+    local nl = string.find(src, '\\n', 1, true)
+    src = nl and string.sub(src, nl) or ''
+  end
+  local f, e = loadstring('local KEYS, ARGV, redis = ...; ' .. src, '@user_script')
+  if not f then
+    return '-ERR Error compiling script (new function): ' .. clean(e) .. '\\r\\n', false
+  end
+  sresp = 2
+  real.setresp(2)
+  local ok, v = xpcall(function() return f(keys, args, guarded(declared)) end,
+    __redis__err__handler)
+  if ok then return ret(v, r3), true end
+  if type(v) == 'table' and type(v.err) == 'string' then
+    local msg = v.err .. ' script: ' .. real.sha1hex(body)
+    if v.source == '@user_script' and v.line then
+      msg = msg .. ', on @user_script:' .. v.line .. '.'
+    else  -- raised in a call the body made: which line made it is not known here
+      msg = msg .. ', on @user_script.'
+    end
+    return '-' .. clean(msg) .. '\\r\\n', true
+  end
+  return '-ERR Error running script: ' .. clean(tostring(v)) .. '\\r\\n', true
+end
+local scripts = {eval = true, eval_ro = true}
+"""
+
 #: ARGV: the RESP version, the number of commands, then per command its argument count and
 #: its arguments. Returns their replies as RESP text, one after another (a pipeline batch).
 READ_SCRIPT = (
     b"#!lua flags=no-writes,allow-cross-slot-keys\n"
     + _ENCODE
     + _ENCODE3
+    + _SCRIPT
     + b"""
 local resp3, n, pos, out = ARGV[1] == '3', tonumber(ARGV[2]), 3, {}
 for c = 1, n do
   local argc = tonumber(ARGV[pos])
-  if resp3 then
+  if scripts[string.lower(ARGV[pos + 1])] then
+    out[c] = script(pos + 1, pos + argc, resp3)
+    redis.setresp(2)
+  elseif resp3 then
     -- A read runs twice in one script (nothing changes in between): RESP3 for the types,
     -- RESP2 for the nulls and the order (see enc3).
     local shape = redis.pcall(unpack(ARGV, pos + 1, pos + argc))
@@ -163,6 +329,7 @@ WRITE_SCRIPT = (
     b"#!lua flags=allow-cross-slot-keys\n"
     + _ENCODE
     + _ENCODE3
+    + _SCRIPT
     + b"""
 local pop = {blpop = 'LPOP', brpop = 'RPOP', bzpopmin = 'ZPOPMIN', bzpopmax = 'ZPOPMAX'}
 local alike = {brpoplpush = 'RPOPLPUSH', blmove = 'LMOVE', blmpop = 'LMPOP', bzmpop = 'ZMPOP'}
@@ -205,20 +372,28 @@ local replies, marked = {}, {}
 local applied = false
 for c = 1, n do
   local nkeys, argc = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local shape = nil
-  if encode == enc3 and ARGV[pos + 2] == '1' then
-    -- A read among writes: its RESP2 shape as the read script takes it (see enc3).
-    redis.setresp(2)
-    shape = run(pos + 3, pos + 2 + argc)
-    redis.setresp(3)
+  local ran
+  if scripts[string.lower(ARGV[pos + 3])] then
+    -- A script that failed may have written before it failed (Redis does not undo): its
+    -- keys are marked all the same, unless it did not compile.
+    replies[c], ran = script(pos + 3, pos + 2 + argc, encode == enc3)
+    redis.setresp(encode == enc3 and 3 or 2)
+  else
+    local shape = nil
+    if encode == enc3 and ARGV[pos + 2] == '1' then
+      -- A read among writes: its RESP2 shape as the read script takes it (see enc3).
+      redis.setresp(2)
+      shape = run(pos + 3, pos + 2 + argc)
+      redis.setresp(3)
+    end
+    local r = run(pos + 3, pos + 2 + argc)
+    ran = not (type(r) == 'table' and r.err ~= nil)
+    replies[c] = encode(r, shape)
   end
-  local r = run(pos + 3, pos + 2 + argc)
-  local failed = type(r) == 'table' and r.err ~= nil
-  if not failed then
+  if ran then
     applied = true
     for i = k, k + nkeys - 1 do marked[#marked + 1] = KEYS[i] end
   end
-  replies[c] = encode(r, shape)
   pos, k = pos + 3 + argc, k + nkeys
 end
 local out = table.concat(replies)
@@ -240,6 +415,10 @@ return answer
 NON_BLOCKING_FORMS = frozenset(
     {"blpop", "brpop", "bzpopmin", "bzpopmax", "brpoplpush", "blmove", "blmpop", "bzmpop"}
 )
+
+#: Application scripts the request scripts run themselves (``script`` in :data:`_SCRIPT`);
+#: EVALSHA and FCALL reach the agent in this form (the gateway keeps the bodies).
+SCRIPT_COMMANDS = frozenset({"eval", "eval_ro"})
 
 READ_SCRIPT_SHA = hashlib.sha1(READ_SCRIPT).hexdigest().encode()
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT).hexdigest().encode()
@@ -327,8 +506,10 @@ class GenericCommands:
                 raise GenericRefused(f"ERR {c.reason}")
             if c.kind is Kind.FANOUT:
                 raise GenericRefused(f"ERR {c.spec.name.upper()} is not a command of one slot")
-            if "noscript" in c.spec.flags and not (
-                transaction and c.spec.name in NON_BLOCKING_FORMS
+            if (
+                "noscript" in c.spec.flags
+                and c.spec.name not in SCRIPT_COMMANDS
+                and not (transaction and c.spec.name in NON_BLOCKING_FORMS)
             ):
                 raise GenericRefused(
                     f"ERR {c.spec.name.upper()} cannot run inside a NetMigrate request"
