@@ -55,6 +55,10 @@ SCRIPTS: list[tuple[bool, bytes, list[bytes]]] = [
     (True, b"return x.y", []),  # a runtime error: Redis' own text, line and SHA1
     (True, b"return (", []),  # a compile error
     (True, b"#!lua flags=no-writes\nreturn redis.call('EXISTS', KEYS[1])", []),
+    (True, b"#!notlua\nreturn 1", []),  # Redis' own shebang errors
+    (True, b"#!lua foo=bar\nreturn 1", []),
+    (True, b"#!lua flags=no-writes,bad\nreturn 1", []),
+    (True, b"return redis.pcall('BLPOP', KEYS[1], 0)", []),  # not allowed in scripts
     (False, b"return redis.call('SET', KEYS[1], ARGV[1])", [b"w"]),
     (False, b"redis.call('HINCRBY', KEYS[2], 'f', 2); return redis.call('HGET', KEYS[2], 'f')", []),
     (False, b"return redis.pcall('INCR', KEYS[3])", []),  # WRONGTYPE inside the array
@@ -166,7 +170,25 @@ def test_a_script_touches_only_what_it_declares(cluster_redis) -> None:  # type:
     assert run((b"EVAL_RO", b"return redis.pcall('SET', KEYS[1], 1)", b"1", b"{t}k"), False) == (
         b"-ERR Write commands are not allowed from read-only scripts.\r\n"
     )
+    # Every way to Redis from the body goes through the checks, and none can be changed.
+    for body in [
+        b"return _G.redis.call('GET', '{t}other')",
+        b'return loadstring(\'return redis.call("GET", "{t}other")\')()',
+        b"return load(function() return nil end) and redis.call('GET', '{t}other')",
+    ]:
+        assert b"only the keys it declares" in run((b"EVAL", body, b"1", b"{t}k"), True), body
+    for body in [b"redis.call = function() end", b"_G.x = 1", b"getmetatable(redis).x = 1"]:
+        reply = run((b"EVAL", body, b"1", b"{t}k"), True)
+        assert b"readonly table" in reply or b"attempt to index" in reply, (body, reply)
+    # A no-writes script may not write, as in Redis; a negative key count is Redis' error.
+    nowrites = b"#!lua flags=no-writes\nreturn redis.call('SET', KEYS[1], 1)"
+    assert run((b"EVAL", nowrites, b"1", b"{t}k"), True).startswith(
+        b"-ERR Write commands are not allowed from read-only scripts."
+    )
+    negative = run((b"EVAL", b"return 1", b"-1"), True)
+    assert negative == b"-ERR Number of keys can't be negative\r\n"
     assert cluster_redis.client().exists(b"{t}other") == 0
+    assert cluster_redis.client().get(b"{t}k") is None
 
 
 @pytest_asyncio.fixture

@@ -42,6 +42,18 @@ def test_script_load_answers_redis_sha1_and_evalsha_becomes_eval_of_the_body() -
         s.as_eval([b"EVALSHA", SHA, b"0"])
 
 
+def test_a_script_that_does_not_write_is_sent_as_a_read() -> None:
+    s = Scripts()
+    body = b"#!lua flags=allow-oom,no-writes\nreturn redis.call('GET', KEYS[1])"
+    assert s.as_eval([b"EVAL", body, b"1", b"k"])[0] == b"EVAL_RO"
+    sha = hashlib.sha1(body).hexdigest().encode()
+    assert s.as_eval([b"EVALSHA", sha, b"1", b"k"])[0] == b"EVAL_RO"
+    assert s.as_eval([b"EVAL", b"#!lua\nreturn 1", b"0"])[0] == b"EVAL"
+    assert s.as_eval([b"EVAL", b"-- flags=no-writes\nreturn 1", b"0"])[0] == b"EVAL"
+    session = Session(Recording(), CommandTable.shipped(), Acl.no_auth(), scripts=s)
+    assert session.route([b"EVAL", body, b"1", b"k"]) is None  # dispatch sends the EVAL_RO
+
+
 def test_eval_bodies_are_kept_and_bounded() -> None:
     s = Scripts()
     assert s.as_eval([b"EVAL", BODY, b"0"]) == [b"EVAL", BODY, b"0"]
@@ -84,6 +96,7 @@ def test_a_loaded_library_names_its_functions_and_fcall_becomes_eval() -> None:
         b"a",
     ]
     assert s.as_eval([b"FCALL_RO", b"g", b"0"])[0] == b"EVAL_RO"
+    assert s.as_eval([b"FCALL", b"g", b"0"])[0] == b"EVAL_RO"  # no-writes: a read
     with pytest.raises(ScriptError, match="write flag"):
         s.as_eval([b"FCALL_RO", b"f", b"0"])
     with pytest.raises(ScriptError, match="Function not found"):

@@ -142,7 +142,7 @@ local function rdbl(x)
   return string.format('%.17g', x)
 end
 local function bulk(s) return '$' .. #s .. '\\r\\n' .. s .. '\\r\\n' end
-local function ret(v, r3)
+local function ret(v, r3, depth)
   local t = type(v)
   if t == 'string' then return bulk(v) end
   if t == 'number' then return ':' .. string.format('%d', v) .. '\\r\\n' end
@@ -155,6 +155,9 @@ local function ret(v, r3)
     return v and ':1\\r\\n' or ':0\\r\\n'
   end
   if t ~= 'table' then return r3 and '_\\r\\n' or '$-1\\r\\n' end
+  -- Redis' own limit for a nested reply (a table that holds itself ends there).
+  if depth > 1000 then return '-ERR reached lua stack limit\\r\\n' end
+  depth = depth + 1
   local x = rawget(v, 'err')
   if type(x) == 'string' then return '-' .. clean(x) .. '\\r\\n' end
   x = rawget(v, 'ok')
@@ -182,97 +185,168 @@ local function ret(v, r3)
   x = rawget(v, 'map')
   if type(x) == 'table' then
     for k, e in pairs(x) do
-      out[#out + 1] = ret(k, r3)
-      out[#out + 1] = ret(e, r3)
+      out[#out + 1] = ret(k, r3, depth)
+      out[#out + 1] = ret(e, r3, depth)
       n = n + 1
     end
     return (r3 and '%' .. n or '*' .. 2 * n) .. '\\r\\n' .. table.concat(out)
   end
   x = rawget(v, 'set')
   if type(x) == 'table' then
-    for k in pairs(x) do out[#out + 1] = ret(k, r3) end
+    for k in pairs(x) do out[#out + 1] = ret(k, r3, depth) end
     return (r3 and '~' or '*') .. #out .. '\\r\\n' .. table.concat(out)
   end
   while true do
     x = rawget(v, n + 1)
     if x == nil then break end
     n = n + 1
-    out[n] = ret(x, r3)
+    out[n] = ret(x, r3, depth)
   end
   return '*' .. n .. '\\r\\n' .. table.concat(out)
 end
 local UNDECLARED = 'ERR NetMigrate: a script may touch only the keys it declares (numkeys)'
 local KEYLESS_WRITE = 'ERR NetMigrate: a script may not run a write that names no key'
-local writes = {}
-local function allowed(declared, name, ...)
-  local keys = real.pcall('COMMAND', 'GETKEYS', name, ...)
-  if type(keys) == 'table' and not keys.err and #keys > 0 then
-    for _, k in ipairs(keys) do
-      if not declared[k] then return UNDECLARED end
-    end
-    return nil
-  end
-  -- No key (or not a command Redis knows: it answers its own error when called).
+local READ_ONLY = 'ERR Write commands are not allowed from read-only scripts.'
+local SHEBANG_FLAGS = {['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true,
+  ['no-cluster'] = true, ['allow-cross-slot-keys'] = true}
+local known = {}
+local function flags(name)
   local lname = string.lower(tostring(name))
-  local w = writes[lname]
-  if w == nil then
+  local f = known[lname]
+  if f == nil then
+    f = {}
     local info = real.pcall('COMMAND', 'INFO', lname)
-    w = false
     if type(info) == 'table' and type(info[1]) == 'table' then
-      for _, f in ipairs(info[1][3]) do
-        if f == 'write' or (type(f) == 'table' and f.ok == 'write') then w = true end
+      for _, x in ipairs(info[1][3]) do
+        if type(x) == 'table' then x = x.ok end
+        if type(x) == 'string' then f[x] = true end
       end
     end
-    writes[lname] = w
+    known[lname] = f
   end
-  if w then return KEYLESS_WRITE end
+  return f
+end
+-- Why the body may not make this call; nil: Redis runs it (or answers its own error).
+local function refusal(declared, nowrites, name, ...)
+  local f = flags(name)
+  if f.noscript then return nil end  -- Redis refuses it in a script and touches nothing
+  if nowrites and f.write then return READ_ONLY end
+  local keys = real.pcall('COMMAND', 'GETKEYS', name, ...)
+  if type(keys) ~= 'table' then return nil end
+  if keys.err then
+    -- "Invalid ...": a command or arguments Redis refuses (it answers so when called); else
+    -- it has no key argument (or none at all, which GETKEYS cannot take).
+    if string.find(keys.err, 'Invalid', 1, true) then return nil end
+    keys = {}
+  end
+  if #keys == 0 then
+    if f.write then return KEYLESS_WRITE end
+    return nil
+  end
+  for _, k in ipairs(keys) do
+    if not declared[k] then return UNDECLARED end
+  end
   return nil
 end
+-- What the body sees as redis, _G, loadstring and load: every way to the real redis goes
+-- through the checks (a chunk it compiles sees the same), and none of them can be changed.
 -- Compiled under its own name: an error raised in it is not placed at a line of the body.
 local guard = loadstring([[
-local real, allowed, declared, setresp = ...
-local g = {}
+local real, realG, compile, refusal, declared, nowrites, setresp, KEYS, ARGV = ...
+local function readonly() error('Attempt to modify a readonly table', 2) end
+local g = {setresp = setresp}
 g.call = function(...)
-  local refused = allowed(declared, ...)
+  local refused = refusal(declared, nowrites, ...)
   if refused then error({err = refused}) end
   return real.call(...)
 end
 g.pcall = function(...)
-  local refused = allowed(declared, ...)
+  local refused = refusal(declared, nowrites, ...)
   if refused then return {err = refused} end
   return real.pcall(...)
 end
-g.setresp = setresp
-return setmetatable(g, {__index = real})
+local R = setmetatable({}, {__index = function(_, k)
+  local v = g[k]
+  if v == nil then v = real[k] end
+  return v
+end, __newindex = readonly, __metatable = false})
+local G, ls, ld
+G = setmetatable({}, {__index = function(_, k)
+  if k == 'redis' then return R end
+  if k == '_G' then return G end
+  if k == 'loadstring' then return ls end
+  if k == 'load' then return ld end
+  if k == 'KEYS' then return KEYS end
+  if k == 'ARGV' then return ARGV end
+  return realG[k]
+end, __newindex = readonly, __metatable = false})
+ls = function(s, name)
+  if type(s) ~= 'string' then return compile(s, name) end
+  local f, e = compile('local redis, _G, loadstring, load, KEYS, ARGV = ...; ' .. s, name)
+  if not f then return f, e end
+  return function(...) return f(R, G, ls, ld, KEYS, ARGV, ...) end
+end
+ld = function(fn, name)
+  local parts = {}
+  while true do
+    local p = fn()
+    if p == nil or p == '' then break end
+    parts[#parts + 1] = p
+  end
+  return ls(table.concat(parts), name)
+end
+return R, G, ls, ld
 ]], '=netmigrate')
 local function setresp(v)
   real.setresp(v)
   sresp = v
 end
-local function guarded(declared) return guard(real, allowed, declared, setresp) end
+local function fail(message) return '-' .. clean(message) .. '\\r\\n', false end
 local function script(i, j, r3)
   local body, nkeys = ARGV[i + 1], tonumber(ARGV[i + 2])
+  if not nkeys or nkeys ~= math.floor(nkeys) then
+    return fail('ERR value is not an integer or out of range')
+  end
+  if nkeys < 0 then return fail("ERR Number of keys can't be negative") end
   local keys, args, declared = {}, {}, {}
   for x = 1, nkeys do
     keys[x] = ARGV[i + 2 + x]
     declared[keys[x]] = true
   end
   for x = i + 3 + nkeys, j do args[#args + 1] = ARGV[x] end
-  local src = body
+  local src, nowrites = body, false
   if string.sub(src, 1, 2) == '#!' then
-    -- The shebang (flags) is not Lua; its newline stays, so line numbers do too.
+    -- The shebang is not Lua; its newline stays, so line numbers do too.
     local nl = string.find(src, '\\n', 1, true)
+    local line = nl and string.sub(src, 1, nl - 1) or src
     src = nl and string.sub(src, nl) or ''
+    local parts = {}
+    for part in string.gmatch(line, '%S+') do parts[#parts + 1] = part end
+    if parts[1] ~= '#!lua' then
+      return fail('ERR Unexpected engine in script shebang: ' .. tostring(parts[1]))
+    end
+    for x = 2, #parts do
+      if string.sub(parts[x], 1, 6) ~= 'flags=' then
+        return fail('ERR Unknown lua shebang option: ' .. parts[x])
+      end
+      for flag in string.gmatch(string.sub(parts[x], 7), '[^,]+') do
+        if not SHEBANG_FLAGS[flag] then
+          return fail('ERR Unexpected flag in script shebang: ' .. flag)
+        end
+        if flag == 'no-writes' then nowrites = true end
+      end
+    end
   end
-  local f, e = loadstring('local KEYS, ARGV, redis = ...; ' .. src, '@user_script')
-  if not f then
-    return '-ERR Error compiling script (new function): ' .. clean(e) .. '\\r\\n', false
-  end
+  local f, e = loadstring(
+    'local KEYS, ARGV, redis, _G, loadstring, load = ...; ' .. src, '@user_script')
+  if not f then return fail('ERR Error compiling script (new function): ' .. e) end
+  local R, G, ls, ld = guard(real, _G, loadstring, refusal, declared, nowrites, setresp, keys,
+    args)
   sresp = 2
   real.setresp(2)
-  local ok, v = xpcall(function() return f(keys, args, guarded(declared)) end,
+  local ok, v = xpcall(function() return f(keys, args, R, G, ls, ld) end,
     __redis__err__handler)
-  if ok then return ret(v, r3), true end
+  if ok then return ret(v, r3, 0), true end
   if type(v) == 'table' and type(v.err) == 'string' then
     local msg = v.err .. ' script: ' .. real.sha1hex(body)
     if v.source == '@user_script' and v.line then

@@ -133,19 +133,23 @@ class Scripts:
             raise ScriptError(
                 f"ERR wrong number of arguments for '{name.decode(errors='replace')}' command"
             )
+        # A script that says it does not write is a read: double-read during a migration
+        # (and the agent's read script refuses a write, as Redis does for the flag).
         if name in (b"eval", b"eval_ro"):
             self.remember(args[1])
-            return list(args)
+            return [b"EVAL_RO" if no_writes(args[1]) else verb, *args[1:]]
         if name in (b"evalsha", b"evalsha_ro"):
             found = self.body(args[1]) if len(args[1]) == 40 else None
             if found is None:
                 raise ScriptError(NOSCRIPT)
-            return [verb, found, *args[2:]]
+            return [b"EVAL_RO" if no_writes(found) else verb, found, *args[2:]]
         library = self._functions.get(args[1])
         if library is None:
             raise ScriptError("ERR Function not found")
         function = next(f for f in library.functions if f.name == args[1])
-        if ro and "no-writes" not in function.flags:
+        if "no-writes" in function.flags:
+            verb = b"EVAL_RO"
+        elif ro:
             raise ScriptError("ERR Can not execute a script with write flag using *_ro command.")
         return [verb, call_source(library.code, args[1]), *args[2:]]
 
@@ -281,6 +285,16 @@ class Scripts:
                 entry[b"library_code"] = library.code
             out.append(entry)
         return out
+
+
+def no_writes(body: bytes) -> bool:
+    """Whether a script's shebang has the ``no-writes`` flag (``#!lua flags=no-writes,...``)."""
+    if not body.startswith(b"#!lua"):
+        return False
+    for part in body.split(b"\n", 1)[0].split()[1:]:
+        if part.startswith(b"flags=") and b"no-writes" in part[len(b"flags=") :].split(b","):
+            return True
+    return False
 
 
 def _text(b: bytes) -> str:

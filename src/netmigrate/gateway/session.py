@@ -119,7 +119,8 @@ class Session:
         if name in _SCRIPT_CALLS:
             if name not in (b"eval", b"eval_ro") or len(args) < 3:
                 return None  # sent as the EVAL of a kept body (dispatch)
-            self.scripts.remember(args[1])
+            if self.scripts.as_eval(args)[0].lower() != name:
+                return None  # a no-writes EVAL: sent as EVAL_RO (dispatch)
         try:
             request = self.table.classify(args)
         except CommandError:
