@@ -20,7 +20,9 @@ hole of a Lua table, so a RESP3 read runs twice in its script, once under RESP2 
 (docs/compatibility.md): in RESP2 a null array (``*-1``) comes back as a null bulk (``$-1``),
 and an integer reply above 2^53 loses its low digits (Lua numbers are doubles; Redis' own
 scripts have the same limit). Commands Redis does
-not allow in scripts (``noscript``: EVAL, EVALSHA, FCALL, WATCH ...) cannot be sent this way.
+not allow in scripts (``noscript``: EVALSHA, FCALL, WATCH ...) cannot be sent this way; an
+application's EVAL / EVAL_RO (the form the gateway sends EVALSHA and FCALL in) is run by the
+request script itself (:data:`_SCRIPT`), over the keys it declares.
 Only keys of commands that succeeded are marked dirty: a failed write changed nothing, and a
 dirty mark on it would stop the copy from bringing the source's value.
 """
@@ -217,6 +219,7 @@ local function flags(name)
     f = {}
     local info = real.pcall('COMMAND', 'INFO', lname)
     if type(info) == 'table' and type(info[1]) == 'table' then
+      f[1] = info[1][4]  -- the first key's position: 0 for a command without keys
       for _, x in ipairs(info[1][3]) do
         if type(x) == 'table' then x = x.ok end
         if type(x) == 'string' then f[x] = true end
@@ -234,9 +237,9 @@ local function refusal(declared, nowrites, name, ...)
   local keys = real.pcall('COMMAND', 'GETKEYS', name, ...)
   if type(keys) ~= 'table' then return nil end
   if keys.err then
-    -- "Invalid ...": a command or arguments Redis refuses (it answers so when called); else
-    -- it has no key argument (or none at all, which GETKEYS cannot take).
-    if string.find(keys.err, 'Invalid', 1, true) then return nil end
+    -- A command with keys whose arguments Redis cannot read: it answers its own error when
+    -- called. Else the command has no key argument (GETKEYS cannot take one without any).
+    if string.find(keys.err, 'Invalid', 1, true) or (f[1] or 0) > 0 then return nil end
     keys = {}
   end
   if #keys == 0 then
@@ -254,6 +257,7 @@ end
 local guard = loadstring([[
 local real, realG, compile, refusal, declared, nowrites, setresp, KEYS, ARGV = ...
 local function readonly() error('Attempt to modify a readonly table', 2) end
+local sealed = setmetatable({}, {__newindex = readonly, __metatable = false})
 local g = {setresp = setresp}
 g.call = function(...)
   local refused = refusal(declared, nowrites, ...)
@@ -269,7 +273,7 @@ local R = setmetatable({}, {__index = function(_, k)
   local v = g[k]
   if v == nil then v = real[k] end
   return v
-end, __newindex = readonly, __metatable = false})
+end, __newindex = readonly, __metatable = sealed})
 local G, ls, ld
 G = setmetatable({}, {__index = function(_, k)
   if k == 'redis' then return R end
@@ -279,7 +283,7 @@ G = setmetatable({}, {__index = function(_, k)
   if k == 'KEYS' then return KEYS end
   if k == 'ARGV' then return ARGV end
   return realG[k]
-end, __newindex = readonly, __metatable = false})
+end, __newindex = readonly, __metatable = sealed})
 ls = function(s, name)
   if type(s) ~= 'string' then return compile(s, name) end
   local f, e = compile('local redis, _G, loadstring, load, KEYS, ARGV = ...; ' .. s, name)
