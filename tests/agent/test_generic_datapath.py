@@ -85,7 +85,14 @@ async def test_what_the_agent_refuses(raw_agent) -> None:
         ),
         (Op.CMD_READ, cmd(b"GET", key("a")), 902, Status.BAD_REQUEST, "keys hash to"),
         (Op.CMD_WRITE, cmd(b"BLPOP", key("a"), b"0"), SLOT, Status.BAD_REQUEST, "blocking"),
-        (Op.CMD_WRITE, cmd(b"EVAL", b"return 1", b"0"), SLOT, Status.BAD_REQUEST, ""),
+        (Op.CMD_READ, cmd(b"EVAL", b"return 1", b"1", key("a")), SLOT, Status.BAD_REQUEST, "write"),
+        (
+            Op.CMD_WRITE,
+            cmd(b"EVALSHA", b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db", b"1", key("a")),
+            SLOT,
+            Status.BAD_REQUEST,
+            "cannot run inside",
+        ),
         (Op.CMD_READ, cmd(b"NOSUCH", key("a")), SLOT, Status.BAD_REQUEST, "unknown command"),
         (Op.CMD_READ, cmd(b"FLUSHALL"), SLOT, Status.BAD_REQUEST, "send CMD_WRITE"),
         (
@@ -225,5 +232,29 @@ async def test_a_slot_migrating_in(raw_agent, cluster_redis, redis_server) -> No
         assert r.get(fresh) == b"v" and r.sismember(dirty_key(SLOT), fresh)
         assert source.pulled == [h, gone, fresh], "an authoritative key is never pulled again"
         assert agent.target._ctx.slots[SLOT].authoritative >= {h, gone, fresh}
+
+        # A script is one write of its declared keys: those not authoritative yet are pulled
+        # first, then it runs and they are marked dirty, in one step (#15 item 2).
+        counter, other, unseen = key("counter"), key("other"), key("unseen")
+        source_redis.set(counter, b"41")
+        source_redis.rpush(other, b"s")
+        source_redis.set(unseen, b"1")
+        body = b"redis.call('RPUSH', KEYS[2], ARGV[1]); return redis.call('INCR', KEYS[1])"
+        ran = await rpc(
+            Op.CMD_WRITE,
+            cmd(b"EVAL", body, b"3", counter, other, fresh, b"t"),
+            slot=SLOT,
+            flags=Flag.TO_TARGET,
+        )
+        assert ran.body == RespReply(b":42\r\n")
+        assert sorted(source.pulled[3:]) == sorted([counter, other])  # fresh is authoritative
+        assert r.lrange(other, 0, -1) == [b"s", b"t"]
+        assert r.smismember(dirty_key(SLOT), [counter, other]) == [True, True]
+        # EVAL_RO is a read: authoritative keys answer at the target, the others are a MISS.
+        get = b"return redis.call('GET', KEYS[1])"
+        hit = await rpc(Op.CMD_READ, cmd(b"EVAL_RO", get, b"1", counter), slot=SLOT, flags=double)
+        assert hit.header.status == Status.OK and hit.body == RespReply(b"$2\r\n42\r\n")
+        miss = await rpc(Op.CMD_READ, cmd(b"EVAL_RO", get, b"1", unseen), slot=SLOT, flags=double)
+        assert miss.header.status == Status.MISS
     finally:
         await server.stop(None)

@@ -170,7 +170,9 @@ def test_what_a_generic_request_may_not_do() -> None:
     with pytest.raises(GenericRefused, match="keys hash to"):
         gc.check([(b"GET", b"b")], False, False, slot)
     with pytest.raises(GenericRefused, match="cannot run inside a NetMigrate request"):
-        gc.check([(b"EVAL", b"return 1", b"1", b"a")], False, True, slot)
+        gc.check([(b"FCALL", b"f", b"1", b"a")], False, True, slot)
+    with pytest.raises(GenericRefused, match="must be sent as a write request"):
+        gc.check([(b"EVAL", b"return 1", b"1", b"a")], False, False, slot)
     with pytest.raises(GenericRefused, match="blocking"):
         gc.check([(b"BLPOP", b"a", b"0")], False, True, slot)
     assert VALUE_LEN.size == 4  # the record's reply length prefix the script packs (>I4)

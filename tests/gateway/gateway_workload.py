@@ -2,8 +2,9 @@
 
 Run inside the client's namespace (``ip netns exec NS python gateway_workload.py PORT STOP OUT``)
 until the STOP file exists. One connection, one writer per key: every reply is known exactly
-in advance, so any lost write, stale read or double application shows as a mismatch. Writes a
-JSON summary to OUT.
+in advance, so any lost write, stale read or double application shows as a mismatch. Scripts
+(EVALSHA through redis-py's Script, EVAL_RO) and functions (FCALL, FCALL_RO) are among the
+operations, each over keys of one slot. Writes a JSON summary to OUT.
 """
 
 from __future__ import annotations
@@ -16,7 +17,28 @@ from pathlib import Path
 
 import redis
 
-KEYS = 200
+KEYS = 210
+KINDS = 7
+#: Two keys of one slot: a counter and a list of its last five values, in one script.
+SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('RPUSH', KEYS[2], n)
+redis.call('LTRIM', KEYS[2], -5, -1)
+return {n, redis.call('LLEN', KEYS[2])}
+"""
+LIST = "return redis.call('LRANGE', KEYS[1], 0, -1)"
+LIBRARY = """#!lua name=workload
+redis.register_function('wl_add', function(keys, args)
+  return redis.call('HINCRBY', keys[1], args[1], 1)
+end)
+redis.register_function{function_name = 'wl_get', callback = function(keys, args)
+  return redis.call('HGET', keys[1], args[1])
+end, flags = {'no-writes'}}
+"""
+
+
+def _list_key(counter: bytes) -> bytes:
+    return counter[:-1] + b"l"
 
 
 def main(port: int, stop: Path, out: Path) -> None:
@@ -28,6 +50,8 @@ def main(port: int, stop: Path, out: Path) -> None:
     problems: list[str] = []
     big = b"{wl}big"
     big_fields = 0
+    script = r.register_script(SCRIPT)
+    r.function_load(LIBRARY, replace=True)
 
     def check(what: str, got: object, want: object) -> None:
         nonlocal mismatches
@@ -39,8 +63,8 @@ def main(port: int, stop: Path, out: Path) -> None:
     (out.parent / "ready").touch()
     while not stop.exists():
         i = rnd.randrange(KEYS)
-        kind = i % 5
-        key = b"wl:%d:%d" % (kind, i)
+        kind = i % KINDS
+        key = b"wl:%d:%d" % (kind, i) if kind != 5 else b"{wl:5:%d}c" % i
         try:
             if kind == 0:  # string counter
                 want = int(model.get(key, 0)) + 1  # type: ignore[call-overload]
@@ -70,6 +94,20 @@ def main(port: int, stop: Path, out: Path) -> None:
                 s.add(m)
                 model[key] = s
                 check("SMEMBERS", r.smembers(key), s)
+            elif kind == 5:  # a script over a counter and a list of one slot
+                n, items = model.get(key, (0, []))  # type: ignore[misc]
+                n += 1
+                items = [*items, str(n).encode()][-5:]
+                check("EVALSHA", script(keys=[key, _list_key(key)]), [n, len(items)])
+                model[key] = (n, items)
+                check("EVAL_RO", r.eval_ro(LIST, 1, _list_key(key)), items)
+            elif kind == 6:  # functions
+                h = dict(model.get(key, {}))  # type: ignore[call-overload]
+                f = b"f%d" % rnd.randrange(3)
+                h[f] = h.get(f, 0) + 1
+                check("FCALL", r.fcall("wl_add", 1, key, f), h[f])
+                model[key] = h
+                check("FCALL_RO", r.fcall_ro("wl_get", 1, key, f), str(h[f]).encode())
             else:  # sorted set
                 z = dict(model.get(key, {}))  # type: ignore[call-overload]
                 m = b"m%d" % rnd.randrange(5)
@@ -90,6 +128,14 @@ def main(port: int, stop: Path, out: Path) -> None:
     check("HLEN big", r.hlen(big), big_fields)
     for key, want in model.items():  # the final state, read back
         kind = int(key.split(b":")[1])
+        if kind == 5:
+            n, items = want  # type: ignore[misc]
+            check("final script counter", r.get(key), str(n).encode())
+            check("final script list", r.lrange(_list_key(key), 0, -1), items)
+            continue
+        if kind == 6:
+            check("final HGETALL", r.hgetall(key), {k: str(v).encode() for k, v in want.items()})  # type: ignore[union-attr]
+            continue
         got = [r.get, r.hgetall, lambda k: r.lrange(k, 0, -1), r.smembers, r.zrange][kind](
             *([key] if kind != 4 else [key, 0, -1])
         )
@@ -108,7 +154,9 @@ def main(port: int, stop: Path, out: Path) -> None:
                 "mismatches": mismatches,
                 "errors": errors,
                 "problems": problems,
-                "keys": [k.decode() for k in model] + [big.decode()],
+                "keys": [k.decode() for k in model]
+                + [_list_key(k).decode() for k in model if k.startswith(b"{wl:5:")]
+                + [big.decode()],
                 "big_fields": big_fields,
             }
         )

@@ -1,6 +1,7 @@
 """Unmodified Redis clients through ``netmigrate gateway`` on the lab (namespaces, lab switch,
 three Redis with their agents) while every slot migrates from redis1 to redis2 and back:
-redis-cli, redis-benchmark and a redis-py workload over every data type checked against its
+redis-cli, redis-benchmark and a redis-py workload over every data type (scripts and functions
+included) checked against its
 own model, then every key of the workload at its owner exactly once."""
 
 from __future__ import annotations

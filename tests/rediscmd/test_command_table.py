@@ -131,7 +131,25 @@ def test_classification_follows_redis_flags() -> None:
     dbsize = table.classify([b"DBSIZE"])
     assert dbsize.kind is Kind.FANOUT and dbsize.response_policy == "agg_sum"
     assert kind("SUBSCRIBE", "c") is Kind.UNSUPPORTED
-    assert kind("EVAL", "return 1", "0") is Kind.UNSUPPORTED  # undeclared keys
+
+
+def test_scripts_are_writes_or_reads_of_their_declared_keys() -> None:
+    table = CommandTable.shipped()
+    for name, kind in [
+        ("EVAL", Kind.WRITE),
+        ("EVALSHA", Kind.WRITE),
+        ("FCALL", Kind.WRITE),
+        ("EVAL_RO", Kind.READ),
+        ("EVALSHA_RO", Kind.READ),
+        ("FCALL_RO", Kind.READ),
+    ]:
+        c = table.classify([name.encode(), b"x", b"2", b"{a}1", b"{a}2", b"arg"])
+        assert (c.kind, c.keys, c.slot) == (kind, (b"{a}1", b"{a}2"), key_slot(b"a")), name
+        # No key declared: it may touch none (the agent sees to it), so any server runs it.
+        c = table.classify([name.encode(), b"x", b"0", b"arg"])
+        assert (c.kind, c.slot) == (Kind.WRITE if kind is Kind.WRITE else Kind.KEYLESS, None)
+    with pytest.raises(CommandError, match="CROSSSLOT"):
+        table.classify([b"EVAL", b"return 1", b"2", b"a", b"b"])
 
 
 def test_a_request_knows_how_each_key_is_used() -> None:

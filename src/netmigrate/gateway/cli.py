@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -21,6 +22,7 @@ from netmigrate.client.aio import AsyncClient
 from netmigrate.client.cli import add_client_options, client_options
 from netmigrate.gateway.acl import Acl, AclError
 from netmigrate.gateway.keyspace import ClientKeyspace
+from netmigrate.gateway.scripts import Scripts
 from netmigrate.gateway.server import running
 from netmigrate.gateway.session import Session
 from netmigrate.rediscmd.table import CommandTable
@@ -84,7 +86,9 @@ async def serve(args: argparse.Namespace, acl: Acl, table: CommandTable) -> None
         loop.add_signal_handler(sig, stop.set)
     async with client:
         keyspace = ClientKeyspace(client, servers)
-        async with running(lambda: Session(keyspace, table, acl), host, port) as server:
+        scripts = Scripts()  # every connection's, as a Redis server's script cache is
+        session = functools.partial(Session, keyspace, table, acl, scripts=scripts)
+        async with running(session, host, port) as server:
             bound = server.sockets[0].getsockname()
             log.info(
                 "gateway listening on %s:%d for keyspace %d at %s:%d (%s)",

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from netmigrate.gateway.acl import Acl
 from netmigrate.gateway.fanout import is_wide
+from netmigrate.gateway.scripts import LibraryMeta, ScriptError, Scripts, probe_source
 from netmigrate.rediscmd.resp import OK, Error, Status, encode
 from netmigrate.rediscmd.table import (
     Classified,
@@ -28,6 +29,8 @@ from netmigrate.rediscmd.table import (
 
 _ids = itertools.count(1)
 _TO_KEYSPACE = frozenset({Kind.READ, Kind.WRITE, Kind.KEYLESS})
+#: Sent as EVAL / EVAL_RO of a body the gateway keeps (:mod:`netmigrate.gateway.scripts`).
+_SCRIPT_CALLS = frozenset({b"eval", b"eval_ro", b"evalsha", b"evalsha_ro", b"fcall", b"fcall_ro"})
 
 
 async def _first(replies: Awaitable[list[bytes]]) -> bytes:
@@ -77,11 +80,19 @@ class SessionState:
 
 class Session:
     def __init__(
-        self, keyspace: Keyspace, table: CommandTable, acl: Acl, *, server_name: str = "redis"
+        self,
+        keyspace: Keyspace,
+        table: CommandTable,
+        acl: Acl,
+        *,
+        server_name: str = "redis",
+        scripts: Scripts | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.table = table
         self.acl = acl
+        #: Script bodies and function libraries: the gateway's, shared by its connections.
+        self.scripts = Scripts() if scripts is None else scripts
         self.server_name = server_name
         self.state = SessionState(user=acl.default_user())
 
@@ -105,6 +116,11 @@ class Session:
         name = args[0].lower()
         if name in _LOCAL or name == b"exec":
             return None
+        if name in _SCRIPT_CALLS:
+            if name not in (b"eval", b"eval_ro") or len(args) < 3:
+                return None  # sent as the EVAL of a kept body (dispatch)
+            if self.scripts.as_eval(args)[0].lower() != name:
+                return None  # a no-writes EVAL: sent as EVAL_RO (dispatch)
         try:
             request = self.table.classify(args)
         except CommandError:
@@ -127,6 +143,11 @@ class Session:
             return self.keyspace.wide(args, st.resp)
         if name == b"exec":
             return self._exec()
+        if name in _SCRIPT_CALLS:
+            try:
+                args = self.scripts.as_eval(args)
+            except ScriptError as e:
+                return self._error(e.message)
         try:
             request = self.table.classify(args)
         except CommandError as e:
@@ -153,7 +174,12 @@ class Session:
     def _queue(self, args: list[bytes]) -> bytes:
         st = self.state
         try:
+            if args[0].lower() in _SCRIPT_CALLS:
+                args = self.scripts.as_eval(args)
             request = in_transaction(self.table.classify(args))
+        except ScriptError as e:
+            st.multi_failed = True
+            return self._error(e.message)
         except CommandError as e:
             st.multi_failed = True
             return self._error(e.message)
@@ -335,6 +361,36 @@ class Session:
         )
         return self._reply(text.encode())
 
+    def _script(self, args: list[bytes]) -> bytes:
+        try:
+            return self._reply(self.scripts.script_command(args))
+        except ScriptError as e:
+            return self._error(e.message)
+
+    def _function(self, args: list[bytes]) -> bytes | Awaitable[bytes]:
+        sub = args[1].lower() if len(args) > 1 else b""
+        if sub == b"flush":
+            # The servers' own functions too (none come from the gateway: it keeps its own).
+            self.scripts.flush_functions()
+            return self.keyspace.wide(args, self.state.resp)
+        try:
+            if sub != b"load":
+                return self._reply(self.scripts.function_command(args))
+            meta = self.scripts.function_meta(args)
+        except ScriptError as e:
+            return self._error(e.message)
+        # The library's code runs once in the keyspace (Redis' Lua checks it and says what it
+        # registers); RESP2 so that the answer parses the same whatever this connection uses.
+        probe = [b"EVAL_RO", probe_source(meta.code), b"0"]
+        sent = self.keyspace.batch([(self.table.classify(probe), probe)], 2)
+        return self._function_loaded(meta, sent)
+
+    async def _function_loaded(self, meta: LibraryMeta, sent: Awaitable[list[bytes]]) -> bytes:
+        try:
+            return self._reply(self.scripts.function_loaded(meta, (await sent)[0]))
+        except ScriptError as e:
+            return self._error(e.message)
+
     def _quit(self, args: list[bytes]) -> bytes:
         self.state.closing = True
         return self._reply(OK)
@@ -360,6 +416,8 @@ _LOCAL = {
     b"multi": Session._multi,
     b"discard": Session._discard,
     b"watch": Session._watch,
+    b"script": Session._script,
+    b"function": Session._function,
 }
 #: What a connection may send before it authenticated (as Redis allows).
 _BEFORE_AUTH = frozenset({b"auth", b"hello", b"quit", b"reset"})

@@ -304,14 +304,10 @@ class CommandTable:
             )
         if slot is None:
             if spec.name in _SCRIPTS:
-                return Classified(
-                    spec,
-                    Kind.UNSUPPORTED,
-                    keys,
-                    refs,
-                    slot,
-                    "a script or function must declare the keys it uses (numkeys > 0)",
-                )
+                # A script that declares no key may touch none (the agent refuses any key it
+                # did not declare, and a write naming no key): any server may run it.
+                kind = Kind.WRITE if spec.name in _WRITING_SCRIPTS else Kind.KEYLESS
+                return Classified(spec, kind, keys, refs, None)
             if any(t.startswith("request_policy:") for t in spec.tips):
                 # Redis Cluster's own tips say how to fan it out and merge the answers.
                 return Classified(spec, Kind.FANOUT, keys, refs, None)
@@ -329,7 +325,7 @@ class CommandTable:
                     f"{spec.name.upper()} works on the whole keyspace, not on the keys of one slot",
                 )
             return Classified(spec, Kind.KEYLESS, keys, refs, None)
-        kind = Kind.WRITE if spec.is_write or spec.name in _SCRIPTS else Kind.READ
+        kind = Kind.WRITE if spec.is_write or spec.name in _WRITING_SCRIPTS else Kind.READ
         return Classified(spec, kind, keys, refs, slot)
 
 
@@ -357,9 +353,10 @@ def in_transaction(c: Classified) -> Classified:
     return c
 
 
-#: Scripts and functions declare their keys (a key count argument); they may write, and they
-#: run atomically on the one server that owns those keys' slot.
-_SCRIPTS = frozenset({"eval", "evalsha", "fcall"})
+#: Scripts and functions declare their keys (a key count argument) and run atomically on the
+#: one server that owns those keys' slot; the first three may write.
+_WRITING_SCRIPTS = frozenset({"eval", "evalsha", "fcall"})
+_SCRIPTS = _WRITING_SCRIPTS | {"eval_ro", "evalsha_ro", "fcall_ro"}
 
 
 def _check_arity(spec: CommandSpec, argc: int) -> None:
