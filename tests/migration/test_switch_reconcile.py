@@ -350,3 +350,41 @@ async def test_a_finished_migration_run_again_verifies_the_switch_again(switch, 
     assert fixed.changed and fixed.finalize.slots_reconciled == 1
     assert fixed.finalize.switch_verified
     assert not (await again(False)).changed
+
+
+async def test_reconcile_restores_the_agents_epochs_on_a_restarted_switch(switch, pair) -> None:
+    """Issue #12.9: a restarted switch has every slot's epoch at 0 and would let any earlier
+    migration's SLOT_START flip a slot again. reconcile writes the owners' epochs back, also
+    for slots whose entry the restart left right, and a second reconcile changes nothing."""
+    from netmigrate.p4rt import SlotMapIO
+
+    p = await pair(relay=True, initial_slots=frozenset(range(16)))
+    opts = MigrationOptions(grace=0, poll=0.05)
+    # Agent level: slot 2 goes A -> B -> A (epochs 1, 2), slot 3 A -> B (epoch 1).
+    await migration.run(p.source_ep, p.target_ep, [2, 3], keyspace=p.keyspace, options=opts)
+    await migration.run(p.target_ep, p.source_ep, [2], keyspace=p.keyspace, options=opts)
+    agents = [p.source_ep, p.target_ep]
+    ks = Keyspace(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE)
+
+    async def reconciled(address: str) -> tuple[Any, Any, dict[int, SlotEntry]]:
+        await configure(address)
+        endpoint = SwitchEndpoint(address, election_id=11)
+        first = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+        second = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+        async with P4RTSession(address, device_id=1, election_id=12) as s:
+            return first, second, await SlotMapIO(s, ks).read([1, 2, 3])
+
+    before_restart = await reconciled(switch.address)
+    switch.stop()
+    with run_switch() as restarted:  # a new switch process: every register at 0
+        after_restart = await reconciled(restarted.address)
+    for first, second, entries in (before_restart, after_restart):
+        # Slot 2's entry (owner A, the default) needs no write, only its epoch.
+        assert first.changed and first.slots_written == 2 and first.epochs_raised == 2
+        assert first.diff == {3: {"before": [SOURCE, 0], "after": [TARGET, 0]}}
+        assert not second.changed and second.slots_written == 0 and second.epochs_raised == 0
+        assert [(e.pair, e.epoch) for e in entries.values()] == [
+            ((0, 0), 0),
+            ((SOURCE, 0), 2),
+            ((TARGET, 0), 1),
+        ]
