@@ -48,8 +48,8 @@ E = 7  # the epoch of the move in flight, or the owner's
         # In flight and through the switch: the move's epoch (its resends and COMPLETE equal).
         (_AgentView(A, B, "copying", True, E - 1, E), (A, B), E),
         (_AgentView(A, B, "completing", True, E - 1, E), (B, 0), E),
-        # START not through yet: below the move's, or its resent START would be stale.
-        (_AgentView(A, B, "starting", False, E, E), (A, 0), E - 1),
+        # START not through yet: none (the START sets it; a write could undo its flip).
+        (_AgentView(A, B, "starting", False, E, E), (A, 0), 0),
         # A source older than epochs reports none: the owner's is the safe floor.
         (_AgentView(A, B, "copying", True, 3), (A, B), 3),
     ],

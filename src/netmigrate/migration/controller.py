@@ -688,18 +688,18 @@ def wanted_entry(view: _AgentView, have: tuple[int, int]) -> tuple[int, int]:
 
 def wanted_epoch(view: _AgentView, entry: tuple[int, int]) -> int:
     """The epoch the switch must hold at least for a slot whose entry is (to be) ``entry``:
-    that of the slot's last transition through the switch, as the agents know it.
+    that of the slot's last transition through the switch, as the agents know it (0: none
+    to restore).
 
     A switch that restarted has every epoch at 0 (unknown), and lets any transition with an
     epoch above that flip a slot; restoring this one makes it drop those of earlier
-    migrations again (TRANSITION_STALE). Never above the epoch of a transition still to
-    come: a move whose START has not flipped the switch yet (``entry`` is still the owner's
-    alone) needs its START's epoch to be above the switch's.
+    migrations again (TRANSITION_STALE). A move whose START has not flipped the switch yet
+    (``entry`` is still the owner's alone) gets none: its START sets the epoch when it passes,
+    and a write here could land just after that and put the entry back (as for
+    :func:`wanted_entry`, reconcile leaves that slot to the source's resends).
     """
     if view.peer and view.move_epoch:
-        if entry == (view.owner, 0):
-            return view.move_epoch - 1
-        return view.move_epoch
+        return 0 if entry == (view.owner, 0) else view.move_epoch
     return view.owner_epoch
 
 
