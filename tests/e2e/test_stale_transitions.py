@@ -24,11 +24,12 @@ from netmigrate.lab.stack import (
     Stack,
     StackConfig,
     configure_switch,
+    stack_up,
     start_switch_process,
     stop_switch_process,
 )
 from netmigrate.migration import MigrationOptions, reconcile, run
-from netmigrate.migration.switch_view import check_switch, read_slots
+from netmigrate.migration.switch_view import check_switch, read_slot_entries, read_slots
 from netmigrate.netns import call_in_netns
 from netmigrate.p4rt import P4RTSession, read_counters
 from netmigrate.protocol.constants import HEADER_LEN, Decision, Op
@@ -37,8 +38,10 @@ from netmigrate.protocol.layout import NM_OP, NM_SLOT
 from .conftest import agent, assert_clean, keyspace, redis_of, switch
 
 SLOT = 777
-#: The slot of the switch-restart scenario (its own, so the scenarios do not depend on order).
+#: The slots of the switch-restart scenarios (their own, so the scenarios do not depend on
+#: order).
 RESTART_SLOT = 778
+LAB_UP_SLOT = 779
 #: Keys put in SLOT so that the third migration's copy lasts seconds at RATE keys/s.
 FILLER = 3000
 RATE = 400
@@ -285,3 +288,37 @@ def test_a_restarted_switch_drops_an_earlier_start_once_reconciled(
     assert not got["again"].changed and got["again"].slots_written == 0, got["again"]
     assert got["entry"] == (a, 0), "the old START flipped the slot again"
     assert got["dropped"] == 1
+
+
+def test_lab_up_after_a_switch_restart_puts_entries_and_epochs_back(
+    stack: Stack, stack_config: StackConfig
+) -> None:
+    """`netmigrate lab up` repairs a lab whose switch restarted: the pipeline and tables, and
+    from the agents the slot map and the slots' transition epochs."""
+    a = stack.default_owner
+    b = next(s.server_id for s in stack.servers if s.server_id != a)
+    ks = keyspace(stack)
+    moved = asyncio.run(
+        run(
+            agent(stack, a), agent(stack, b), [LAB_UP_SLOT], keyspace=ks,
+            switch=switch(stack), options=FAST, timeout=120,
+        )
+    )  # fmt: skip
+    assert moved.state == "FINALIZED"
+    stop_switch_process(stack)
+    repaired = stack_up(stack_config)
+
+    async def read() -> dict:
+        session = P4RTSession(stack.p4runtime, device_id=stack.device_id, election_id=1)
+        await session.open(require_primary=False, take_over=False)
+        try:
+            facts = await check_switch(session, ks, [a, b])
+            return await read_slot_entries(session, ks, [LAB_UP_SLOT], facts=facts, epochs=True)
+        finally:
+            await session.close()
+
+    entry = asyncio.run(read())[LAB_UP_SLOT]
+    print("MEASURED", repaired.actions, entry)
+    assert any(x.startswith("switch slot map from the agents") for x in repaired.actions)
+    assert entry.pair == (b, 0) and entry.epoch == 1
+    assert not stack_up(stack_config).changed  # and a second lab up changes nothing
