@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,9 @@ def test_cgroups_that_cannot_be_made_name_the_way_out(
         def exists(self, group: str) -> bool:
             return False
 
+        def procs_files(self, group: str) -> list[Path]:
+            return [tmp_path / "none" / group / "cgroup.procs"]
+
         def create(self, group: str, quota_us: int, period_us: int) -> None:
             raise cgroups.LabError(f"cannot write to {group}: Permission denied")
 
@@ -122,6 +127,47 @@ def test_cgroups_that_cannot_be_made_name_the_way_out(
         cg.up()
     assert not (tmp_path / "run").exists()  # the run directory is removed again
     assert cg.usage() is None
+
+
+def test_up_sweeps_the_empty_groups_a_killed_run_left_and_no_busy_one(tmp_path: Path) -> None:
+    """A run killed by SIGKILL leaves its groups (empty: the kernel ended its processes); the
+    next run of the prefix removes them first. A group with a process in it is not touched."""
+    prefix = "nmbswp"
+    root = cgroups.root_group(prefix)
+    kernel = cgroups.detect()
+    three, two = roles.parse(None, 3), roles.parse(None, 2)
+    assert three is not None and two is not None
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    cgroups.apply(prefix, three, {}, killed)  # the killed run had a third server
+    (killed / cgroups.CPU_FILE).unlink()  # and its run directory went with it
+    assert kernel.exists(f"{root}/redis3")
+    cg = roles.RoleCgroups(prefix, two)
+    cg.up()
+    try:
+        assert not kernel.exists(f"{root}/redis3")  # swept: not left for this run's down
+        assert kernel.exists(f"{root}/redis2")
+    finally:
+        cg.down()
+    assert not kernel.exists(root)
+
+    live = tmp_path / "live"
+    live.mkdir()
+    state, _ = cgroups.apply(prefix, three, {}, live)
+    sleeper = subprocess.Popen(cgroups.join_argv(state, "redis3", ["sleep", "60"]))
+    try:
+        deadline = time.monotonic() + 5
+        while sleeper.pid not in cgroups.members(state, "redis3"):
+            assert time.monotonic() < deadline, "the sleeper never joined its group"
+            time.sleep(0.01)
+        assert not cgroups.remove_if_empty(root)
+        assert kernel.exists(f"{root}/redis3") and kernel.exists(f"{root}/client")
+        assert sleeper.pid in cgroups.members(state, "redis3")  # not moved out
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        cgroups.remove(live)
+    assert not kernel.exists(root)
 
 
 def test_bench_load_sampler_reads_real_cgroups() -> None:

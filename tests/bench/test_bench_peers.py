@@ -19,12 +19,14 @@ from netmigrate.bench.cli import REFERENCE
 from netmigrate.bench.kv import CountingEvents, NullEvents
 from netmigrate.bench.overhead import measure, mix_rate
 from netmigrate.bench.peers.redis_cluster import RedisClusterSystem, initial_layout, resp_map
+from netmigrate.bench.peers.stop_and_copy import CGROUP_PREFIX as SC_PREFIX
 from netmigrate.bench.peers.stop_and_copy import StopAndCopySystem
 from netmigrate.bench.redis_server import start_redis
 from netmigrate.bench.runner import RunConfig, run_system
 from netmigrate.bench.system import SetupPlan, create_system
 from netmigrate.bench.ycsb import key_name
 from netmigrate.cli import main
+from netmigrate.lab import cgroups
 from netmigrate.protocol.constants import SLOT_COUNT
 from netmigrate.protocol.slot import key_slot
 
@@ -335,6 +337,10 @@ def test_killed_benchmark_leaves_no_server_behind(sig: signal.Signals, tmp_path:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
+        # A SIGKILLed run cannot remove its CPU-budget groups; the next run of the system
+        # would (RoleCgroups.up), but none may follow in this test session.
+        cgroups.remove_if_empty(cgroups.root_group(SC_PREFIX))
+    assert not cgroups.detect().exists(cgroups.root_group(SC_PREFIX))
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from netmigrate.agent.reserved import slot_tag
-from netmigrate.lab.stack import Stack
-from netmigrate.migration import MigrationOptions, run
-from netmigrate.migration.switch_view import check_switch, read_slots
+from netmigrate.lab.stack import (
+    Stack,
+    StackConfig,
+    configure_switch,
+    stack_up,
+    start_switch_process,
+    stop_switch_process,
+)
+from netmigrate.migration import MigrationOptions, reconcile, run
+from netmigrate.migration.switch_view import check_switch, read_slot_entries, read_slots
 from netmigrate.netns import call_in_netns
 from netmigrate.p4rt import P4RTSession, read_counters
 from netmigrate.protocol.constants import HEADER_LEN, Decision, Op
@@ -31,6 +38,10 @@ from netmigrate.protocol.layout import NM_OP, NM_SLOT
 from .conftest import agent, assert_clean, keyspace, redis_of, switch
 
 SLOT = 777
+#: The slots of the switch-restart scenarios (their own, so the scenarios do not depend on
+#: order).
+RESTART_SLOT = 778
+LAB_UP_SLOT = 779
 #: Keys put in SLOT so that the third migration's copy lasts seconds at RATE keys/s.
 FILLER = 3000
 RATE = 400
@@ -208,3 +219,106 @@ def test_replayed_transitions_of_an_earlier_migration_are_dropped(
     assert got["states"] == ["FINALIZED"] * 3
     assert got["final"] == (b, 0)
     assert_clean(doc)
+
+
+def test_a_restarted_switch_drops_an_earlier_start_once_reconciled(
+    stack: Stack, stack_config: StackConfig
+) -> None:
+    """A restarted switch has every epoch at 0. reconcile writes the agents' epochs back, so a
+    replayed SLOT_START of an earlier migration is stale again instead of flipping the slot
+    (before, any START with an epoch >= 1 did, and the slot's writes went to a target that
+    refused them until the next reconcile)."""
+    a = stack.default_owner
+    b = next(s.server_id for s in stack.servers if s.server_id != a)
+    ks = keyspace(stack)
+    agents = [agent(stack, s.server_id) for s in stack.servers]
+
+    async def scenario() -> dict:
+        cap = Capture(stack.server(a).netns, RESTART_SLOT)
+        cap.start()
+        try:
+            first = await run(
+                agent(stack, a), agent(stack, b), [RESTART_SLOT], keyspace=ks,
+                switch=switch(stack), options=FAST, timeout=120,
+            )  # fmt: skip
+        finally:
+            cap.stop()
+        old_start = cap.first(Op.SLOT_START)
+        back = await run(
+            agent(stack, b), agent(stack, a), [RESTART_SLOT], keyspace=ks,
+            switch=switch(stack), options=FAST, timeout=120,
+        )  # fmt: skip
+        await asyncio.to_thread(stop_switch_process, stack)
+        await asyncio.to_thread(start_switch_process, stack_config, stack)
+        await configure_switch(stack, stack_config.topology())
+        fixed = await reconcile(switch(stack), ks, agents)
+        again = await reconcile(switch(stack), ks, agents)
+
+        session = P4RTSession(stack.p4runtime, device_id=stack.device_id, election_id=1)
+        await session.open(require_primary=False, take_over=False)
+        try:
+            facts = await check_switch(session, ks, [a, b])
+
+            async def stale() -> int:
+                cells = await read_counters(
+                    session, "decision_counter", [Decision.TRANSITION_STALE]
+                )
+                return cells[Decision.TRANSITION_STALE].packets if cells else 0
+
+            before = await stale()
+            replay(stack.server(a).netns, *old_start)
+            await asyncio.sleep(0.3)
+            entry = (await read_slots(session, ks, [RESTART_SLOT], facts=facts))[RESTART_SLOT]
+            dropped = await stale() - before
+        finally:
+            await session.close()
+        return {
+            "states": [first.state, back.state],
+            "fixed": fixed,
+            "again": again,
+            "entry": entry,
+            "dropped": dropped,
+        }
+
+    got = asyncio.run(scenario())
+    print("MEASURED", got)
+    assert got["states"] == ["FINALIZED"] * 2
+    # The restart kept A's entry right (A is the default owner): only epochs were missing.
+    assert got["fixed"].changed and got["fixed"].epochs_raised >= 1, got["fixed"]
+    assert not got["again"].changed and got["again"].slots_written == 0, got["again"]
+    assert got["entry"] == (a, 0), "the old START flipped the slot again"
+    assert got["dropped"] == 1
+
+
+def test_lab_up_after_a_switch_restart_puts_entries_and_epochs_back(
+    stack: Stack, stack_config: StackConfig
+) -> None:
+    """`netmigrate lab up` repairs a lab whose switch restarted: the pipeline and tables, and
+    from the agents the slot map and the slots' transition epochs."""
+    a = stack.default_owner
+    b = next(s.server_id for s in stack.servers if s.server_id != a)
+    ks = keyspace(stack)
+    moved = asyncio.run(
+        run(
+            agent(stack, a), agent(stack, b), [LAB_UP_SLOT], keyspace=ks,
+            switch=switch(stack), options=FAST, timeout=120,
+        )
+    )  # fmt: skip
+    assert moved.state == "FINALIZED"
+    stop_switch_process(stack)
+    repaired = stack_up(stack_config)
+
+    async def read() -> dict:
+        session = P4RTSession(stack.p4runtime, device_id=stack.device_id, election_id=1)
+        await session.open(require_primary=False, take_over=False)
+        try:
+            facts = await check_switch(session, ks, [a, b])
+            return await read_slot_entries(session, ks, [LAB_UP_SLOT], facts=facts, epochs=True)
+        finally:
+            await session.close()
+
+    entry = asyncio.run(read())[LAB_UP_SLOT]
+    print("MEASURED", repaired.actions, entry)
+    assert any(x.startswith("switch slot map from the agents") for x in repaired.actions)
+    assert entry.pair == (b, 0) and entry.epoch == 1
+    assert not stack_up(stack_config).changed  # and a second lab up changes nothing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netmigrate.migration.controller import _AgentView, wanted_entry
+from netmigrate.migration.controller import _AgentView, wanted_entry, wanted_epoch
 
 A, B = 1, 2
 
@@ -34,3 +34,25 @@ A, B = 1, 2
 )
 def test_wanted_entry(view: _AgentView, have: tuple[int, int], want: tuple[int, int]) -> None:
     assert wanted_entry(view, have) == want
+
+
+E = 7  # the epoch of the move in flight, or the owner's
+
+
+@pytest.mark.parametrize(
+    ("view", "entry", "epoch"),
+    [
+        # Nothing moving: the owner's persisted epoch (a switch restart's 0 is raised to it).
+        (_AgentView(A, owner_epoch=E), (A, 0), E),
+        (_AgentView(A), (A, 0), 0),  # no epoch known (agents older than epochs): none
+        # In flight and through the switch: the move's epoch (its resends and COMPLETE equal).
+        (_AgentView(A, B, "copying", True, E - 1, E), (A, B), E),
+        (_AgentView(A, B, "completing", True, E - 1, E), (B, 0), E),
+        # START not through yet: none (the START sets it; a write could undo its flip).
+        (_AgentView(A, B, "starting", False, E, E), (A, 0), 0),
+        # A source older than epochs reports none: the owner's is the safe floor.
+        (_AgentView(A, B, "copying", True, 3), (A, B), 3),
+    ],
+)
+def test_wanted_epoch(view: _AgentView, entry: tuple[int, int], epoch: int) -> None:
+    assert wanted_epoch(view, entry) == epoch

@@ -17,6 +17,7 @@ import pytest
 from migration_helpers import KEYSPACE, SOURCE, TARGET, keys_in, until
 
 from netmigrate import migration
+from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
 from netmigrate.lab.forwarding import DEVICE_CONFIG, SERVICE_IP, lab_servers, netmigrate_entries
 from netmigrate.lab.switch_process import SwitchProcess, run_switch
 from netmigrate.migration import (
@@ -191,6 +192,12 @@ async def test_register_read_and_packet_read_of_the_slot_map_agree(switch) -> No
             await read_slot_map_register(session, facts.slot_base, [16384])
 
 
+async def get_slots(control: str) -> control_pb2.GetSlotsResponse:
+    async with grpc.aio.insecure_channel(control) as channel:
+        stub = control_pb2_grpc.AgentControlStub(channel)
+        return await stub.GetSlots(control_pb2.GetSlotsRequest(), timeout=5)
+
+
 class ConnectionCounter:
     """Channels the controller opens, by address, and switch sessions opened: counted where
     gRPC channels and P4Runtime sessions are made, whatever code of the controller asks."""
@@ -350,3 +357,70 @@ async def test_a_finished_migration_run_again_verifies_the_switch_again(switch, 
     assert fixed.changed and fixed.finalize.slots_reconciled == 1
     assert fixed.finalize.switch_verified
     assert not (await again(False)).changed
+
+
+async def test_reconcile_restores_the_agents_epochs_on_a_restarted_switch(switch, pair) -> None:
+    """Issue #12.9: a restarted switch has every slot's epoch at 0 and would let any earlier
+    migration's SLOT_START flip a slot again. reconcile writes the owners' epochs back, also
+    for slots whose entry the restart left right, and a second reconcile changes nothing."""
+    from netmigrate.p4rt import SlotMapIO
+
+    p = await pair(relay=True, initial_slots=frozenset(range(16)))
+    opts = MigrationOptions(grace=0, poll=0.05)
+    # Agent level: slot 2 goes A -> B -> A (epochs 1, 2), slot 3 A -> B (epoch 1).
+    await migration.run(p.source_ep, p.target_ep, [2, 3], keyspace=p.keyspace, options=opts)
+    await migration.run(p.target_ep, p.source_ep, [2], keyspace=p.keyspace, options=opts)
+    # Slot 5 stays in flight A -> B a moment (a slow copy): both sides report its move's epoch.
+    ra = p.redis_a.client()
+    for k in keys_in(5, 100):
+        ra.set(k, b"v")
+    slow = asyncio.create_task(
+        migration.run(
+            p.source_ep,
+            p.target_ep,
+            [5],
+            keyspace=p.keyspace,
+            options=MigrationOptions(batch=5, rate=100, grace=0, poll=0.05),
+        )
+    )
+    await until(lambda: 5 in p.target.target._slots)
+    source_view, target_view = [await get_slots(ep.control) for ep in (p.source_ep, p.target_ep)]
+    assert [(m.role, m.epoch) for m in source_view.migrations if m.slot == 5] == [("out", 1)]
+    assert [(m.role, m.epoch) for m in target_view.migrations if m.slot == 5] == [("in", 1)]
+    # The persisted epochs, as ranges: A used 1 for slots 2, 3 and 5, and accepted 2 for slot 2.
+    assert [(r.start, r.end, r.epoch) for r in source_view.epochs] == [
+        (2, 2, 2),
+        (3, 3, 1),
+        (5, 5, 1),
+    ]
+    assert (await slow).state == "FINALIZED"
+
+    agents = [p.source_ep, p.target_ep]
+    ks = Keyspace(KEYSPACE, SERVICE_IP, SERVICE_PORT_BASE)
+
+    async def reconciled(address: str) -> tuple[Any, Any, dict[int, SlotEntry]]:
+        await configure(address)
+        endpoint = SwitchEndpoint(address, election_id=11)
+        first = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+        second = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
+        async with P4RTSession(address, device_id=1, election_id=12) as s:
+            return first, second, await SlotMapIO(s, ks).read([1, 2, 3, 5])
+
+    before_restart = await reconciled(switch.address)
+    switch.stop()
+    with run_switch() as restarted:  # a new switch process: every register at 0
+        after_restart = await reconciled(restarted.address)
+    for first, second, entries in (before_restart, after_restart):
+        # Slot 2's entry (owner A, the default) needs no write, only its epoch.
+        assert first.changed and first.slots_written == 3 and first.epochs_raised == 3
+        assert first.diff == {
+            3: {"before": [SOURCE, 0], "after": [TARGET, 0]},
+            5: {"before": [SOURCE, 0], "after": [TARGET, 0]},
+        }
+        assert not second.changed and second.slots_written == 0 and second.epochs_raised == 0
+        assert [(e.pair, e.epoch) for e in entries.values()] == [
+            ((0, 0), 0),
+            ((SOURCE, 0), 2),
+            ((TARGET, 0), 1),
+            ((TARGET, 0), 1),
+        ]

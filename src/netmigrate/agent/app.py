@@ -85,6 +85,8 @@ class Agent:
         self._stopping = False
         self.source: SourceSide | None = None
         self.target: TargetSide | None = None
+        #: The persisted migration state, None while the agent starts.
+        self.store: MigrationStore | None = None
         #: The Redis behind this agent (reported to peers: see GetSlots).
         self.redis_version: redis_version.RedisVersion | None = None
         self._peers: Peers | None = None
@@ -138,6 +140,7 @@ class Agent:
             store.on_lost = self._check_data_soon
             records = await store.load_slots()
             await store.load_epochs()
+            self.store = store
             self._peers = Peers(cfg.peer_tls)
             self.target = TargetSide(
                 datapath=self._datapath,

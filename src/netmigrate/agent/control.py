@@ -18,11 +18,13 @@ from netmigrate._generated.agent.v1 import control_pb2, control_pb2_grpc
 from netmigrate.agent.channel import MAX_MESSAGE
 from netmigrate.agent.config import AgentConfig, TlsFiles
 from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.restore import Dump
 from netmigrate.agent.slots import SlotTable
 from netmigrate.agent.source import MigrationRequestError, SourceSide
 from netmigrate.agent.stats import AgentStats
 from netmigrate.agent.target import NotMigratingIn, TargetDataLost, TargetSide
+from netmigrate.protocol import slotset
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class ControlledAgent(Protocol):
     #: The migration sides, None while the agent starts.
     source: SourceSide | None
     target: TargetSide | None
+    #: The persisted migration state (transition epochs), None while the agent starts.
+    store: MigrationStore | None
 
 
 def format_address(host: str, port: int) -> str:
@@ -93,19 +97,31 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
                     peer_id=r.peer,
                     phase=r.phase,
                     migration_id=r.migration_id,
+                    epoch=r.epoch,
                 )
                 for r in agent.source.records()
             ]
         if agent.target is not None:
             migrations += [
-                control_pb2.SlotMigrationState(slot=s, role="in", peer_id=p, phase="migrating")
-                for s, p in agent.target.states()
+                control_pb2.SlotMigrationState(
+                    slot=inc.slot,
+                    role="in",
+                    peer_id=inc.source_id,
+                    phase="migrating",
+                    epoch=inc.epoch,
+                )
+                for inc in agent.target.incoming()
             ]
+        epochs = agent.store.epochs() if agent.store is not None else {}
         return control_pb2.GetSlotsResponse(
             agent=self._info(),
             owned=[control_pb2.SlotRange(start=lo, end=hi) for lo, hi in table.owner_ranges()],
             owned_count=table.owner_count(),
             migrations=migrations,
+            epochs=[
+                control_pb2.SlotEpochRange(start=lo, end=hi, epoch=e)
+                for lo, hi, e in slotset.runs(epochs)
+            ],
         )
 
     # -- controller -> source ------------------------------------------------------------

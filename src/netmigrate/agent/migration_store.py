@@ -213,6 +213,10 @@ class MigrationStore:
         """The highest transition epoch of ``slot`` this agent used or accepted (0: none)."""
         return self._epochs.get(slot, 0)
 
+    def epochs(self) -> dict[int, int]:
+        """slot -> the highest transition epoch used or accepted here, as persisted."""
+        return dict(self._epochs)
+
     def next_epoch(self, slot: int) -> int:
         """The epoch for a new migration of ``slot`` away from here: above every transition
         of it this agent has seen, and so (this agent owning it) above the switch's."""

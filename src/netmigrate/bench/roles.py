@@ -51,8 +51,12 @@ class RoleCgroups:
         self._state: cgroups.LabCpu | None = None
 
     def up(self) -> None:
+        """Make the groups. Empty ones an earlier run of this prefix left (killed before
+        :meth:`down`, e.g. by SIGKILL) are removed first, so this run starts from its own
+        groups only; groups with a process inside are left alone."""
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"nm-bench-{self.prefix}-"))
         try:
+            cgroups.remove_if_empty(cgroups.root_group(self.prefix))
             self._state, _ = cgroups.apply(self.prefix, self.budgets, {}, self._run_dir)
         except (LabError, OSError) as exc:
             self.down()

@@ -428,7 +428,7 @@ class LabCpu:
 
     @property
     def root_group(self) -> str:
-        return _GROUP_ROOT.format(prefix=self.prefix)
+        return root_group(self.prefix)
 
     def group(self, host: str) -> str:
         if host not in self.shares:
@@ -526,6 +526,34 @@ def remove(run_dir: Path | str) -> list[str]:
         done.append(f"removed cgroup {state.root_group}")
     (Path(run_dir) / CPU_FILE).unlink(missing_ok=True)
     return done
+
+
+def root_group(prefix: str) -> str:
+    """The group every budget of ``prefix`` sits under (``nm-lab-<prefix>``)."""
+    return _GROUP_ROOT.format(prefix=prefix)
+
+
+def remove_if_empty(group: str, backend: Backend | None = None) -> bool:
+    """Remove ``group`` and every group below it, in every hierarchy, if no process is in any
+    of them; whether anything was removed.
+
+    For leftovers of a run killed before it could remove its groups (SIGKILL): unlike
+    :func:`remove`, a process found inside (a live run's) is neither moved nor disturbed, and
+    what is recorded in a run directory does not matter (the killed run's is gone too).
+    """
+    backend = backend or detect()
+    roots = [procs.parent for procs in backend.procs_files(group) if procs.parent.is_dir()]
+    tree = [p for root in roots for p in (root, *root.rglob("*")) if p.is_dir()]
+    if not tree or any(_pids(p / "cgroup.procs") for p in tree):
+        return False
+    for path in sorted(tree, key=lambda p: len(p.parts), reverse=True):  # leaves first
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False  # a process joined meanwhile: its run keeps the rest
+    return True
 
 
 def join(state: LabCpu, host: str, pid: int = 0) -> None:

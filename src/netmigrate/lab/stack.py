@@ -12,6 +12,8 @@
   switch tests use), plus one ``keyspace`` entry;
 * a real ``redis-server`` (cluster-enabled, reachable on a unix socket in the run directory
   and on 127.0.0.1:6379 inside its namespace) and a ``netmigrate agent`` per Redis host;
+* when this call (re)started the switch, its slot map and the slots' transition epochs from
+  the agents (:func:`netmigrate.migration.reconcile`): a restart loses both;
 * a TCP forwarder per agent so a controller in the root namespace reaches the agent's gRPC
   control service on ``127.0.0.1:<control_base + server id>``; the same address works inside
   every Redis namespace too (a forwarder there reaches the agent through the switch), so the
@@ -305,6 +307,19 @@ async def configure_switch(stack: Stack, topology: Topology) -> list[str]:
     return done
 
 
+async def reconcile_switch(stack: Stack) -> str | None:
+    """Write the agents' slot map and transition epochs back to a switch that lost them (a
+    restart empties both); what changed, or None."""
+    from netmigrate.migration import AgentEndpoint, KeyspaceRef, SwitchEndpoint, reconcile
+
+    result = await reconcile(
+        SwitchEndpoint(stack.p4runtime, device_id=stack.device_id, election_id=stack.election_id),
+        KeyspaceRef(stack.keyspace_id, stack.service_ip, stack.service_port),
+        [AgentEndpoint(s.server_id, s.control) for s in stack.servers],
+    )
+    return f"switch slot map from the agents: {result.message}" if result.changed else None
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -446,7 +461,8 @@ def stack_up(config: StackConfig = StackConfig()) -> Stack:
     result = lab.up(topo, run_dir, cpu=config.cpu)
     actions = list(result.actions)
     sup = Supervisor(run_dir)
-    if start_switch_process(config, stack):
+    switch_started = start_switch_process(config, stack)
+    if switch_started:
         actions.append(f"started {SWITCH_SERVICE} on {stack.p4runtime}")
     actions += asyncio.run(configure_switch(stack, topo))
     for s in stack.servers:
@@ -473,6 +489,13 @@ def stack_up(config: StackConfig = StackConfig()) -> Stack:
     )
     if r.changed:
         actions.append(f"started the RESP gateway {stack.gateway} in {stack.client_netns}")
+    if switch_started:
+        # A switch that restarted under running agents lost where their slots are and the
+        # slots' transition epochs (without which it lets earlier migrations' transitions
+        # flip slots again); on a new lab this changes nothing.
+        reconciled = asyncio.run(reconcile_switch(stack))
+        if reconciled:
+            actions.append(reconciled)
     stack = dataclasses.replace(stack, changed=bool(actions), actions=tuple(actions))
     (run_dir / STACK_FILE).write_text(stack.to_json() + "\n")
     return stack

@@ -33,6 +33,7 @@ from netmigrate.migration.switch_view import (
     SwitchLink,
     check_switch,
     effective,
+    read_slot_entries,
     read_slots,
     write_slots,
 )
@@ -659,6 +660,10 @@ class _AgentView:
     phase: str = ""
     #: True when the target has persisted the slot as migrating in.
     target_in: bool = False
+    #: The owner's persisted epoch of the slot: the highest it used or accepted (0: none).
+    owner_epoch: int = 0
+    #: The epoch of the move to ``peer`` (0: none, or agents older than epochs).
+    move_epoch: int = 0
 
 
 def wanted_entry(view: _AgentView, have: tuple[int, int]) -> tuple[int, int]:
@@ -681,21 +686,48 @@ def wanted_entry(view: _AgentView, have: tuple[int, int]) -> tuple[int, int]:
     return (owner, peer)
 
 
+def wanted_epoch(view: _AgentView, entry: tuple[int, int]) -> int:
+    """The epoch the switch must hold at least for a slot whose entry is (to be) ``entry``:
+    that of the slot's last transition through the switch, as the agents know it (0: none
+    to restore).
+
+    A switch that restarted has every epoch at 0 (unknown), and lets any transition with an
+    epoch above that flip a slot; restoring this one makes it drop those of earlier
+    migrations again (TRANSITION_STALE). A move whose START has not flipped the switch yet
+    (``entry`` is still the owner's alone) gets none: its START sets the epoch when it passes,
+    and a write here could land just after that and put the entry back (as for
+    :func:`wanted_entry`, reconcile leaves that slot to the source's resends).
+    """
+    if view.peer and view.move_epoch:
+        return 0 if entry == (view.owner, 0) else view.move_epoch
+    return view.owner_epoch
+
+
+def _epochs(reply: control_pb2.GetSlotsResponse) -> dict[int, int]:
+    return {s: r.epoch for r in reply.epochs for s in range(r.start, r.end + 1)}
+
+
 def _agent_views(
     replies: Sequence[tuple[int, control_pb2.GetSlotsResponse]],
 ) -> tuple[dict[int, _AgentView], dict[int, str]]:
     owners: dict[int, list[int]] = {}
     out: dict[int, tuple[int, str]] = {}
     incoming: dict[int, int] = {}
+    epochs: dict[int, dict[int, int]] = {}
+    #: slot -> the epoch of its move in flight (the source's word over the target's).
+    moves: dict[int, int] = {}
     for server_id, reply in replies:
+        epochs[server_id] = _epochs(reply)
         for r in reply.owned:
             for s in range(r.start, r.end + 1):
                 owners.setdefault(s, []).append(server_id)
         for m in reply.migrations:
             if m.role == "in":
                 incoming[m.slot] = server_id
+                moves.setdefault(m.slot, m.epoch)
             elif m.role == "out" and m.phase in _IN_FLIGHT:
                 out[m.slot] = (m.peer_id, m.phase)
+                moves[m.slot] = m.epoch
     conflicts: dict[int, str] = {}
     views: dict[int, _AgentView] = {}
     for slot, ids in owners.items():
@@ -705,7 +737,14 @@ def _agent_views(
         peer, phase = out.get(slot, (incoming.get(slot, 0), ""))
         if peer == ids[0]:
             peer = 0
-        views[slot] = _AgentView(ids[0], peer, phase, incoming.get(slot) == peer != 0)
+        views[slot] = _AgentView(
+            ids[0],
+            peer,
+            phase,
+            incoming.get(slot) == peer != 0,
+            owner_epoch=epochs[ids[0]].get(slot, 0),
+            move_epoch=moves.get(slot, 0) if peer else 0,
+        )
     for slot, target in incoming.items():
         if slot not in owners:
             conflicts[slot] = f"server {target} has it migrating in, but no agent owns it"
@@ -732,35 +771,57 @@ async def reconcile(
 
     A slot owned by one agent gets ``owner=that agent, target=0``; a slot in flight (its source
     owns it and moves it to a target) gets ``owner=source, target=target`` unless the switch is
-    ahead on that move already (:func:`wanted_entry`). Slots nobody owns are left as they are,
-    slots two agents claim are reported and left untouched. Migrations may keep running: the
-    agents are read before the switch and once more before writing, and a slot whose wanted
-    entry changed in between is left for the next reconcile. With ``check`` nothing is written.
+    ahead on that move already (:func:`wanted_entry`). Each slot's transition epoch on the
+    switch is raised to the one the agents report (:func:`wanted_epoch`), so that a switch
+    that lost its epochs (a restart) drops earlier migrations' transitions again. Slots nobody
+    owns are left as they are, slots two agents claim are reported and left untouched.
+    Migrations may keep running: the agents are read before the switch and once more before
+    writing, and a slot whose wanted entry or epoch changed in between is left for the next
+    reconcile. With ``check`` nothing is written.
     """
     if switch is None:
         raise ValueError("reconcile needs a switch")
+
+    def wanted(view: _AgentView, have: tuple[int, int]) -> tuple[tuple[int, int], int]:
+        entry = wanted_entry(view, have)
+        return entry, wanted_epoch(view, entry)
+
     async with connections() as conns:
         views, conflicts = _agent_views(await _identify_all(conns, agents, keyspace))
         async with conns.switch(switch).step() as session:
             facts = await check_switch(session, keyspace, sorted({e.server_id for e in agents}))
-            raw = await read_slots(session, keyspace, sorted(views), facts=facts)
-            have = {s: effective(e, facts.default_owner) for s, e in raw.items()}
-            changes = {s: w for s, v in views.items() if (w := wanted_entry(v, have[s])) != have[s]}
+            raw = await read_slot_entries(
+                session, keyspace, sorted(views), facts=facts, epochs=True
+            )
+            have = {s: effective(e.pair, facts.default_owner) for s, e in raw.items()}
+            changes = {
+                s: (entry, epoch)
+                for s, v in views.items()
+                for entry, epoch in [wanted(v, have[s])]
+                if entry != have[s] or epoch > raw[s].epoch
+            }
             if changes and not check:
                 # A transition between the first read and now would make the write stale.
                 again, _ = _agent_views(await _identify_all(conns, agents, keyspace))
                 changes = {
                     s: w
                     for s, w in changes.items()
-                    if s in again and wanted_entry(again[s], have[s]) == w
+                    if s in again and wanted(again[s], have[s]) == w
                 }
                 if changes:
-                    await write_slots(session, keyspace, changes)
-    diff = {
-        s: {"before": list(have[s]), "after": list(w)} for s, w in sorted(changes.items())[:100]
-    }
+                    await write_slots(
+                        session,
+                        keyspace,
+                        {s: entry for s, (entry, _) in changes.items()},
+                        {s: epoch for s, (_, epoch) in changes.items()},
+                    )
+    moved = {s: entry for s, (entry, _) in changes.items() if entry != have[s]}
+    raised = sum(1 for s, (_, epoch) in changes.items() if epoch > raw[s].epoch)
+    diff = {s: {"before": list(have[s]), "after": list(w)} for s, w in sorted(moved.items())[:100]}
     verb = "would change" if check else "changed"
-    message = f"{verb} {len(changes)} of {len(views)} slots"
+    message = f"{verb} {len(moved)} of {len(views)} slots"
+    if raised:
+        message += f"; {'would restore' if check else 'restored'} the epochs of {raised} slots"
     if conflicts:
         message += f"; {len(conflicts)} slots in conflict left untouched"
     return ReconcileResult(
@@ -770,4 +831,5 @@ async def reconcile(
         slots_written=0 if check else len(changes),
         conflicts=dict(sorted(conflicts.items())[:100]),
         message=message,
+        epochs_raised=raised,
     )

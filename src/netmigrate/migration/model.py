@@ -215,6 +215,9 @@ class ReconcileResult:
     #: Slots the agents disagree on (left untouched), with why.
     conflicts: dict[int, str]
     message: str
+    #: Slots whose transition epoch on the switch was (with ``check``: would be) raised to
+    #: the agents' (written with their entry, so counted in ``slots_written`` too).
+    epochs_raised: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

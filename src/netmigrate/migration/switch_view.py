@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,30 +234,49 @@ async def read_slots(
     than a packet-out per slot, which matters when finalize checks thousands of slots while
     clients run); a switch that does not (BMv2) is asked through packet-outs.
     """
+    got = await read_slot_entries(session, keyspace, slots, facts=facts)
+    return {s: e.pair for s, e in got.items()}
+
+
+async def read_slot_entries(
+    session: Any,
+    keyspace: KeyspaceRef,
+    slots: Iterable[int] | None = None,
+    *,
+    facts: SwitchFacts | None = None,
+    epochs: bool = False,
+) -> dict[int, Any]:
+    """``{slot: SlotEntry}`` as the switch has them, read as :func:`read_slots` does; with
+    ``epochs`` each entry's ``epoch`` is the switch's ``slot_epoch`` (else it may be 0)."""
     from netmigrate.p4rt import P4RuntimeError, SlotMapIO, read_slot_map_register
 
     if facts is not None and slots is not None and not getattr(session, _NO_REGISTER_READ, False):
         try:
-            got = await read_slot_map_register(session, facts.slot_base, slots)
-            return {s: (e.owner, e.target) for s, e in got.items()}
+            return await read_slot_map_register(session, facts.slot_base, slots, epochs=epochs)
         except P4RuntimeError as e:
             log.info("register read refused (%s); reading the slot map with packet-outs", e)
             setattr(session, _NO_REGISTER_READ, True)
     try:
-        got = await SlotMapIO(session, _p4(keyspace)).read(slots)
+        # A SLOT_READ answer always carries the slot's epoch.
+        return await SlotMapIO(session, _p4(keyspace)).read(slots)
     except P4RuntimeError as e:
         raise MigrationError(f"reading the slot map failed: {e}", code=e.code) from None
-    return {s: (e.owner, e.target) for s, e in got.items()}
 
 
 async def write_slots(
-    session: Any, keyspace: KeyspaceRef, entries: dict[int, tuple[int, int]]
+    session: Any,
+    keyspace: KeyspaceRef,
+    entries: Mapping[int, tuple[int, int]],
+    epochs: Mapping[int, int] | None = None,
 ) -> None:
+    """SLOT_SET each slot's ``(owner, target)``; with ``epochs``, raise the slot's epoch on
+    the switch to at least the given one (a SLOT_SET never lowers it)."""
     from netmigrate.p4rt import P4RuntimeError, SlotEntry, SlotMapIO
 
+    epochs = epochs or {}
     try:
         await SlotMapIO(session, _p4(keyspace)).write(
-            {s: SlotEntry(o, t) for s, (o, t) in entries.items()}
+            {s: SlotEntry(o, t, epochs.get(s, 0)) for s, (o, t) in entries.items()}
         )
     except P4RuntimeError as e:
         raise MigrationError(f"writing the slot map failed: {e}", code=e.code) from None

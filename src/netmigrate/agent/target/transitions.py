@@ -99,6 +99,13 @@ class TargetTransitions:
     def _on_start(
         self, fields: HeaderFields, addr: Any, slot: int, source: int, epoch: int
     ) -> None:
+        # Before the epoch check: the lost migration's own resent START carries an epoch this
+        # agent knows already once it persisted the START, so the check would drop it and the
+        # source would learn of the loss only when its resends run out. An earlier
+        # migration's START refused here instead of dropped is harmless: a refusal is never an
+        # acknowledgement (the source takes only OK with its own epoch), nothing changes here,
+        # and while the loss stands every START of the slot from that source, the current
+        # one's included, gets this same refusal.
         if self._refuse_lost(fields, addr, slot, source):
             return
         state = self._ctx.table.state(slot)
