@@ -32,7 +32,9 @@ class IdHandover:
         """Per slot, every write the source may have applied for it: the window's answered
         writes, and every write Redis still has a record of."""
         ctx = self._ctx
+        read = self._records.reads
         recorded = await self._records.writes_of(slots)
+        ctx.counters["source_records_read"] += self._records.reads - read
         out: dict[int, list[control_pb2.RequestIdEntry]] = {}
         from_records = 0
         for slot in slots:

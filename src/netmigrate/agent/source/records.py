@@ -17,6 +17,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from netmigrate.agent.recorded import RecordedWrite, recorded_write
 from netmigrate.agent.reserved import REQUEST_ID_PREFIX, RESERVED_SLOT
@@ -34,17 +35,25 @@ _READ_CHUNK = 2000
 _EXPIRY_STEP = 0.25
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    #: Monotonic time until which the record is certainly the one read: its PTTL counted
+    #: from before the read was sent, never later than its real expiry.
+    valid_until: float
+    #: None: not a readable record of a write (never handed over).
+    write: RecordedWrite | None
+
+
 class RecordCache:
     def __init__(self, keys: SourceKeys, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self._clock = clock
-        #: record key -> the write it records (None: not a readable record of a write).
-        self._known: dict[bytes, RecordedWrite | None] = {}
+        #: record key -> what is known of it.
+        self._known: dict[bytes, _Known] = {}
         #: slot -> {record key: write} of the known records.
         self._by_slot: dict[int, dict[bytes, RecordedWrite]] = {}
-        #: expiry group -> the known keys in it. Group g holds records read with a TTL that
-        #: certainly lasts until g x _EXPIRY_STEP (the PTTL counted from before the read was
-        #: sent: never later than the real expiry); math.inf: records without a TTL.
+        #: expiry group -> the known keys in it: group g holds the records known until a time
+        #: in [g, g + 1) x _EXPIRY_STEP; math.inf: records without a TTL.
         self._expiry: dict[float, list[bytes]] = {}
         #: One call at a time: each one's listing, reads and forgetting are one consistent step.
         self._lock = asyncio.Lock()
@@ -68,16 +77,25 @@ class RecordCache:
         """Forget records that are gone (not ``listed``) or that may have expired since they
         were read (a key listed again may then be a new record)."""
         now = self._clock()
+        known = self._known
         for group in [g for g in self._expiry if g * _EXPIRY_STEP <= now]:
-            for key in self._expiry.pop(group):
-                self._drop(key)
-        for key in self._known.keys() - listed:
+            keys = self._expiry.pop(group)
+            # Dropped at their own time, not the group's: a record read again in the last
+            # moments of its life would be read once per wave until it expires.
+            later = [k for k in keys if k in known and known[k].valid_until > now]
+            for key in keys:
+                if key in known and known[key].valid_until <= now:
+                    self._drop(key)
+            if later:
+                self._expiry[group] = later
+        for key in known.keys() - listed:
             self._drop(key)
 
     def _drop(self, key: bytes) -> None:
-        if key not in self._known:
+        k = self._known.pop(key, None)
+        if k is None:
             return  # gone already (its expiry group still names it)
-        write = self._known.pop(key)
+        write = k.write
         if write is not None:
             of_slot = self._by_slot.get(write.slot)
             if of_slot is not None:
@@ -93,10 +111,11 @@ class RecordCache:
         for key, value, ttl in zip(keys, replies[0], replies[1:], strict=True):
             if value is None or ttl == -2:
                 continue  # expired since the listing: no longer a write to hand over
-            group = math.inf if ttl < 0 else math.floor((sent + ttl / 1000) / _EXPIRY_STEP)
+            until = math.inf if ttl < 0 else sent + ttl / 1000
+            group = math.inf if ttl < 0 else math.floor(until / _EXPIRY_STEP)
             self.reads += 1
             write = recorded_write(value)
-            self._known[key] = write
+            self._known[key] = _Known(until, write)
             self._expiry.setdefault(group, []).append(key)
             if write is not None:
                 self._by_slot.setdefault(write.slot, {})[key] = write
