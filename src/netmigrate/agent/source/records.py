@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from netmigrate.agent.dedup import record_slot
 from netmigrate.agent.recorded import RecordedWrite, recorded_write
 from netmigrate.agent.reserved import REQUEST_ID_PREFIX, RESERVED_SLOT
-from netmigrate.agent.resp import command
+from netmigrate.agent.resp import command, command_of
 from netmigrate.agent.source.keys import SourceKeys
 
 #: Record keys asked for beyond the reserved slot's count: records of other slots are added
@@ -33,6 +34,8 @@ _READ_CHUNK = 2000
 #: Known records are forgotten in groups by the time they may expire, rounded down to this
 #: many seconds (so a wave touches a few groups, not every known record).
 _EXPIRY_STEP = 0.25
+#: PTTL key, formatted with (len, key).
+_PTTL = b"*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +43,8 @@ class _Known:
     #: Monotonic time until which the record is certainly the one read: its PTTL counted
     #: from before the read was sent, never later than its real expiry.
     valid_until: float
-    #: None: not a readable record of a write (never handed over).
-    write: RecordedWrite | None
+    #: The slot of the request it records (None: not a readable record).
+    slot: int | None
 
 
 class RecordCache:
@@ -50,8 +53,9 @@ class RecordCache:
         self._clock = clock
         #: record key -> what is known of it.
         self._known: dict[bytes, _Known] = {}
-        #: slot -> {record key: write} of the known records.
-        self._by_slot: dict[int, dict[bytes, RecordedWrite]] = {}
+        #: slot -> {record key: record} of the known records, decoded only when their slot's
+        #: wave needs them (the window answers most of them already: see ``IdHandover``).
+        self._by_slot: dict[int, dict[bytes, bytes]] = {}
         #: expiry group -> the known keys in it: group g holds the records known until a time
         #: in [g, g + 1) x _EXPIRY_STEP; math.inf: records without a TTL.
         self._expiry: dict[float, list[bytes]] = {}
@@ -70,8 +74,11 @@ class RecordCache:
             unread = [k for k in listed - self._known.keys() if k.startswith(REQUEST_ID_PREFIX)]
             for i in range(0, len(unread), _READ_CHUNK):
                 await self._read(unread[i : i + _READ_CHUNK])
-            by_slot = self._by_slot
-            return {s: list(by_slot.get(s, {}).values()) for s in slots}
+            out: dict[int, list[RecordedWrite]] = {}
+            for s in slots:
+                writes = [recorded_write(r) for r in self._by_slot.get(s, {}).values()]
+                out[s] = [w for w in writes if w is not None and w.slot == s]
+            return out
 
     def _forget(self, listed: set[bytes]) -> None:
         """Forget records that are gone (not ``listed``) or that may have expired since they
@@ -95,18 +102,17 @@ class RecordCache:
         k = self._known.pop(key, None)
         if k is None:
             return  # gone already (its expiry group still names it)
-        write = k.write
-        if write is not None:
-            of_slot = self._by_slot.get(write.slot)
+        if k.slot is not None:
+            of_slot = self._by_slot.get(k.slot)
             if of_slot is not None:
                 of_slot.pop(key, None)
                 if not of_slot:
-                    del self._by_slot[write.slot]
+                    del self._by_slot[k.slot]
 
     async def _read(self, keys: list[bytes]) -> None:
         sent = self._clock()
         replies = await self._keys.calls(
-            [command(b"MGET", *keys), *(command(b"PTTL", k) for k in keys)]
+            [command_of([b"MGET", *keys]), *[_PTTL % (len(k), k) for k in keys]]
         )
         for key, value, ttl in zip(keys, replies[0], replies[1:], strict=True):
             if value is None or ttl == -2:
@@ -114,11 +120,11 @@ class RecordCache:
             until = math.inf if ttl < 0 else sent + ttl / 1000
             group = math.inf if ttl < 0 else math.floor(until / _EXPIRY_STEP)
             self.reads += 1
-            write = recorded_write(value)
-            self._known[key] = _Known(until, write)
+            slot = record_slot(value)
+            self._known[key] = _Known(until, slot)
             self._expiry.setdefault(group, []).append(key)
-            if write is not None:
-                self._by_slot.setdefault(write.slot, {})[key] = write
+            if slot is not None:
+                self._by_slot.setdefault(slot, {})[key] = value
 
     async def _list(self) -> set[bytes]:
         """The keys of the reserved slot now: every record key, and a few other reserved
