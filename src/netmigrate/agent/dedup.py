@@ -473,17 +473,3 @@ async def load_records(admin: Any, batch: int = 2000) -> list[bytes]:
         aged.extend((t, v) for v, t in zip(values, ttls, strict=True) if v is not None and t > 0)
     aged.sort(key=lambda tv: tv[0])
     return [v for _, v in aged]
-
-
-async def read_records(admin: Any, batch: int = 5000) -> list[bytes]:
-    """Every live record in Redis, in no particular order (what the request-id handover needs:
-    half the round trips of :func:`load_records`, which orders them by age)."""
-    count = int(await admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", RESERVED_SLOT))
-    if not count:
-        return []
-    keys = await admin.execute_command("CLUSTER", "GETKEYSINSLOT", RESERVED_SLOT, count)
-    keys = [k for k in keys if k.startswith(REQUEST_ID_PREFIX)]
-    pipe = admin.pipeline(transaction=False)
-    for i in range(0, len(keys), batch):
-        pipe.mget(keys[i : i + batch])
-    return [v for values in await pipe.execute() for v in values if v is not None]

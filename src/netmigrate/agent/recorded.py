@@ -15,7 +15,6 @@ from netmigrate.agent.commands import OPS
 from netmigrate.agent.dedup import (
     RecordError,
     decode_record,
-    read_records,
     record_fingerprint,
     record_slot,
 )
@@ -60,22 +59,24 @@ def writes_of_slots(
     for record in records:
         if record_slot(record) not in out:
             continue
-        try:
-            reply = reply_of_record(record)
-            fields = HEADER.unpack_from(reply)
-            fp = record_fingerprint(record)
-        except (RecordError, ValueError, TypeError):
+        write = recorded_write(record)
+        if write is None:
             continue
-        found = out.get(fields[F_SLOT])
-        if found is None:
-            continue
-        if fields[F_OP] & ~REPLY_BIT not in _WRITE_OPS:
-            continue
-        found.append(RecordedWrite(fields[F_REQUEST_ID], fields[F_SLOT], reply, fp))
+        found = out.get(write.slot)
+        if found is not None:
+            found.append(write)
     return out
 
 
-async def recorded_writes(admin: Any, slots: Iterable[int]) -> dict[int, list[RecordedWrite]]:
-    """Every write of ``slots`` whose record is still in this agent's Redis (``admin``: a
-    ``redis.asyncio`` client). One pass over the records for all the slots."""
-    return writes_of_slots(await read_records(admin), slots)
+def recorded_write(record: bytes) -> RecordedWrite | None:
+    """The write a record stands for; None for a record that is unreadable (not this
+    agent's, or from a newer one) or not of a write."""
+    try:
+        reply = reply_of_record(record)
+        fields = HEADER.unpack_from(reply)
+        fp = record_fingerprint(record)
+    except (RecordError, ValueError, TypeError):
+        return None
+    if fields[F_OP] & ~REPLY_BIT not in _WRITE_OPS:
+        return None
+    return RecordedWrite(fields[F_REQUEST_ID], fields[F_SLOT], reply, fp)

@@ -28,6 +28,7 @@ def _counters() -> dict[str, int]:
         "source_pulls_served": 0,
         "source_keys_finalized": 0,
         "source_ids_from_records": 0,
+        "source_records_read": 0,
     }
 
 

@@ -15,6 +15,7 @@ from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.reserved import is_reserved
 from netmigrate.agent.slots import SlotState
 from netmigrate.agent.source.context import SourceContext
+from netmigrate.agent.source.keys import add_dumps
 from netmigrate.agent.source.model import RPC_TIMEOUT, Migration, MigrationRequestError, StepFailed
 
 #: Copy batches in flight per stream (the stream's pipelining).
@@ -125,8 +126,7 @@ class Copier:
                     if n <= limits.chunk_bytes
                 ]
                 for group in _by_bytes(small, limits.batch_bytes):
-                    dumps = await ctx.keys.dump(k for _, k in group)
-                    await send(*self._message(slots[0] if one_slot else None, group, dumps))
+                    await send(*await self._batch(slots[0] if one_slot else None, group))
                 for slot, key in big:
                     await self._send_pieces(m, slot, key, one_slot, send)
             await call.done_writing()
@@ -135,24 +135,26 @@ class Copier:
         finally:
             call.cancel()
 
-    def _message(
-        self, one_slot: int | None, group: list[tuple[int, bytes]], dumps: list[control_pb2.KeyDump]
+    async def _batch(
+        self, one_slot: int | None, group: list[tuple[int, bytes]]
     ) -> tuple[control_pb2.CopyBatch, list[tuple[int, int]]]:
-        """A batch of DUMPs and its keys per slot: the single-slot form when ``one_slot`` is
-        the slot, else parts per slot."""
-        source = self._ctx.server_id
+        """A batch of the DUMPs of ``group`` (one round trip) and its keys per slot: the
+        single-slot form when ``one_slot`` is the slot, else parts per slot."""
+        keys = [k for _, k in group]
+        replies = await self._ctx.keys.dump_replies(keys)
+        message = control_pb2.CopyBatch(source_id=self._ctx.server_id)
         if one_slot is not None:
-            message = control_pb2.CopyBatch(slot=one_slot, source_id=source, keys=dumps)
+            message.slot = one_slot
+            add_dumps(message.keys, keys, replies)
             return message, [(one_slot, len(group))]
-        parts: list[control_pb2.CopyPart] = []
         counts: list[tuple[int, int]] = []
         j = 0
         for slot, members in itertools.groupby(group, key=lambda item: item[0]):
-            n = sum(1 for _ in members)
-            parts.append(control_pb2.CopyPart(slot=slot, keys=dumps[j : j + n]))
-            counts.append((slot, n))
-            j += n
-        return control_pb2.CopyBatch(source_id=source, parts=parts), counts
+            of_slot = [k for _, k in members]
+            add_dumps(message.parts.add(slot=slot).keys, of_slot, replies, j)
+            counts.append((slot, len(of_slot)))
+            j += len(of_slot)
+        return message, counts
 
     async def _send_pieces(
         self, m: Migration, slot: int, key: bytes, one_slot: bool, send: Any
@@ -170,8 +172,7 @@ class Copier:
             await send(message, [(slot, 1)] if piece.last else [])
         if not sent:
             log.warning("slot %d: a big key of a type without pieces is DUMPed whole", slot)
-            dumps = await ctx.keys.dump([key])
-            await send(*self._message(slot if one_slot else None, [(slot, key)], dumps))
+            await send(*await self._batch(slot if one_slot else None, [(slot, key)]))
 
     async def pull(self, req: control_pb2.PullRequest) -> list[control_pb2.KeyDump]:
         """Keys of a frozen slot the target needs before it can apply a write (served to the

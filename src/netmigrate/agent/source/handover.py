@@ -8,15 +8,16 @@ their slot is known), not only from the in-memory window: a write the window for
 or answered BUSY after a dropped Redis connection although Redis applied it) is still a write
 the source may have applied, and its retry at the target must not apply it again (#12, item 3). The
 freeze barrier (``OutgoingSlots.frozen``) comes first, so every write sent to Redis before the
-freeze is applied, and recorded, by the time the records are read."""
+freeze is applied, and recorded, by the time the records are read. Each record is read and
+decoded once, not once per wave (``RecordCache``)."""
 
 from __future__ import annotations
 
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.migration_store import MigrationRecord
-from netmigrate.agent.recorded import recorded_writes
 from netmigrate.agent.source.context import SourceContext
 from netmigrate.agent.source.model import RPC_TIMEOUT, StepFailed
+from netmigrate.agent.source.records import RecordCache
 from netmigrate.protocol.constants import REPLY_BIT, WRITE_OPS
 
 _WRITE_OPS = frozenset(int(op) for op in WRITE_OPS)
@@ -25,12 +26,15 @@ _WRITE_OPS = frozenset(int(op) for op in WRITE_OPS)
 class IdHandover:
     def __init__(self, ctx: SourceContext) -> None:
         self._ctx = ctx
+        self._records = RecordCache(ctx.keys)
 
     async def _entries(self, slots: list[int]) -> dict[int, list[control_pb2.RequestIdEntry]]:
         """Per slot, every write the source may have applied for it: the window's answered
         writes, and every write Redis still has a record of."""
         ctx = self._ctx
-        recorded = await recorded_writes(ctx.admin, slots)
+        read = self._records.reads
+        recorded = await self._records.writes_of(slots)
+        ctx.counters["source_records_read"] += self._records.reads - read
         out: dict[int, list[control_pb2.RequestIdEntry]] = {}
         from_records = 0
         for slot in slots:

@@ -108,24 +108,21 @@ class SourceKeys:
 
     async def dump(self, keys: Iterable[bytes]) -> list[control_pb2.KeyDump]:
         keys = list(keys)
+        out = control_pb2.CopyPart()
+        add_dumps(out.keys, keys, await self.dump_replies(keys))
+        return list(out.keys)
+
+    async def dump_replies(self, keys: list[bytes]) -> list[Any]:
+        """DUMP and PTTL of each key, one round trip: payload, pttl, payload, pttl, ...
+        (see ``add_dumps``)."""
         if not keys:
             return []
         try:
-            replies = await self._send(
+            return await self._send(
                 b"".join([_DUMP_PTTL % (len(k), k, len(k), k) for k in keys]), 2 * len(keys)
             )
         except StepFailed as e:
             raise StepFailed(f"DUMP / PTTL failed: {e}") from None
-        out = []
-        for i, k in enumerate(keys):
-            payload, pttl = replies[2 * i], replies[2 * i + 1]
-            if payload is None or pttl == -2:
-                out.append(control_pb2.KeyDump(key=k, present=False))
-            else:
-                out.append(
-                    control_pb2.KeyDump(key=k, dump=payload, pttl=ttl_from_pttl(pttl), present=True)
-                )
-        return out
 
     async def sizes(self, keys: list[bytes]) -> list[int]:
         """Each key's memory estimate in bytes (0: the key does not exist), one round trip;
@@ -187,3 +184,18 @@ class SourceKeys:
             pttl=ttl_from_pttl(pttl),
             present=bool(exists) and pttl != -2,
         )
+
+
+def add_dumps(into: Any, keys: list[bytes], replies: list[Any], start: int = 0) -> None:
+    """Add a KeyDump per key to ``into`` (a repeated KeyDump field) from ``replies`` of
+    ``dump_replies`` (from the key at ``start`` of them on), in place: a copy batch is built
+    without a message per key that is then copied into it."""
+    add = into.add
+    i = 2 * start
+    for k in keys:
+        payload, pttl = replies[i], replies[i + 1]
+        i += 2
+        if payload is None or pttl == -2:
+            add(key=k, present=False)
+        else:
+            add(key=k, dump=payload, pttl=ttl_from_pttl(pttl), present=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.source.model import Migration
 
@@ -26,13 +24,13 @@ def migration_status(
     m: Migration, server_id: int, *, changed: bool = False, include_slots: bool = False
 ) -> control_pb2.MigrationStatus:
     rec = m.record
-    # Polled while the migration runs: one pass to count, details only for what is shown.
+    # Polled while the migration runs: the counts as kept, details only for what is shown.
     counts = dict.fromkeys(PHASE_NAMES, 0)
-    counts.update(Counter(run.phase for run in m.slots.values()))
+    counts.update({phase: len(slots) for phase, slots in m.by_phase.items()})
     shown = (
         m.slots.items()
         if include_slots
-        else [(s, run) for s, run in m.slots.items() if run.phase in _SHOWN_PHASES]
+        else [(s, m.slots[s]) for phase in _SHOWN_PHASES for s in m.by_phase.get(phase, ())]
     )
     slots = []
     for slot, run in sorted(shown, key=lambda item: item[0]):
