@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from netmigrate.agent.generic import SCRIPT_LOADS, GenericCommands, GenericRefused
+from netmigrate.agent.generic import GenericCommands, GenericRefused
+from netmigrate.agent.generic_lua import SCRIPT_LOADS
 from netmigrate.protocol.codec import RespReply, decode
 from netmigrate.protocol.constants import HEADER, HEADER_LEN, VALUE_LEN, Op
 from netmigrate.rediscmd.resp import ProtocolError, ReplyParser, encode

@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 import redis
 
-from netmigrate.agent.generic import SCRIPT_LOADS, GenericCommands
+from netmigrate.agent.generic import GenericCommands
+from netmigrate.agent.generic_lua import SCRIPT_LOADS
 from netmigrate.client.aio import AsyncClient
 from netmigrate.gateway.acl import Acl
 from netmigrate.gateway.keyspace import ClientKeyspace

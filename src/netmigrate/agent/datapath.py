@@ -38,12 +38,9 @@ from netmigrate.agent.dedup import (
     fingerprint,
     record_fingerprint,
 )
-from netmigrate.agent.generic import (
-    READ_SCRIPT_SHA,
-    SCRIPT_LOADS,
-    GenericCommands,
-)
-from netmigrate.agent.generic import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
+from netmigrate.agent.generic import GenericCommands
+from netmigrate.agent.generic_lua import READ_SCRIPT_SHA, SCRIPT_LOADS
+from netmigrate.agent.generic_lua import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
 from netmigrate.agent.generic_path import GenericPath, command_table_of
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.recorded import reply_of_record
