@@ -338,8 +338,15 @@ def test_killed_benchmark_leaves_no_server_behind(sig: signal.Signals, tmp_path:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
         # A SIGKILLed run cannot remove its CPU-budget groups; the next run of the system
-        # would (RoleCgroups.up), but none may follow in this test session.
-        cgroups.remove_if_empty(cgroups.root_group(SC_PREFIX))
+        # would (RoleCgroups.up), but none may follow in this test session. The servers'
+        # exits (reaped by init) and the kernel's release of their groups take a moment.
+        deadline = time.monotonic() + 10
+        while not cgroups.remove_if_empty(cgroups.root_group(SC_PREFIX)):
+            if not cgroups.detect().exists(cgroups.root_group(SC_PREFIX)):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     assert not cgroups.detect().exists(cgroups.root_group(SC_PREFIX))
 
 
