@@ -146,9 +146,8 @@ def _keyspace(args: argparse.Namespace) -> KeyspaceRef:
     return KeyspaceRef(kid, host.strip("[]"), int(port))
 
 
-def _tls(args: argparse.Namespace) -> ControlTls | None:
-    flags = ("--control-tls-ca", "--control-tls-cert", "--control-tls-key")
-    files = (args.control_tls_ca, args.control_tls_cert, args.control_tls_key)
+def _tls_files(files: tuple[str | None, ...], flags: tuple[str, str, str]) -> ControlTls | None:
+    """A CA, a certificate and its key, together or not at all; every file must exist."""
     try:
         tls = tls_from_files(*files, flags=flags)
     except ValueError as e:
@@ -159,20 +158,22 @@ def _tls(args: argparse.Namespace) -> ControlTls | None:
     return tls
 
 
+def _tls(args: argparse.Namespace) -> ControlTls | None:
+    return _tls_files(
+        (args.control_tls_ca, args.control_tls_cert, args.control_tls_key),
+        ("--control-tls-ca", "--control-tls-cert", "--control-tls-key"),
+    )
+
+
 def _switch_tls(args: argparse.Namespace) -> Any:
-    """``netmigrate.p4rt.TlsOptions`` for the switch (None: plain text)."""
-    flags = ("--switch-tls-ca", "--switch-tls-cert", "--switch-tls-key")
-    files = (args.switch_tls_ca, args.switch_tls_cert, args.switch_tls_key)
-    try:
-        # The same rules as the agents' (a CA, a certificate and its key together).
-        tls = tls_from_files(*files, flags=flags)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    """``netmigrate.p4rt.TlsOptions`` for the switch (None: plain text); the same rules as the
+    agents' files."""
+    tls = _tls_files(
+        (args.switch_tls_ca, args.switch_tls_cert, args.switch_tls_key),
+        ("--switch-tls-ca", "--switch-tls-cert", "--switch-tls-key"),
+    )
     if tls is None:
         return None
-    for f in files:
-        if f and not Path(f).is_file():
-            raise UsageError(f"no such file {f}")
     from netmigrate.p4rt.session import TlsOptions
 
     return TlsOptions(ca=tls.ca, cert=tls.cert, key=tls.key)
