@@ -5,15 +5,15 @@ it changed, and a recorded request id is answered from its record."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 
 import pytest
+from support.resp_wire import raw_replies
 
 from netmigrate.agent.generic import GenericCommands, GenericRefused
 from netmigrate.agent.generic_lua import SCRIPT_LOADS
 from netmigrate.protocol.codec import RespReply, decode
 from netmigrate.protocol.constants import HEADER, HEADER_LEN, VALUE_LEN, Op
-from netmigrate.rediscmd.resp import ProtocolError, ReplyParser, encode
+from netmigrate.rediscmd.resp import ProtocolError, ReplyParser
 from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
@@ -56,30 +56,12 @@ WRITES = [
 ]
 
 
-def raw(port: int, commands: Sequence[Sequence[bytes]]) -> list[bytes]:
-    """The RESP2 bytes Redis answers to each command, as they came on the wire."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(encode(list(c)) for c in commands))
-        data, out = b"", []
-        while len(out) < len(commands):
-            data += s.recv(65536)
-            while data:
-                p = ReplyParser(data)
-                try:
-                    p._value()
-                except (ProtocolError, ValueError, IndexError):
-                    break
-                out.append(data[: p._pos])
-                data = data[p._pos :]
-        return out
-
-
 @pytest.fixture
 def twins(redis_server, cluster_redis):  # type: ignore[no-untyped-def]
     """A plain Redis (what a client would see) and the agent's cluster-mode Redis, same data."""
     plain = redis_server(cluster=False)
-    raw(plain.port, SETUP)
-    raw(cluster_redis.port, SETUP)
+    raw_replies(plain.port, SETUP)
+    raw_replies(cluster_redis.port, SETUP)
     for call in SCRIPT_LOADS:
         with socket.create_connection(("127.0.0.1", cluster_redis.port)) as s:
             s.sendall(call)
@@ -94,7 +76,7 @@ def test_reads_answer_redis_own_bytes(twins) -> None:  # type: ignore[no-untyped
     assert slot is not None
     calls = [gc.read_call(gc.check([tuple(c)], False, False, slot)) for c in READS]
     through = raw_calls(agent_redis.port, calls)
-    assert through == raw(plain.port, READS)
+    assert through == raw_replies(plain.port, READS)
 
 
 def raw_calls(port: int, calls: list[bytes]) -> list[bytes]:
@@ -125,7 +107,7 @@ def test_writes_answer_redis_own_bytes_record_and_mark_dirty(twins) -> None:  # 
         for i, c in enumerate(WRITES)
     ]
     answers = raw_calls(agent_redis.port, calls)
-    assert [a[1] for a in answers] == raw(plain.port, WRITES)
+    assert [a[1] for a in answers] == raw_replies(plain.port, WRITES)
     # Marked dirty: the keys of writes that succeeded, GETDEL of a missing key included (it
     # ran: a tombstone); not INCR's, which failed with WRONGTYPE and changed nothing.
     c = agent_redis.client()
@@ -156,7 +138,7 @@ def test_a_transaction_runs_every_command_and_answers_exec_array(twins) -> None:
     request = gc.check(commands, True, True, gc.table.classify(commands[0]).slot)
     header = HEADER.pack(1, Op.CMD_WRITE | 0x80, 0, 0, 50000, 0, 0, 0, 8)
     answer = raw_calls(agent_redis.port, [gc.write_call(request, b"rid:t", header, None)])[0]
-    native = raw(plain.port, [[b"MULTI"], *[list(c) for c in commands], [b"EXEC"]])[-1]
+    native = raw_replies(plain.port, [[b"MULTI"], *[list(c) for c in commands], [b"EXEC"]])[-1]
     assert answer[1] == native
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 import redis
+from support.resp_wire import raw_replies
 
 from netmigrate.agent.generic import GenericCommands
 from netmigrate.agent.generic_lua import SCRIPT_LOADS
@@ -26,7 +27,7 @@ from netmigrate.gateway.scripts import Scripts
 from netmigrate.gateway.server import running
 from netmigrate.gateway.session import Session
 from netmigrate.protocol.constants import HEADER, Op
-from netmigrate.rediscmd.resp import ProtocolError, ReplyParser, encode
+from netmigrate.rediscmd.resp import ProtocolError, ReplyParser
 from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
@@ -66,24 +67,6 @@ SCRIPTS: list[tuple[bool, bytes, list[bytes]]] = [
 ]
 
 
-def _replies(port: int, commands: Sequence[Sequence[bytes]]) -> list[bytes]:
-    """The reply bytes of each command, on one connection, as they came."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(encode(list(c)) for c in commands))
-        data, out = b"", []
-        while len(out) < len(commands):
-            data += s.recv(65536)
-            while data:
-                p = ReplyParser(data)
-                try:
-                    p._value()
-                except (ProtocolError, ValueError, IndexError):
-                    break
-                out.append(data[: p._pos])
-                data = data[p._pos :]
-        return out
-
-
 def _values(port: int, calls: list[bytes]) -> list[object]:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"".join(calls))
@@ -120,13 +103,13 @@ def _through_agent_scripts(port: int, resp: int) -> list[bytes]:
 @pytest.mark.parametrize("resp", [2, 3])
 def test_a_script_answers_what_redis_answers(redis_server, cluster_redis, resp: int) -> None:  # type: ignore[no-untyped-def]
     plain = redis_server(cluster=False)
-    _replies(plain.port, SETUP)
-    _replies(cluster_redis.port, SETUP)
+    raw_replies(plain.port, SETUP)
+    raw_replies(cluster_redis.port, SETUP)
     for call in SCRIPT_LOADS:
         with socket.create_connection(("127.0.0.1", cluster_redis.port)) as s:
             s.sendall(call)
             assert s.recv(100).startswith(b"$40")
-    native = _replies(
+    native = raw_replies(
         plain.port,
         [
             [b"HELLO", b"%d" % resp],

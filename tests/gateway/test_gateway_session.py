@@ -17,11 +17,12 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support.resp_wire import split_replies
 
 from netmigrate.gateway.acl import Acl, user_line
 from netmigrate.gateway.server import running
 from netmigrate.gateway.session import Session
-from netmigrate.rediscmd.resp import ProtocolError, ReplyParser, encode
+from netmigrate.rediscmd.resp import encode
 from netmigrate.rediscmd.table import Classified, CommandTable
 
 pytestmark = pytest.mark.redis
@@ -51,14 +52,8 @@ class DirectKeyspace:
         data, out = b"", []
         while len(out) < len(commands):
             data += await reader.read(65536)
-            while data:
-                p = ReplyParser(data)
-                try:
-                    p._value()
-                except (ProtocolError, ValueError, IndexError):
-                    break
-                out.append(data[: p._pos])
-                data = data[p._pos :]
+            got, data = split_replies(data)
+            out += got
         return out
 
     async def batch(
