@@ -155,7 +155,8 @@ changed_ranges:
 changed_slots:
   description:
     - Number of slots that were (would be) written.
-    - With O(agents) in check mode at most 100 (the reconciliation reports the first 100).
+    - With O(agents), slots whose transition epoch alone is restored count too (see
+      RV(reconcile.epochs_raised)); RV(changed_ranges) shows entry changes only.
   returned: success
   type: int
   sample: 100
@@ -172,6 +173,12 @@ reconcile:
       description: Slots written (0 in check mode).
       type: int
       sample: 8192
+    epochs_raised:
+      description:
+        - Slots whose transition epoch on the switch was (would be) raised to the agents'
+          (after a switch restart), written with their entry.
+      type: int
+      sample: 0
     conflicts:
       description: Slots left untouched because the agents disagree, with why (first 100).
       type: dict
@@ -279,14 +286,15 @@ def reconcile_with_agents(module: t.Any, slotmap: t.Any) -> dict[str, t.Any]:
             {s: (d["before"], d["after"]) for s, d in result.diff.items()}, result.slots_written
         )
         info = result.to_json()
-        # The diff holds the first 100 changed slots; the written count is the whole truth.
-        changed_slots = len(diff.changes) if module.check_mode else result.slots_written
-        out = diff_result(module, diff, changed_slots)
+        # The diff holds the first 100 slots whose entry changes; slots_to_write counts every
+        # slot written (or, in check mode, to be written), an epoch-only restore included.
+        out = diff_result(module, diff, result.slots_to_write)
         out.update(
             changed=result.changed,
             reconcile=dict(
                 slots_checked=info["slots_checked"],
                 slots_written=info["slots_written"],
+                epochs_raised=info["epochs_raised"],
                 conflicts={str(k): v for k, v in info["conflicts"].items()},
                 message=info["message"],
             ),

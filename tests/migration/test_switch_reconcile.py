@@ -401,6 +401,9 @@ async def test_reconcile_restores_the_agents_epochs_on_a_restarted_switch(switch
     async def reconciled(address: str) -> tuple[Any, Any, dict[int, SlotEntry]]:
         await configure(address)
         endpoint = SwitchEndpoint(address, election_id=11)
+        would = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents, check=True)
+        # Check mode counts the epoch-only slot too (what the slot_map module reports).
+        assert (would.slots_to_write, would.slots_written, would.epochs_raised) == (3, 0, 3)
         first = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
         second = await migration.reconcile(endpoint, SWITCH_KEYSPACE, agents)
         async with P4RTSession(address, device_id=1, election_id=12) as s:
@@ -413,6 +416,7 @@ async def test_reconcile_restores_the_agents_epochs_on_a_restarted_switch(switch
     for first, second, entries in (before_restart, after_restart):
         # Slot 2's entry (owner A, the default) needs no write, only its epoch.
         assert first.changed and first.slots_written == 3 and first.epochs_raised == 3
+        assert first.slots_to_write == 3
         assert first.diff == {
             3: {"before": [SOURCE, 0], "after": [TARGET, 0]},
             5: {"before": [SOURCE, 0], "after": [TARGET, 0]},

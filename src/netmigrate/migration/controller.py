@@ -832,4 +832,5 @@ async def reconcile(
         conflicts=dict(sorted(conflicts.items())[:100]),
         message=message,
         epochs_raised=raised,
+        slots_to_write=len(changes),
     )

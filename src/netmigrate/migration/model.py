@@ -218,6 +218,9 @@ class ReconcileResult:
     #: Slots whose transition epoch on the switch was (with ``check``: would be) raised to
     #: the agents' (written with their entry, so counted in ``slots_written`` too).
     epochs_raised: int = 0
+    #: Slots written or, with ``check``, that would be: entry changes and epoch-only ones
+    #: (``diff`` lists the first 100 entry changes only).
+    slots_to_write: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -191,6 +191,7 @@ def test_reconcile_result_and_errors(run_p4_module, fake_session, monkeypatch):
             slots_written=0,
             conflicts={7: "owned by servers [1, 2]"},
             message="would change 2 of 4 slots; 1 slots in conflict left untouched",
+            slots_to_write=2,
         )
 
     monkeypatch.setattr(migration, "reconcile", reconcile)
@@ -242,3 +243,32 @@ def test_reconcile_reaches_the_agents_with_the_shared_tls_option(
         (1, "/etc/nm/ca.pem", "/etc/nm/c.key"),
         (2, "/etc/nm/ca.pem", "/etc/nm/c.key"),
     ]
+
+
+def test_reconcile_counts_slots_whose_epoch_alone_is_restored(
+    run_p4_module, fake_session, monkeypatch
+):
+    """After a switch restart reconcile may only raise epochs: no entry changes, yet slots
+    are written, and the task says how many (it said 0 before)."""
+    from netmigrate import migration
+
+    async def reconcile(switch: Any, keyspace: Any, agents: Any, *, check: bool) -> Any:
+        return migration.ReconcileResult(
+            changed=True,
+            slots_checked=16384,
+            diff={},
+            slots_written=0 if check else 3,
+            conflicts={},
+            message="would change 0 of 16384 slots; would restore the epochs of 3 slots",
+            epochs_raised=3,
+            slots_to_write=3,
+        )
+
+    monkeypatch.setattr(migration, "reconcile", reconcile)
+    args = {**BASE, "state": "present", "agents": AGENTS}
+    for check in (True, False):
+        result = run_p4_module(slot_map, {**args, "_ansible_check_mode": check})
+        assert result["changed"] is True and result["changed_slots"] == 3
+        assert result["changed_ranges"] == []
+        assert result["reconcile"]["epochs_raised"] == 3
+        assert result["reconcile"]["slots_written"] == (0 if check else 3)
