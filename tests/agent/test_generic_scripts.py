@@ -7,13 +7,12 @@ from __future__ import annotations
 import socket
 
 import pytest
-from support.resp_wire import raw_replies
+from support.resp_wire import raw_replies, raw_values
 
 from netmigrate.agent.generic import GenericCommands, GenericRefused
 from netmigrate.agent.generic_lua import SCRIPT_LOADS
 from netmigrate.protocol.codec import RespReply, decode
 from netmigrate.protocol.constants import HEADER, HEADER_LEN, VALUE_LEN, Op
-from netmigrate.rediscmd.resp import ProtocolError, ReplyParser
 from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
@@ -75,26 +74,8 @@ def test_reads_answer_redis_own_bytes(twins) -> None:  # type: ignore[no-untyped
     slot = gc.table.classify(READS[0]).slot
     assert slot is not None
     calls = [gc.read_call(gc.check([tuple(c)], False, False, slot)) for c in READS]
-    through = raw_calls(agent_redis.port, calls)
+    through = raw_values(agent_redis.port, calls)
     assert through == raw_replies(plain.port, READS)
-
-
-def raw_calls(port: int, calls: list[bytes]) -> list[bytes]:
-    """Run prepared script calls; each answer is a bulk string holding RESP: unwrap it."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(calls))
-        data, out = b"", []
-        while len(out) < len(calls):
-            data += s.recv(65536)
-            while data:
-                p = ReplyParser(data)
-                try:
-                    value = p._value()
-                except (ProtocolError, ValueError, IndexError):
-                    break
-                out.append(value)
-                data = data[p._pos :]
-    return out
 
 
 def test_writes_answer_redis_own_bytes_record_and_mark_dirty(twins) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +87,7 @@ def test_writes_answer_redis_own_bytes_record_and_mark_dirty(twins) -> None:  # 
         gc.write_call(gc.check([tuple(c)], False, True, slot), b"rid:%d" % i, header, b"{t}dirty")
         for i, c in enumerate(WRITES)
     ]
-    answers = raw_calls(agent_redis.port, calls)
+    answers = raw_values(agent_redis.port, calls)
     assert [a[1] for a in answers] == raw_replies(plain.port, WRITES)
     # Marked dirty: the keys of writes that succeeded, GETDEL of a missing key included (it
     # ran: a tombstone); not INCR's, which failed with WRONGTYPE and changed nothing.
@@ -126,7 +107,7 @@ def test_writes_answer_redis_own_bytes_record_and_mark_dirty(twins) -> None:  # 
     record = c.get(b"rid:0")
     assert record[:1] == b"d" and record[1 : 1 + HEADER_LEN] == header
     assert decode(record[1:]).body == RespReply(b":6\r\n")
-    again = raw_calls(agent_redis.port, [calls[0]])[0]
+    again = raw_values(agent_redis.port, [calls[0]])[0]
     assert again == [1, record]
     assert c.hget(b"{t}h", b"f") == b"6"
 
@@ -137,7 +118,7 @@ def test_a_transaction_runs_every_command_and_answers_exec_array(twins) -> None:
     commands = [(b"HSET", b"{t}h", b"f", b"9"), (b"INCR", b"{t}h"), (b"EXPIRE", b"{t}h", b"50")]
     request = gc.check(commands, True, True, gc.table.classify(commands[0]).slot)
     header = HEADER.pack(1, Op.CMD_WRITE | 0x80, 0, 0, 50000, 0, 0, 0, 8)
-    answer = raw_calls(agent_redis.port, [gc.write_call(request, b"rid:t", header, None)])[0]
+    answer = raw_values(agent_redis.port, [gc.write_call(request, b"rid:t", header, None)])[0]
     native = raw_replies(plain.port, [[b"MULTI"], *[list(c) for c in commands], [b"EXEC"]])[-1]
     assert answer[1] == native
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import redis
-from support.resp_wire import raw_replies
+from support.resp_wire import raw_replies, raw_values
 
 from netmigrate.agent.generic import GenericCommands
 from netmigrate.agent.generic_lua import SCRIPT_LOADS
@@ -27,7 +27,6 @@ from netmigrate.gateway.scripts import Scripts
 from netmigrate.gateway.server import running
 from netmigrate.gateway.session import Session
 from netmigrate.protocol.constants import HEADER, Op
-from netmigrate.rediscmd.resp import ProtocolError, ReplyParser
 from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
@@ -67,23 +66,6 @@ SCRIPTS: list[tuple[bool, bytes, list[bytes]]] = [
 ]
 
 
-def _values(port: int, calls: list[bytes]) -> list[object]:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(calls))
-        data, out = b"", []
-        while len(out) < len(calls):
-            data += s.recv(65536)
-            while data:
-                p = ReplyParser(data)
-                try:
-                    value = p._value()
-                except (ProtocolError, ValueError, IndexError):
-                    break
-                out.append(value)
-                data = data[p._pos :]
-    return out
-
-
 def _through_agent_scripts(port: int, resp: int) -> list[bytes]:
     gc = GenericCommands(CommandTable.shipped(), 10_000)
     calls = []
@@ -97,7 +79,7 @@ def _through_agent_scripts(port: int, resp: int) -> list[bytes]:
         else:
             header = HEADER.pack(1, Op.CMD_WRITE | 0x80, 0, 0, 50000, slot, 0, 0, i)
             calls.append(gc.write_call(request, b"rid:%d:%d" % (resp, i), header, b"{t}dirty"))
-    return [a if isinstance(a, bytes) else a[1] for a in _values(port, calls)]  # type: ignore[index]
+    return [a if isinstance(a, bytes) else a[1] for a in raw_values(port, calls)]  # type: ignore[index]
 
 
 @pytest.mark.parametrize("resp", [2, 3])
@@ -137,9 +119,9 @@ def test_a_script_touches_only_what_it_declares(cluster_redis) -> None:  # type:
         slot = gc.table.classify(list(command)).slot or 0
         request = gc.check([command], False, write, slot)
         if not write:
-            return _values(cluster_redis.port, [gc.read_call(request)])[0]  # type: ignore[return-value]
+            return raw_values(cluster_redis.port, [gc.read_call(request)])[0]  # type: ignore[return-value]
         header = HEADER.pack(1, Op.CMD_WRITE | 0x80, 0, 0, 50000, slot, 0, 0, 1)
-        reply = _values(cluster_redis.port, [gc.write_call(request, b"rid:x", header, None)])
+        reply = raw_values(cluster_redis.port, [gc.write_call(request, b"rid:x", header, None)])
         cluster_redis.client().delete(b"rid:x")
         return reply[0][1]  # type: ignore[index,no-any-return]
 

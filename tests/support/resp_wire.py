@@ -32,3 +32,21 @@ def raw_replies(port: int, commands: Sequence[Sequence[bytes]]) -> list[bytes]:
             got, data = split_replies(data)
             out += got
         return out
+
+
+def raw_values(port: int, calls: list[bytes]) -> list[object]:
+    """Send prepared RESP ``calls`` in one write; the parsed reply of each, in order."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(calls))
+        data, out = b"", []
+        while len(out) < len(calls):
+            data += s.recv(65536)
+            while data:
+                p = ReplyParser(data)
+                try:
+                    value = p._value()
+                except (ProtocolError, ValueError, IndexError):
+                    break
+                out.append(value)
+                data = data[p._pos :]
+        return out
