@@ -263,3 +263,27 @@ async def test_run_with_another_rate_retunes_a_running_migration(agents) -> None
     assert m.record.rate_keys_per_second == 0
     for task in (slow, keep):
         assert (await asyncio.wait_for(task, 30)).state == "FINALIZED"
+
+
+async def test_the_hottest_slots_move_first(agents) -> None:
+    """Client load on three slots of a range: the first wave starts them, hottest first, and
+    then the cold slots in ascending order (waves of ``parallel`` slots, one after another)."""
+    from netmigrate.client import AsyncClient
+
+    source, target, relay = agents
+    slots = list(range(3000, 3040))
+    preload(source_redis(source), slots, 2)
+    load = {3031: 30, 3017: 20, 3039: 10}
+    async with AsyncClient(relay.address, KEYSPACE, timeout=1.0) as client:
+        for slot, n in load.items():
+            (key,) = keys_in(slot, 1)
+            for _ in range(n):
+                assert await client.get(key) is not None
+    src_ep, dst_ep = endpoints(source, target)
+    ks = KeyspaceRef(KEYSPACE, *relay.address)
+    opts = MigrationOptions(parallel=8, grace=0, poll=0.05)
+    result = await migration.run(src_ep, dst_ep, slots, keyspace=ks, options=opts)
+    assert result.state == "FINALIZED" and result.slots_done == len(slots)
+    starts = [s for kind, s, *_ in relay.transitions if kind == "start"]
+    cold = [s for s in slots if s not in load]
+    assert starts == [3031, 3017, 3039, *cold]

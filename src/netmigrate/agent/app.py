@@ -21,6 +21,7 @@ from netmigrate.agent import dedup, redis_version, slot_store
 from netmigrate.agent.config import AgentConfig, RedisTarget, default_max_datagram
 from netmigrate.agent.control import format_address, start_control_server
 from netmigrate.agent.datapath import DataPath
+from netmigrate.agent.heat import SlotHeat
 from netmigrate.agent.lost import describe_loss
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
@@ -70,6 +71,9 @@ class Agent:
             max_bytes=config.dedup_bytes,
         )
         self.table = SlotTable()
+        #: Requests per slot lately: the data path counts, a migration's order follows.
+        self.heat = SlotHeat()
+        self._heat_decay: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
         self.control_port: int | None = None
         self._admin: redis.asyncio.Redis | None = None
@@ -121,6 +125,7 @@ class Agent:
                 stats=self.stats,
                 max_datagram=max_datagram,
                 max_batch=cfg.max_batch,
+                heat=self.heat,
             )
             await self._datapath.connect(cfg.redis)
             # Before the socket opens: a retry of a write applied before a crash must find
@@ -166,12 +171,14 @@ class Agent:
                 control_address=cfg.advertise_control or "",
                 redis_target=cfg.redis,
                 copy_limits=CopyLimits(cfg.copy_batch_bytes, cfg.copy_chunk_bytes),
+                heat=self.heat,
             )
             self._datapath.source = self.source
             self._datapath.target = self.target
             self.address = self._datapath.bind(*cfg.listen)
             self._supervisor = asyncio.create_task(self._supervise_redis())
             self._data_watch = asyncio.create_task(self._watch_redis_data())
+            self._heat_decay = asyncio.create_task(self.heat.run())
             if cfg.control is not None:
                 self._control, self.control_port = await start_control_server(
                     self, *cfg.control, cfg.control_tls
@@ -310,6 +317,11 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._data_watch
             self._data_watch = None
+        if self._heat_decay is not None:
+            self._heat_decay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heat_decay
+            self._heat_decay = None
         for side in (self.source, self.target):
             if side is not None:
                 await side.stop()

@@ -42,6 +42,7 @@ from netmigrate.agent.generic import GenericCommands
 from netmigrate.agent.generic_lua import READ_SCRIPT_SHA, SCRIPT_LOADS
 from netmigrate.agent.generic_lua import WRITE_SCRIPT_SHA as GENERIC_WRITE_SHA
 from netmigrate.agent.generic_path import GenericPath, command_table_of
+from netmigrate.agent.heat import SlotHeat
 from netmigrate.agent.interfaces import IncomingSlots, TransitionReplies
 from netmigrate.agent.recorded import reply_of_record
 from netmigrate.agent.reserved import RESERVED_MESSAGE, RESERVED_PREFIXES
@@ -110,6 +111,7 @@ class DataPath(GenericPath):
         max_datagram: int,
         max_batch: int,
         record_ttl_ms: int = RECORD_TTL_MS,
+        heat: SlotHeat | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.server_id = server_id
@@ -118,6 +120,8 @@ class DataPath(GenericPath):
         self.stats = stats
         self.max_datagram = max_datagram
         self.max_batch = max_batch
+        self.heat = heat if heat is not None else SlotHeat()
+        self._heat = self.heat.counts
         self.redis: RespConnection | None = None
         self._recorder = WriteRecorder(record_ttl_ms)
         self._record_ttl_ms = record_ttl_ms
@@ -267,6 +271,9 @@ class DataPath(GenericPath):
             else:
                 self._collision(fields, addr)
             return
+        # The slot's heat (a migration moves hot slots first): counted once per request id,
+        # before the checks that follow, so generic commands count too.
+        self._heat[fields[F_SLOT]] += 1
         if spec.generic:
             self._handle_generic(fields, body, spec, data, addr, commands, callbacks)
             return

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.heat import SlotHeat
 from netmigrate.agent.migration_store import MigrationStore
 from netmigrate.agent.peers import Peers
 from netmigrate.agent.slots import SlotTable
@@ -50,5 +51,7 @@ class SourceContext:
     slots: OutgoingSlots
     keys: SourceKeys
     migrations: dict[str, Migration] = field(default_factory=dict)
+    #: Recent requests per slot (the data path counts them): the order slots move in.
+    heat: SlotHeat = field(default_factory=SlotHeat)
     #: Counters for GetStats.
     counters: dict[str, int] = field(default_factory=_counters)

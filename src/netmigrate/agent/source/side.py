@@ -10,6 +10,7 @@ from typing import Any
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.dedup import DedupWindow
+from netmigrate.agent.heat import SlotHeat
 from netmigrate.agent.interfaces import DatagramOut
 from netmigrate.agent.migration_store import MigrationStore, SlotRecord
 from netmigrate.agent.peers import Peers
@@ -46,6 +47,7 @@ class SourceSide:
         redis_target: RedisTarget | None = None,
         slot_retry_seconds: float = SLOT_RETRY_SECONDS,
         copy_limits: CopyLimits | None = None,
+        heat: SlotHeat | None = None,
     ) -> None:
         ctx = self._ctx = SourceContext(
             table=table,
@@ -60,6 +62,7 @@ class SourceSide:
             slot_retry_seconds=slot_retry_seconds,
             slots=OutgoingSlots(table, store),
             keys=SourceKeys(redis_target, copy_limits),
+            heat=heat if heat is not None else SlotHeat(),
         )
         self.counters = ctx.counters
         self._migrations = ctx.migrations

@@ -73,9 +73,10 @@ class Runner:
         rec = m.record
         todo = [s for s, run in sorted(m.slots.items()) if run.phase not in FINISHED_PHASES]
         # Slots in flight (after a restart, a failure or an abort) continue one at a time
-        # from their persisted phase; the others move in waves.
+        # from their persisted phase; the others move in waves, hottest first (D??): the
+        # load leaves the saturated source with the first waves, not linearly with the slots.
         in_flight = [s for s in todo if s in self._ctx.slots.records]
-        fresh = [s for s in todo if s not in self._ctx.slots.records]
+        fresh = self._ctx.heat.hottest_first(s for s in todo if s not in self._ctx.slots.records)
         self._ctx.dedup.watch(todo)
         permits = asyncio.Semaphore(rec.parallel_slots)
         tasks: list[asyncio.Task[None]] = []
@@ -320,8 +321,8 @@ class Runner:
 
 
 def form_waves(slots: list[int], counts: list[int], limit: int) -> list[list[int]]:
-    """Consecutive slots grouped into waves of at most ``limit`` slots and WAVE_KEYS keys (a
-    slot with more keys goes alone)."""
+    """Slots grouped, in the order given (hottest first), into waves of at most ``limit``
+    slots and WAVE_KEYS keys (a slot with more keys goes alone)."""
     waves: list[list[int]] = []
     wave: list[int] = []
     keys = 0
