@@ -68,3 +68,61 @@ async def test_a_refused_call_fails_the_step(server) -> None:
             await keys.copy_replies([b"k"])
     finally:
         keys.close()
+
+
+async def test_keys_of_many_slots_are_counted_in_scripts(server) -> None:
+    r = server.client()
+    keys = [b"count:%d" % i for i in range(3000)]
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.set(k, b"v")
+        pipe.execute_command("CLUSTER", "KEYSLOT", k)
+    slots = sorted(set(pipe.execute()[1::2]))
+    assert len(slots) > 1024  # more than one script call
+    counter = SourceKeys(parse_redis_url(server.url))
+    try:
+        assert await counter.count_keys(list(range(16384))) == 3000
+        assert await counter.count_keys(slots[:700]) == sum(
+            r.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) for s in slots[:700]
+        )
+        assert await counter.count_keys([]) == 0
+    finally:
+        counter.close()
+
+
+async def test_slots_are_listed_in_bounded_script_calls_and_big_ones_by_commands(
+    server, monkeypatch
+) -> None:
+    from netmigrate.agent.reserved import RESERVED_SLOT, request_id_key
+    from netmigrate.agent.source import keys as keys_module
+
+    monkeypatch.setattr(keys_module, "LIST_IN_SCRIPT_MAX", 10)
+    r = server.client()
+    sizes = {"a": 4, "b": 8, "c": 30, "d": 7, "e": 0}
+    want: dict[int, list[bytes]] = {}
+    pipe = r.pipeline(transaction=False)
+    for tag, n in sizes.items():
+        slot = r.execute_command("CLUSTER", "KEYSLOT", tag)
+        want[slot] = [b"{%s}:%d" % (tag.encode(), i) for i in range(n)]
+        for k in want[slot]:
+            pipe.set(k, b"v")
+    pipe.set(request_id_key(7), b"r")  # the agent's own: never listed
+    pipe.execute()
+    lister = SourceKeys(parse_redis_url(server.url))
+    calls: list[int] = []
+    real = lister.calls
+
+    async def counted(commands: list[bytes]) -> list[object]:
+        calls.append(len(commands))
+        return await real(commands)
+
+    lister.calls = counted  # type: ignore[method-assign]
+    try:
+        slots = [*want, 0, RESERVED_SLOT]
+        listed = await lister.list_keys(slots)
+        assert [sorted(k) for k in listed] == [sorted(want.get(s, [])) for s in slots]
+        # 4 + 8 > 10 keys: the slots of 8 and 7 keys come in a second and third call; 30 keys
+        # are listed by commands (COUNTKEYSINSLOT, then GETKEYSINSLOT).
+        assert len(calls) >= 5
+    finally:
+        lister.close()

@@ -66,6 +66,40 @@ return out
     % BIG
 )
 COPY_SCRIPT_SHA = hashlib.sha1(COPY_SCRIPT).hexdigest().encode()
+#: Lua: the keys of many slots counted in one call (ARGV: the slots); their sum.
+COUNT_SCRIPT = b"""#!lua flags=no-writes,allow-cross-slot-keys
+local total = 0
+for i = 1, #ARGV do
+  total = total + redis.call('CLUSTER', 'COUNTKEYSINSLOT', tonumber(ARGV[i]))
+end
+return total
+"""
+#: Keys one call of LIST_SCRIPT lists at most (a slot with more is listed by plain commands:
+#: a script holds its listing in Lua tables too, so Redis would run it for longer).
+LIST_IN_SCRIPT_MAX = 8192
+#: Lua: the keys of many slots listed in one call (ARGV: the most keys it lists, then the
+#: slots). Per slot its keys, or its count where listing it would pass that many. Counted and
+#: listed in one atomic step, so a count is exact: no key (nor request-id record) can arrive
+#: in between.
+LIST_SCRIPT = b"""#!lua flags=no-writes,allow-cross-slot-keys
+local left = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local slot = tonumber(ARGV[i])
+  local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', slot)
+  if n == 0 then
+    out[i - 1] = {}
+  elseif n > left then
+    out[i - 1] = n
+  else
+    out[i - 1] = redis.call('CLUSTER', 'GETKEYSINSLOT', slot, n)
+    left = left - n
+  end
+end
+return out
+"""
+#: Slots counted per call of COUNT_SCRIPT (Redis runs nothing else meanwhile: ~1 ms each).
+_COUNT_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +162,17 @@ class SourceKeys:
             raise StepFailed(f"the copy script failed: Redis: {reply}")
         return int(reply[0]), reply[1:]
 
+    async def count_keys(self, slots: list[int]) -> int:
+        """The keys of ``slots`` in all (reserved ones included): a script call per
+        _COUNT_CHUNK slots, pipelined (no per-slot command for Python to build and parse)."""
+        calls = [
+            command_of(
+                [b"EVAL", COUNT_SCRIPT, b"0", *[b"%d" % s for s in slots[i : i + _COUNT_CHUNK]]]
+            )
+            for i in range(0, len(slots), _COUNT_CHUNK)
+        ]
+        return sum(int(n) for n in await self.calls(calls))
+
     async def calls(self, commands: list[bytes]) -> list[Any]:
         """Commands on the raw connection, pipelined; their replies (an error raises)."""
         return await self._send(b"".join(commands), len(commands))
@@ -144,6 +189,27 @@ class SourceKeys:
         return replies
 
     async def list_keys(self, slots: list[int]) -> list[list[bytes]]:
+        """The (non-reserved) keys of each slot: script calls (:data:`LIST_SCRIPT`) of up to
+        LIST_IN_SCRIPT_MAX keys each, plain commands for a slot with more."""
+        listed: dict[int, list[bytes]] = {}
+        todo = slots
+        while todo:
+            call = command_of(
+                [b"EVAL", LIST_SCRIPT, b"0", b"%d" % LIST_IN_SCRIPT_MAX, *[b"%d" % s for s in todo]]
+            )
+            (replies,) = await self.calls([call])
+            left: list[int] = []
+            big: list[int] = []
+            for s, r in zip(todo, replies, strict=True):
+                if not isinstance(r, int):
+                    listed[s] = [k for k in r if not is_reserved(k)]
+                else:  # not listed: over what one call lists, or what was left of it
+                    (big if r > LIST_IN_SCRIPT_MAX else left).append(s)
+            listed.update(zip(big, await self._list_by_commands(big), strict=True))
+            todo = left
+        return [listed[s] for s in slots]
+
+    async def _list_by_commands(self, slots: list[int]) -> list[list[bytes]]:
         """The (non-reserved) keys of each slot, in pipelined round trips on the raw
         connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` asking for more than counted,
         again (asking for twice as many) for any slot whose answer came back full.
@@ -153,6 +219,8 @@ class SourceKeys:
         request-id record to it (D16). Listing exactly the count would then leave out as
         many client keys as records were added since, and those keys would not be copied.
         """
+        if not slots:
+            return []
         counts = [
             int(n)
             for n in await self.calls(
