@@ -164,3 +164,19 @@ def test_slot_record_json_is_what_json_writes_and_evolve_checks() -> None:
         r.evolve(phase="cleanup")  # not a phase of role "out"
     with pytest.raises(TypeError, match="nope"):
         r.evolve(nope=1)
+
+
+def test_slot_record_json_text_is_exact_with_shared_and_signed_values() -> None:
+    """The memoized parts of ``to_json`` (a wave's shared phase, id and timestamps) write the
+    same bytes as json.dumps, zeros of either sign included."""
+    import json
+    from dataclasses import asdict
+
+    now = 1796697448.2927835
+    records = [
+        SlotRecord(s, "out", 2, "copying", "wave-\u00e9", now, now, f, 1, 2, 0, 3)
+        for s in range(3)
+        for f in (0.0, -0.0, now, 1e-300)
+    ]
+    for r in records * 2:  # the second pass is served from the caches
+        assert r.to_json() == json.dumps(asdict(r), separators=(",", ":")).encode()

@@ -8,7 +8,8 @@ from migration_helpers import keys_in
 from netmigrate.agent.reserved import RESERVED_SLOT, request_id_key
 
 
-async def test_listing_a_frozen_reserved_slot_misses_no_client_key(pair) -> None:
+async def test_listing_by_commands_misses_no_client_key_as_records_arrive(pair) -> None:
+    """The listing of a slot too big for one script call: a count, then GETKEYSINSLOT."""
     p = await pair()
     ra = p.redis_a.client()
     keys = keys_in(RESERVED_SLOT, 20)
@@ -30,6 +31,33 @@ async def test_listing_a_frozen_reserved_slot_misses_no_client_key(pair) -> None
         return out
 
     src.calls = records_arrive_after_the_count  # type: ignore[method-assign]
-    (listed,) = await src.list_keys([RESERVED_SLOT])
+    (listed,) = await src._list_by_commands([RESERVED_SLOT])
     assert sorted(listed) == sorted(keys)
     assert calls >= 3  # the first listing came back full and was asked again
+
+
+async def test_a_listing_in_one_script_call_is_exact_among_many_records(pair) -> None:
+    """The usual listing counts and lists in one atomic script call: nothing arrives in
+    between, and the agent's records in the slot are not listed."""
+    p = await pair()
+    ra = p.redis_a.client()
+    keys = keys_in(RESERVED_SLOT, 20)
+    pipe = ra.pipeline(transaction=False)
+    for k in keys:
+        pipe.set(k, b"v")
+    for i in range(1000):
+        pipe.set(request_id_key(20_000 + i), b"r", px=60_000)
+    pipe.execute()
+    src = p.source.source._ctx.keys
+    real = src.calls
+    calls = 0
+
+    async def counted(commands: list[bytes]) -> list[object]:
+        nonlocal calls
+        calls += 1
+        return await real(commands)
+
+    src.calls = counted  # type: ignore[method-assign]
+    listed = await src.list_keys([RESERVED_SLOT, 0, 1])
+    assert sorted(listed[0]) == sorted(keys)
+    assert calls == 1

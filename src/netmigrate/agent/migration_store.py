@@ -27,6 +27,7 @@ change of it fails with the error and nothing in memory changes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -78,13 +79,13 @@ class SlotRecord:
         # these fields, a few times faster); strings escaped by json's own encoder.
         return _SLOT_JSON % (
             self.slot,
-            _json_str(self.role).encode(),
+            _json_text(self.role),
             self.peer,
-            _json_str(self.phase).encode(),
-            _json_str(self.migration_id).encode(),
-            repr(self.started).encode(),
-            repr(self.frozen).encode(),
-            repr(self.finished).encode(),
+            _json_text(self.phase),
+            _json_text(self.migration_id),
+            _json_float(self.started),
+            _json_float(self.frozen),
+            _json_float(self.finished),
             self.keys_copied,
             self.keys_total,
             self.attempts,
@@ -117,6 +118,23 @@ _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _UNWATCH = b"*1\r\n$7\r\nUNWATCH\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=256)
+def _json_text(text: str) -> bytes:
+    # Memoized: a wave's records share their role, phase and migration id.
+    return _json_str(text).encode()
+
+
+def _json_float(x: float) -> bytes:
+    # A wave's records share their timestamps (one ``now`` per phase); 0.0 and -0.0 are
+    # equal keys of a cache but not the same text, so zeros are not cached.
+    return _json_float_cached(x) if x else repr(x).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _json_float_cached(x: float) -> bytes:
+    return repr(x).encode()
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The copy of frozen slots to the target (DUMP + PTTL, batches pipelined over one gRPC
-stream, each acknowledged), and the priority pulls of single keys the target asks for."""
+"""The copy of frozen slots to the target (DUMP + PTTL of a batch of keys in one script call,
+batches pipelined over one gRPC stream, each acknowledged), and the priority pulls of single
+keys the target asks for."""
 
 from __future__ import annotations
 
@@ -15,32 +16,13 @@ from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.reserved import is_reserved
 from netmigrate.agent.slots import SlotState
 from netmigrate.agent.source.context import SourceContext
-from netmigrate.agent.source.keys import add_dumps
+from netmigrate.agent.source.keys import BIG, add_dumps
 from netmigrate.agent.source.model import RPC_TIMEOUT, Migration, MigrationRequestError, StepFailed
 
 #: Copy batches in flight per stream (the stream's pipelining).
 COPY_WINDOW = 4
 
 log = logging.getLogger(__name__)
-
-
-def _by_bytes(
-    sized: list[tuple[tuple[int, bytes], int]], limit: int
-) -> list[list[tuple[int, bytes]]]:
-    """Consecutive keys grouped so that each group's estimated size stays within ``limit``
-    (a key is never larger than the chunk size here, so a group exceeds it by one key at most)."""
-    groups: list[list[tuple[int, bytes]]] = []
-    group: list[tuple[int, bytes]] = []
-    total = 0
-    for item, n in sized:
-        if group and total + n > limit:
-            groups.append(group)
-            group, total = [], 0
-        group.append(item)
-        total += n
-    if group:
-        groups.append(group)
-    return groups
 
 
 class Copier:
@@ -110,7 +92,6 @@ class Copier:
             while len(outstanding) >= COPY_WINDOW:
                 await read_ack()
 
-        limits = ctx.keys.limits
         try:
             for i in range(0, len(items), batch):
                 chunk = items[i : i + batch]
@@ -118,17 +99,22 @@ class Copier:
                 covered -= paid
                 if len(chunk) > paid:
                     await m.limiter.take(len(chunk) - paid)
-                sizes = await ctx.keys.sizes([k for _, k in chunk])
-                big = [item for item, n in zip(chunk, sizes, strict=True) if n > limits.chunk_bytes]
-                small = [
-                    (item, n)
-                    for item, n in zip(chunk, sizes, strict=True)
-                    if n <= limits.chunk_bytes
-                ]
-                for group in _by_bytes(small, limits.batch_bytes):
-                    await send(*await self._batch(slots[0] if one_slot else None, group))
-                for slot, key in big:
-                    await self._send_pieces(m, slot, key, one_slot, send)
+                while chunk:
+                    # One script call reads as many keys as fill a message (BIG: not read).
+                    n, replies = await ctx.keys.copy_replies([k for _, k in chunk])
+                    if n < 1:
+                        raise StepFailed(f"the copy script answered no key of slots {slots[0]}..")
+                    taken, chunk = chunk[:n], chunk[n:]
+                    big = []
+                    if BIG in replies[1::2]:
+                        big = [item for j, item in enumerate(taken) if replies[2 * j + 1] == BIG]
+                        keep = [j for j in range(n) if replies[2 * j + 1] != BIG]
+                        taken = [taken[j] for j in keep]
+                        replies = [r for j in keep for r in replies[2 * j : 2 * j + 2]]
+                    if taken:
+                        await send(*self._message(slots[0] if one_slot else None, taken, replies))
+                    for slot, key in big:
+                        await self._send_pieces(m, slot, key, one_slot, send)
             await call.done_writing()
             while outstanding:
                 await read_ack()
@@ -138,10 +124,16 @@ class Copier:
     async def _batch(
         self, one_slot: int | None, group: list[tuple[int, bytes]]
     ) -> tuple[control_pb2.CopyBatch, list[tuple[int, int]]]:
-        """A batch of the DUMPs of ``group`` (one round trip) and its keys per slot: the
-        single-slot form when ``one_slot`` is the slot, else parts per slot."""
+        """A batch of the DUMPs of ``group`` (one round trip, whatever their size)."""
+        replies = await self._ctx.keys.dump_replies([k for _, k in group])
+        return self._message(one_slot, group, replies)
+
+    def _message(
+        self, one_slot: int | None, group: list[tuple[int, bytes]], replies: list[Any]
+    ) -> tuple[control_pb2.CopyBatch, list[tuple[int, int]]]:
+        """The batch of ``group`` from its DUMP replies (see ``add_dumps``) and its keys per
+        slot: the single-slot form when ``one_slot`` is the slot, else parts per slot."""
         keys = [k for _, k in group]
-        replies = await self._ctx.keys.dump_replies(keys)
         message = control_pb2.CopyBatch(source_id=self._ctx.server_id)
         if one_slot is not None:
             message.slot = one_slot

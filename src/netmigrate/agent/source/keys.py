@@ -4,6 +4,7 @@ UNLINKs of finalize, on a raw connection of their own."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent.config import RedisTarget
 from netmigrate.agent.reserved import is_reserved
-from netmigrate.agent.resp import RespConnection
+from netmigrate.agent.resp import ReplyError, RespConnection, command_of
 from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.restore import ttl_from_pttl
 from netmigrate.agent.source.model import StepFailed
@@ -25,6 +26,80 @@ _MEMORY_USAGE = b"*3\r\n$6\r\nMEMORY\r\n$5\r\nUSAGE\r\n$%d\r\n%b\r\n"
 #: The element count of a key, per type that moves in pieces.
 _LENGTH = {"hash": b"HLEN", "list": b"LLEN", "set": b"SCARD", "zset": b"ZCARD", "string": b"STRLEN"}
 _SCAN = {"hash": b"HSCAN", "set": b"SSCAN", "zset": b"ZSCAN"}
+
+#: The PTTL a copy batch reports for a key it did not DUMP because its estimate is above the
+#: chunk size (PTTL itself answers -2 for a missing key and -1 for one without expiry).
+BIG = -3
+#: Lua: the copy's reads of a batch of keys in one call (no Python per key at the source:
+#: one command out, one flat reply parsed by hiredis). ARGV: chunk bytes, batch bytes, keys.
+#: Per key, in order, until the DUMPs reach the batch bytes: its DUMP payload (nil: none)
+#: and its PTTL (-2: gone, BIG: estimated above the chunk size, so not DUMPed: it moves in
+#: pieces). The first element is how many keys were answered. ``MEMORY USAGE`` comes first,
+#: so a big key is never DUMPed in one command. The keys are ARGV, not KEYS (they span the
+#: slots of a wave): legal for keys this node serves with ``allow-cross-slot-keys``.
+COPY_SCRIPT = (
+    b"""#!lua flags=no-writes,allow-cross-slot-keys
+local chunk, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {0}
+local total, n = 0, 0
+for i = 3, #ARGV do
+  local k = ARGV[i]
+  n = n + 1
+  local size = redis.call('MEMORY', 'USAGE', k)
+  if not size then
+    out[#out + 1] = false
+    out[#out + 1] = -2
+  elseif size > chunk then
+    out[#out + 1] = false
+    out[#out + 1] = %d
+  else
+    local d = redis.call('DUMP', k)
+    out[#out + 1] = d
+    out[#out + 1] = redis.call('PTTL', k)
+    if d then total = total + #d end
+    if total >= limit then break end
+  end
+end
+out[1] = n
+return out
+"""
+    % BIG
+)
+COPY_SCRIPT_SHA = hashlib.sha1(COPY_SCRIPT).hexdigest().encode()
+#: Lua: the keys of many slots counted in one call (ARGV: the slots); their sum.
+COUNT_SCRIPT = b"""#!lua flags=no-writes,allow-cross-slot-keys
+local total = 0
+for i = 1, #ARGV do
+  total = total + redis.call('CLUSTER', 'COUNTKEYSINSLOT', tonumber(ARGV[i]))
+end
+return total
+"""
+#: Keys one call of LIST_SCRIPT lists at most (a slot with more is listed by plain commands:
+#: a script holds its listing in Lua tables too, so Redis would run it for longer).
+LIST_IN_SCRIPT_MAX = 8192
+#: Lua: the keys of many slots listed in one call (ARGV: the most keys it lists, then the
+#: slots). Per slot its keys, or its count where listing it would pass that many. Counted and
+#: listed in one atomic step, so a count is exact: no key (nor request-id record) can arrive
+#: in between.
+LIST_SCRIPT = b"""#!lua flags=no-writes,allow-cross-slot-keys
+local left = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local slot = tonumber(ARGV[i])
+  local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', slot)
+  if n == 0 then
+    out[i - 1] = {}
+  elseif n > left then
+    out[i - 1] = n
+  else
+    out[i - 1] = redis.call('CLUSTER', 'GETKEYSINSLOT', slot, n)
+    left = left - n
+  end
+end
+return out
+"""
+#: Slots counted per call of COUNT_SCRIPT (Redis runs nothing else meanwhile: ~1 ms each).
+_COUNT_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +135,44 @@ class SourceKeys:
             )
         return conn
 
+    async def copy_replies(self, keys: list[bytes]) -> tuple[int, list[Any]]:
+        """The first keys of ``keys`` whose DUMPs fill about ``batch_bytes`` (at least one
+        key), read in one script call (:data:`COPY_SCRIPT`): (how many, their replies as
+        ``add_dumps`` takes them, a key above ``chunk_bytes`` with no payload and pttl BIG)."""
+        if not keys:
+            return 0, []
+        limits = self.limits
+        call = command_of(
+            [
+                b"EVALSHA",
+                COPY_SCRIPT_SHA,
+                b"0",
+                b"%d" % limits.chunk_bytes,
+                b"%d" % limits.batch_bytes,
+                *keys,
+            ]
+        )
+        conn = await self._connection()
+        (reply,) = await conn.calls(call, 1)
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            # Redis restarted or its scripts were flushed since this connection loaded it.
+            await self._send(resp_command(b"SCRIPT", b"LOAD", COPY_SCRIPT), 1)
+            (reply,) = await conn.calls(call, 1)
+        if isinstance(reply, Exception):
+            raise StepFailed(f"the copy script failed: Redis: {reply}")
+        return int(reply[0]), reply[1:]
+
+    async def count_keys(self, slots: list[int]) -> int:
+        """The keys of ``slots`` in all (reserved ones included): a script call per
+        _COUNT_CHUNK slots, pipelined (no per-slot command for Python to build and parse)."""
+        calls = [
+            command_of(
+                [b"EVAL", COUNT_SCRIPT, b"0", *[b"%d" % s for s in slots[i : i + _COUNT_CHUNK]]]
+            )
+            for i in range(0, len(slots), _COUNT_CHUNK)
+        ]
+        return sum(int(n) for n in await self.calls(calls))
+
     async def calls(self, commands: list[bytes]) -> list[Any]:
         """Commands on the raw connection, pipelined; their replies (an error raises)."""
         return await self._send(b"".join(commands), len(commands))
@@ -76,6 +189,27 @@ class SourceKeys:
         return replies
 
     async def list_keys(self, slots: list[int]) -> list[list[bytes]]:
+        """The (non-reserved) keys of each slot: script calls (:data:`LIST_SCRIPT`) of up to
+        LIST_IN_SCRIPT_MAX keys each, plain commands for a slot with more."""
+        listed: dict[int, list[bytes]] = {}
+        todo = slots
+        while todo:
+            call = command_of(
+                [b"EVAL", LIST_SCRIPT, b"0", b"%d" % LIST_IN_SCRIPT_MAX, *[b"%d" % s for s in todo]]
+            )
+            (replies,) = await self.calls([call])
+            left: list[int] = []
+            big: list[int] = []
+            for s, r in zip(todo, replies, strict=True):
+                if not isinstance(r, int):
+                    listed[s] = [k for k in r if not is_reserved(k)]
+                else:  # not listed: over what one call lists, or what was left of it
+                    (big if r > LIST_IN_SCRIPT_MAX else left).append(s)
+            listed.update(zip(big, await self._list_by_commands(big), strict=True))
+            todo = left
+        return [listed[s] for s in slots]
+
+    async def _list_by_commands(self, slots: list[int]) -> list[list[bytes]]:
         """The (non-reserved) keys of each slot, in pipelined round trips on the raw
         connection: ``COUNTKEYSINSLOT``, then ``GETKEYSINSLOT`` asking for more than counted,
         again (asking for twice as many) for any slot whose answer came back full.
@@ -85,6 +219,8 @@ class SourceKeys:
         request-id record to it (D16). Listing exactly the count would then leave out as
         many client keys as records were added since, and those keys would not be copied.
         """
+        if not slots:
+            return []
         counts = [
             int(n)
             for n in await self.calls(

@@ -55,13 +55,27 @@ class SlotRun:
     #: The slots of its migration per phase (``Migration.by_phase``), kept as the phase changes.
     by_phase: dict[str, set[int]] | None = field(default=None, repr=False, compare=False)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "phase":
-            by_phase = self.__dict__.get("by_phase")
-            if by_phase is not None:
-                by_phase[self.__dict__["phase"]].discard(self.slot)
-                by_phase.setdefault(value, set()).add(self.slot)  # type: ignore[arg-type]
-        object.__setattr__(self, name, value)
+
+class _Phase:
+    """``SlotRun.phase``: setting it moves the slot between the sets of ``by_phase``. A data
+    descriptor on that one attribute, so that the others (counters set per key and per step)
+    are set without a Python ``__setattr__`` call each."""
+
+    def __get__(self, run: SlotRun | None, owner: type | None = None) -> str:
+        if run is None:
+            return "pending"  # the class attribute: the dataclass' default
+        return run.__dict__["phase"]  # type: ignore[no-any-return]
+
+    def __set__(self, run: SlotRun, value: str) -> None:
+        d = run.__dict__
+        by_phase = d.get("by_phase")
+        if by_phase is not None:
+            by_phase[d["phase"]].discard(run.slot)
+            by_phase.setdefault(value, set()).add(run.slot)
+        d["phase"] = value
+
+
+SlotRun.phase = _Phase()  # type: ignore[assignment]
 
 
 @dataclass

@@ -197,13 +197,9 @@ class Planner:
         return move, skipped, refused
 
     async def count_keys(self, slots: list[int]) -> int:
-        total = 0
-        for i in range(0, len(slots), 1024):
-            pipe = self._ctx.admin.pipeline(transaction=False)
-            for s in slots[i : i + 1024]:
-                pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
-            total += sum(int(n) for n in await pipe.execute())
-        return total
+        # On the raw connection, in scripts: through redis-py this cost the source ~30 us of
+        # CPU per slot, once per migration, while the source is busiest.
+        return await self._ctx.keys.count_keys(slots)
 
 
 def _same_address(a: str, b: str) -> bool:
