@@ -76,7 +76,6 @@ class Runner:
         # from their persisted phase; the others move in waves.
         in_flight = [s for s in todo if s in self._ctx.slots.records]
         fresh = [s for s in todo if s not in self._ctx.slots.records]
-        self._ctx.dedup.watch(todo)
         permits = asyncio.Semaphore(rec.parallel_slots)
         tasks: list[asyncio.Task[None]] = []
 
@@ -90,6 +89,8 @@ class Runner:
             tasks.append(task)
 
         try:
+            # In steps: one pass over the whole window would stop serving for its duration.
+            await self._ctx.dedup.watch_gradually(todo)
             for slot in in_flight:
                 await permits.acquire()
                 launch(self._slot(m, slot), 1)
