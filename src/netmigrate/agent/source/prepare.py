@@ -12,6 +12,7 @@ from netmigrate._generated.agent.v1 import control_pb2
 from netmigrate.agent import redis_version
 from netmigrate.agent.config import ConfigError, parse_host_port
 from netmigrate.agent.migration_store import MigrationRecord
+from netmigrate.agent.resp import command as resp_command
 from netmigrate.agent.slots import OWNER_STATES
 from netmigrate.agent.source.context import SourceContext
 from netmigrate.agent.source.model import (
@@ -23,9 +24,13 @@ from netmigrate.agent.source.model import (
     MAX_PARALLEL,
     RPC_TIMEOUT,
     MigrationRequestError,
+    StepFailed,
 )
 from netmigrate.protocol.constants import MAX_SERVER_ID
 from netmigrate.protocol.slotset import to_ranges
+
+#: Slots counted per round trip.
+_COUNT_CHUNK = 1024
 
 
 @dataclass
@@ -197,12 +202,20 @@ class Planner:
         return move, skipped, refused
 
     async def count_keys(self, slots: list[int]) -> int:
+        """The keys of ``slots`` now, on the raw connection: through redis-py's pipeline the
+        8,192 counts of half the keyspace cost ~120 ms of CPU in the agent's one event loop,
+        ~0.5 s without serving clients on a source host at its CPU quota (issue #14)."""
         total = 0
-        for i in range(0, len(slots), 1024):
-            pipe = self._ctx.admin.pipeline(transaction=False)
-            for s in slots[i : i + 1024]:
-                pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
-            total += sum(int(n) for n in await pipe.execute())
+        for i in range(0, len(slots), _COUNT_CHUNK):
+            commands = [
+                resp_command(b"CLUSTER", b"COUNTKEYSINSLOT", s) for s in slots[i : i + _COUNT_CHUNK]
+            ]
+            try:
+                total += sum(int(n) for n in await self._ctx.keys.calls(commands))
+            except (StepFailed, OSError) as e:
+                raise MigrationRequestError(
+                    grpc.StatusCode.UNAVAILABLE, f"this agent's Redis does not answer: {e}"
+                ) from None
         return total
 
 
