@@ -209,3 +209,45 @@ def test_a_stall_counts_only_where_every_process_stalled() -> None:
     assert stalls(tl, merged.gaps, t0)["low_bins"] == 0
     tl["ops"] = [4, 4, 1, 3]
     assert stalls(tl, merged.gaps, t0)["low_bins_at_s"] == [0.2]
+
+
+def test_the_longest_gaps_are_listed_with_the_client_events_around_them() -> None:
+    from netmigrate.bench.timeline import stalls
+
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    for end in (10, 20, 60, 250, 260, 380):  # gaps: 10-20, 20-60, 60-250, 250-260, 260-380
+        rec.record(READ, t0 + end * MS - MS, t0 + end * MS)
+    clock.t = t0 + 150 * MS
+    rec.event("TIMEOUT_RETRY")  # bin 1: inside the 60-250 ms gap
+    clock.t = t0 + 390 * MS
+    rec.event("BUSY")  # bin 3: after the 260-380 ms gap
+    tl = rec.timeline(t0 + 400 * MS)
+    tl["migration_start_s"], tl["migration_end_s"] = 0.2, None
+    listed = stalls(tl, rec.gaps, t0)["longest_gaps"]
+    assert [(g["at_s"], g["ms"]) for g in listed] == [
+        (0.01, 10.0), (0.02, 40.0), (0.06, 190.0), (0.25, 10.0), (0.26, 120.0),
+    ]  # fmt: skip
+    assert listed[2]["events_around"] == {"TIMEOUT_RETRY": 1}
+    assert listed[2]["phase"] == "before"
+    assert listed[4]["events_around"] == {"BUSY": 1}  # bins 2..3 (380 ms ends in bin 3)
+    assert listed[0]["events_around"] == {}
+
+
+def test_only_the_ten_longest_gaps_are_listed() -> None:
+    from netmigrate.bench.timeline import LONGEST_GAPS, stalls
+
+    clock = FakeClock()
+    rec = Recorder(100, clock=clock)
+    t0 = rec.t0_ns
+    t = 0
+    for i in range(LONGEST_GAPS + 5):  # gaps of 6, 7, ... ms
+        t += 6 + i
+        rec.record(READ, t0 + t * MS - MS, t0 + t * MS)
+    tl = rec.timeline(t0 + (t // 100 + 1) * 100 * MS)
+    listed = stalls(tl, rec.gaps, t0)["longest_gaps"]
+    assert len(listed) == LONGEST_GAPS
+    # the first completion opens no gap: gaps of 7 .. 20 ms, the ten longest 11 .. 20
+    assert sorted(g["ms"] for g in listed) == [float(6 + i) for i in range(5, LONGEST_GAPS + 5)]
+    assert [g["at_s"] for g in listed] == sorted(g["at_s"] for g in listed)

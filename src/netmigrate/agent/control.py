@@ -146,7 +146,9 @@ class ControlService(control_pb2_grpc.AgentControlServicer):
             await context.abort(e.code, str(e))
             raise
         return control_pb2.GetMigrationStatusResponse(
-            migrations=[source.status(m, include_slots=request.include_slots) for m in chosen]
+            migrations=[
+                await source.status_in_steps(m, include_slots=request.include_slots) for m in chosen
+            ]
         )
 
     async def AbortMigration(

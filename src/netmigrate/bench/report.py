@@ -48,7 +48,10 @@ Schema ``netmigrate.bench/2`` (times in seconds, latencies in microseconds)::
         "stalls": {gap_threshold_ms, longest_gap_ms, longest_gap_at_s,
                    longest_gap_during_ms (no client completed anything for that long),
                    gaps_over_threshold, median_ops_per_bin_before, low_bins (bins from the
-                   migration's start under half that median), low_bins_at_s: [first 20]},
+                   migration's start under half that median), low_bins_at_s: [first 20],
+                   longest_gaps: [{at_s, ms, phase, events_around: {kind: n} (client
+                   events and errors in the bins the gap touches)}: the 10 longest, in
+                   time order]},
         "sweep": {system, knob, value, offered, label} (``bench sweep`` runs only; the
                  report then also has a top-level "sweep": netmigrate.bench.sweep.comparison),
         "server_counters": {counter: change over the run phase} (Redis Cluster:

@@ -412,6 +412,39 @@ def stalls(tl: dict[str, Any], gaps: Sequence[tuple[int, int]], t0_ns: int) -> d
         "median_ops_per_bin_before": median,
         "low_bins": len(low),
         "low_bins_at_s": low[:20],
+        "longest_gaps": [_gap_context(tl, g, t0_ns) for g in _longest(gaps, LONGEST_GAPS)],
+    }
+
+
+#: Gaps listed with their context in a report's ``stalls``.
+LONGEST_GAPS = 10
+
+
+def _longest(gaps: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The ``n`` longest gaps, in time order."""
+    return sorted(sorted(gaps, key=lambda g: g[0] - g[1])[:n])
+
+
+def _gap_context(tl: dict[str, Any], gap: tuple[int, int], t0_ns: int) -> dict[str, Any]:
+    """One gap with what the clients saw around it, so a report can attribute it: the
+    client events and errors counted in the bins it touches (a timeout resend, a BUSY or
+    WRONG_OWNER retry there points at the client's side; none at a server that did not
+    answer) and the phase it began in."""
+    bin_ns = tl["bin_ms"] * 1_000_000
+    n = len(tl["ops"])
+    first = min(max((gap[0] - t0_ns) // bin_ns, 0), n)
+    last = min(max((gap[1] - t0_ns) // bin_ns + 1, first), n)
+    around: dict[str, int] = {}
+    for series in (tl["client_events"], tl["errors"]):
+        for kind, counts in series.items():
+            k = sum(counts[first:last])
+            if k:
+                around[kind] = around.get(kind, 0) + k
+    return {
+        "at_s": round((gap[0] - t0_ns) / 1e9, 3),
+        "ms": round((gap[1] - gap[0]) / 1e6, 2),
+        "phase": tl["phase"][first] if first < n else None,
+        "events_around": dict(sorted(around.items())),
     }
 
 

@@ -38,7 +38,7 @@ class SourceContext:
     table: SlotTable
     store: MigrationStore
     dedup: DedupWindow
-    #: A redis-py client for control-plane calls (key counts of a plan).
+    #: A redis-py client for control-plane calls (the Redis version of a plan).
     admin: Any
     peers: Peers
     keyspace: int

@@ -23,6 +23,7 @@ from netmigrate.agent.source.model import (
     MAX_PARALLEL,
     RPC_TIMEOUT,
     MigrationRequestError,
+    StepFailed,
 )
 from netmigrate.protocol.constants import MAX_SERVER_ID
 from netmigrate.protocol.slotset import to_ranges
@@ -199,7 +200,12 @@ class Planner:
     async def count_keys(self, slots: list[int]) -> int:
         # On the raw connection, in scripts: through redis-py this cost the source ~30 us of
         # CPU per slot, once per migration, while the source is busiest.
-        return await self._ctx.keys.count_keys(slots)
+        try:
+            return await self._ctx.keys.count_keys(slots)
+        except (StepFailed, OSError) as e:
+            raise MigrationRequestError(
+                grpc.StatusCode.UNAVAILABLE, f"this agent's Redis does not answer: {e}"
+            ) from None
 
 
 def _same_address(a: str, b: str) -> bool:

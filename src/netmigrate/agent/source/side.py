@@ -25,6 +25,7 @@ from netmigrate.agent.source.model import SLOT_RETRY_SECONDS, Migration
 from netmigrate.agent.source.persistence import OutgoingSlots
 from netmigrate.agent.source.prepare import Planner
 from netmigrate.agent.source.rollback import Rollback
+from netmigrate.agent.source.status import migration_status_in_steps
 from netmigrate.agent.source.transitions import Transitions
 from netmigrate.agent.source.waves import Runner
 from netmigrate.protocol.codec import HeaderFields
@@ -155,6 +156,13 @@ class SourceSide:
         self, m: Migration, *, changed: bool = False, include_slots: bool = False
     ) -> control_pb2.MigrationStatus:
         return self._lifecycle.status(m, changed=changed, include_slots=include_slots)
+
+    async def status_in_steps(
+        self, m: Migration, *, include_slots: bool = False
+    ) -> control_pb2.MigrationStatus:
+        """:meth:`status` for the control API, a long slot list built without holding the
+        data path (:func:`~netmigrate.agent.source.status.migration_status_in_steps`)."""
+        return await migration_status_in_steps(m, self._ctx.server_id, include_slots=include_slots)
 
     # -- served to the target ------------------------------------------------------------
 

@@ -77,7 +77,6 @@ class Runner:
         # load leaves the saturated source with the first waves, not linearly with the slots.
         in_flight = [s for s in todo if s in self._ctx.slots.records]
         fresh = self._ctx.heat.hottest_first(s for s in todo if s not in self._ctx.slots.records)
-        self._ctx.dedup.watch(todo)
         permits = asyncio.Semaphore(rec.parallel_slots)
         tasks: list[asyncio.Task[None]] = []
 
@@ -91,6 +90,8 @@ class Runner:
             tasks.append(task)
 
         try:
+            # In steps: one pass over the whole window would stop serving for its duration.
+            await self._ctx.dedup.watch_gradually(todo)
             for slot in in_flight:
                 await permits.acquire()
                 launch(self._slot(m, slot), 1)
