@@ -3,6 +3,7 @@ gets them from a real redis-server."""
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 
@@ -133,3 +134,61 @@ def test_replies_one_after_another_are_cut_where_each_ends() -> None:
         split_replies(b"+OK\r\n$3\r\nab", 2)
     with pytest.raises(ProtocolError, match="trailing"):
         split_replies(b"+OK\r\n+OK\r\n:1\r\n", 2)
+
+
+def _parse_in_reads(reader: RequestReader, reads: list[bytes]) -> list[object]:
+    """Requests (and a protocol error, as its text) of ``reads`` fed one after another."""
+    out: list[object] = []
+    try:
+        for data in reads:
+            reader.feed(data)
+            out += list(reader.commands())
+    except ProtocolError as e:
+        out.append(f"error: {e}")
+    return out
+
+
+class _SlowReader(RequestReader):
+    """The Python parser alone: the reference the hiredis path must equal."""
+
+    def _parsed_whole(self, data: bytes) -> bool:
+        return False
+
+
+def test_hiredis_path_equals_the_python_parser_on_any_cut_and_odd_input() -> None:
+    rng = random.Random(15)
+    pieces = [
+        b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n",
+        b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n",
+        b"*1\r\n$4\r\nPING\r\n",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*2\r\n$3\r\nGET\r\n$5\r\na\r\n+b\r\n",  # status-like bytes inside a value
+        b"*1\r\n$6\r\n*1\r\n:7\r\n",  # the sentinel's bytes inside a value
+        b"PING\r\n",
+        b"*1\r\n+foo\r\n",
+        b"*2\r\n$1\r\na\r\n:1\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n*1\r\n$1\r\na\r\n",
+        b"*1\r\n|1\r\n+a\r\n+b\r\n$1\r\nx\r\n",
+        b"*1\r\n=7\r\ntxt:abc\r\n",
+        b"*1\r\n$3\r\nabcXY",
+    ]
+    for _ in range(3000):
+        wire = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
+        cuts = sorted(rng.sample(range(1, len(wire)), min(len(wire) - 1, rng.randint(0, 3))))
+        reads = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+        assert _parse_in_reads(RequestReader(), reads) == _parse_in_reads(_SlowReader(), reads), (
+            reads
+        )
+
+
+def test_whole_reads_of_requests_take_the_hiredis_path() -> None:
+    reader = RequestReader()
+    reader.feed(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * 3)
+    assert len(reader._ready) == 3 and not reader._buf
+    assert list(reader.commands()) == [[b"GET", b"k"]] * 3
+    reader.feed(b"*2\r\n$3\r\nGET\r\n$1\r\n")  # cut: the Python parser keeps it
+    assert not reader._ready and list(reader.commands()) == []
+    reader.feed(b"k\r\n")
+    assert list(reader.commands()) == [[b"GET", b"k"]]

@@ -12,9 +12,12 @@ values for the client library.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import hiredis
 
 CRLF = b"\r\n"
 #: Redis' limits for a request (``proto-max-bulk-len`` default, and the multibulk length).
@@ -84,21 +87,72 @@ OK = Status("OK")
 NULL_ARRAY = _NullArray()
 
 
+#: Fed after a read to hiredis, see :meth:`RequestReader._parsed_whole`; an integer in a request
+#: is a protocol error, so no request of a client parses as this.
+_SENTINEL = b"*1\r\n:7\r\n"
+_SENTINEL_VALUE = [7]
+
+
 class RequestReader:
     """Incremental parser of client requests; :meth:`feed` then iterate :meth:`commands`."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
+        #: Requests parsed by hiredis, not yet taken; they came before anything in ``_buf``.
+        self._ready: deque[list[bytes]] = deque()
+        self._fast = hiredis.Reader()
 
     def feed(self, data: bytes) -> None:
+        if self._pos >= len(self._buf) and data[:1] == b"*" and self._parsed_whole(data):
+            return
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 
+    def _parsed_whole(self, data: bytes) -> bool:
+        """Parse ``data`` with hiredis (~10x faster than :meth:`_one`) when it is nothing but
+        whole multibulk requests of bulk strings, the usual read of a pipelining client;
+        False (nothing taken) otherwise, and the Python parser reads it with Redis' own
+        errors. A read is at most a few hundred KiB, far below MAX_BULK and MAX_MULTIBULK, so
+        a request within one read never exceeds them."""
+        if b"\n+" in data or b"\n=" in data or b"\n|" in data:
+            # hiredis gives a status or verbatim string as bytes like a bulk one, and skips
+            # attributes: a request holding one (or a value holding these bytes) goes the slow
+            # way, which refuses the first two as Redis does.
+            return False
+        fast = self._fast
+        # hiredis cannot tell whether a request was cut by the read (it keeps a half-parsed
+        # one without buffered bytes): a sentinel request comes out last, as itself, only
+        # when the read ended on a request's boundary.
+        fast.feed(data)
+        fast.feed(_SENTINEL)
+        got: list[list[bytes]] = []
+        try:
+            while (cmd := fast.gets()) is not False:
+                got.append(cmd)
+        except (hiredis.ProtocolError, hiredis.ReplyError):
+            got = []
+        if not got or got[-1] != _SENTINEL_VALUE or fast.has_data():
+            self._fast = hiredis.Reader()
+            return False
+        got.pop()
+        requests = []
+        for cmd in got:
+            if cmd is None or cmd == []:  # *-1 and *0: no request, as in _one
+                continue
+            if type(cmd) is not list or not all(type(a) is bytes for a in cmd):
+                return False  # the reader is clean: the sentinel came out
+            requests.append(cmd)
+        self._ready.extend(requests)
+        return True
+
     def commands(self) -> Iterator[list[bytes]]:
         """Every complete request buffered so far (an empty inline line is skipped)."""
+        ready = self._ready
+        while ready:
+            yield ready.popleft()
         while True:
             cmd = self._one()
             if cmd is None:

@@ -211,6 +211,8 @@ class CommandTable:
     def __init__(self, commands: Mapping[str, CommandSpec], redis_version: str = "") -> None:
         self._commands = dict(commands)
         self.redis_version = redis_version
+        #: (name as sent, argument count) -> how such a request classifies: see :meth:`classify`.
+        self._plans: dict[tuple[bytes, int], _Plan] = {}
 
     # -- building --------------------------------------------------------------------------
 
@@ -281,6 +283,36 @@ class CommandTable:
         return tuple(refs)
 
     def classify(self, args: Sequence[bytes]) -> Classified:
+        """The request's kind, keys and slot; Redis' own error (:class:`CommandError`) when it
+        would answer one before running it (unknown command, arity, CROSSSLOT)."""
+        # Every command of a pipeline would otherwise be looked up, arity-checked and searched
+        # for keys through its key specs again (~8 % of the gateway's CPU): for most commands
+        # that work depends only on the name and the argument count, so it is done once.
+        plan = self._plans.get((args[0], len(args))) if args else None
+        if plan is not None:
+            return plan.classify(args)
+        c = self._classify(args)
+        self._remember(args, c)
+        return c
+
+    def _remember(self, args: Sequence[bytes], c: Classified) -> None:
+        spec = c.spec
+        if (
+            c.slot is None
+            or len(self._plans) >= _MAX_PLANS
+            or type(args[0]) is not bytes
+            or self._commands.get(spec.name) is not spec  # a subcommand: found from args[1]
+            or not all(
+                ks.begin["type"] == "index" and ks.find["type"] == "range" for ks in spec.key_specs
+            )
+        ):
+            # Key positions found by a keyword search or a key count depend on the arguments'
+            # values, not just their number.
+            return
+        positions = tuple(r.index for r in c.key_refs)
+        self._plans[(args[0], len(args))] = _Plan(spec, c.kind, positions, c.key_refs, c.reason)
+
+    def _classify(self, args: Sequence[bytes]) -> Classified:
         spec = self.lookup(args)
         refs = self.key_refs(spec, args)
         keys = tuple(args[r.index] for r in refs)
@@ -327,6 +359,35 @@ class CommandTable:
             return Classified(spec, Kind.KEYLESS, keys, refs, None)
         kind = Kind.WRITE if spec.is_write or spec.name in _WRITING_SCRIPTS else Kind.READ
         return Classified(spec, kind, keys, refs, slot)
+
+
+#: Plans kept at most (name spellings x argument counts: MSET of any length is one each).
+_MAX_PLANS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How every request of one command name and argument count classifies, but its slot:
+    key positions from the key specs (index + range only) and the kind once a key names a
+    slot (which then depends on the command alone)."""
+
+    spec: CommandSpec
+    kind: Kind
+    positions: tuple[int, ...]
+    key_refs: tuple[KeyRef, ...]
+    reason: str
+
+    def classify(self, args: Sequence[bytes]) -> Classified:
+        if len(self.positions) == 1:
+            key = args[self.positions[0]]
+            return Classified(
+                self.spec, self.kind, (key,), self.key_refs, key_slot(key), self.reason
+            )
+        keys = tuple(args[i] for i in self.positions)
+        slots = {key_slot(k) for k in keys}
+        if len(slots) > 1:
+            raise CommandError("CROSSSLOT Keys in request don't hash to the same slot")
+        return Classified(self.spec, self.kind, keys, self.key_refs, slots.pop(), self.reason)
 
 
 def in_transaction(c: Classified) -> Classified:
