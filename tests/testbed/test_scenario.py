@@ -35,6 +35,12 @@ UNITS = {
     "sw": ["netmigrate-lab-switch.service"],
     "redis": ["netmigrate-redis-{host}.service", "netmigrate-agent-{host}.service"],
 }
+#: The user each unit runs as (its own, never root).
+USERS = {
+    "netmigrate-lab-switch.service": "netmigrate-switch",
+    "netmigrate-redis-{host}.service": "redis",
+    "netmigrate-agent-{host}.service": "netmigrate-agent",
+}
 #: What the SIGKILL test kills: the switch, both agents of the migration and the Redis of a
 #: server that holds no data (a killed Redis of the others would lose keys: no persistence).
 KILLED = {
@@ -185,6 +191,9 @@ def test_every_unit_is_active_and_no_secret_leaks(testbed_state, testbed_up) -> 
     for host in testbed_state.hosts:
         for unit in _units(host):
             assert ssh(testbed_state, host, f"systemctl is-active {unit}").strip() == "active"
+            user = ssh(testbed_state, host, f"systemctl show -P User {unit}").strip()
+            expected = USERS[unit.replace(host.name, "{host}")]
+            assert user == expected, f"{unit} on {host.name} runs as {user!r}"
         leaks = ssh(
             testbed_state, host,
             "sudo -n sh -c 'cat /etc/systemd/system/netmigrate-*.service; ps -eo args; "
