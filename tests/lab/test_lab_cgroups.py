@@ -274,7 +274,14 @@ def test_up_help_shows_the_options_of_up():
         timeout=30,
     )
     assert out.returncode == 0
-    for option in ("--cpu", "--with-switch", "--full", "--grpc-addr", "--prefix"):
+    for option in (
+        "--cpu",
+        "--with-switch",
+        "--full",
+        "--grpc-addr",
+        "--prefix",
+        "--switch-tls-ca",
+    ):
         assert option in out.stdout
     assert "usage: netmigrate lab up" in out.stdout
 

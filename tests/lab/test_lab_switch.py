@@ -220,3 +220,92 @@ def test_bad_grpc_addresses_are_rejected(topology: Topology):
     for bad in ("localhost", "127.0.0.1:", "127.0.0.1:70000", ":9559", "unix:relative.sock"):
         with pytest.raises(LabError, match="invalid gRPC address"):
             switch_spec(topology, grpc_addr=bad)
+
+
+async def _p4runtime_opens(address: str, tls) -> bool:
+    from netmigrate.p4rt import P4RTSession, SwitchUnreachableError
+
+    session = P4RTSession(address, tls=tls, election_id=1, timeout=5)
+    try:
+        await session.open(require_primary=False)
+    except SwitchUnreachableError:
+        return False
+    await session.close()
+    return True
+
+
+def test_cli_up_with_switch_serves_mutual_tls(prefix: str, run_dir: Path, tmp_path: Path):
+    from support.pki import make_pki
+
+    from netmigrate.p4rt import TlsOptions
+
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    common = ["--prefix", prefix, "--hosts", "client,redis1", "--run-dir", str(run_dir)]
+    addr = f"127.0.0.1:{_free_port()}"
+    tls_args = [
+        *("--switch-tls-cert", str(pki.server_cert)),
+        *("--switch-tls-key", str(pki.server_key)),
+        *("--switch-tls-ca", str(pki.ca)),
+    ]
+    cli = [sys.executable, "-m", "netmigrate.cli", "lab"]
+
+    def lab_up(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, "up", *common, "--with-switch", "--grpc-addr", addr, "--json", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        # A key others can read is refused before anything is made.
+        pki.server_key.chmod(0o640)
+        refused = lab_up(*tls_args)
+        assert refused.returncode == 1
+        assert "readable by others (mode 0640)" in refused.stderr
+        assert not run_dir.exists()
+        pki.server_key.chmod(0o600)
+        partial = lab_up(*tls_args[:4])
+        assert partial.returncode == 1 and "go together" in partial.stderr
+
+        proc = lab_up(*tls_args)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert any(a.endswith("(mutual TLS)") for a in doc["actions"]), doc["actions"]
+        pid = Supervisor(run_dir).status(SWITCH_SERVICE).pid
+        # The files by name, never their contents, on the switch's command line.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert str(pki.server_key) in cmdline and "PRIVATE KEY" not in cmdline
+        key_line = pki.server_key.read_text().splitlines()[1]
+        assert key_line not in proc.stdout + proc.stderr
+        assert key_line not in (run_dir / f"{SWITCH_SERVICE}.state").read_text()
+
+        client = TlsOptions(pki.ca, pki.client_cert, pki.client_key)
+        assert asyncio.run(_p4runtime_opens(addr, client))
+        assert not asyncio.run(_p4runtime_opens(addr, None))
+        assert not asyncio.run(_p4runtime_opens(addr, TlsOptions(ca=pki.ca)))
+        rogue = TlsOptions(pki.ca, pki.rogue_cert, pki.rogue_key)
+        assert not asyncio.run(_p4runtime_opens(addr, rogue))
+
+        again = lab_up(*tls_args)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["changed"] is False
+        assert Supervisor(run_dir).status(SWITCH_SERVICE).pid == pid
+
+        # New material at the same paths (a renewed certificate): the switch restarts to read it.
+        make_pki(tmp_path / "pki")
+        renewed = lab_up(*tls_args)
+        assert renewed.returncode == 0, renewed.stderr
+        assert json.loads(renewed.stdout)["changed"] is True
+        assert _gone(pid)
+        client = TlsOptions(pki.ca, pki.client_cert, pki.client_key)
+        assert asyncio.run(_p4runtime_opens(addr, client))
+
+        # Without the options: plain text again, as before (TLS is off by default).
+        plain = lab_up()
+        assert plain.returncode == 0, plain.stderr
+        assert json.loads(plain.stdout)["changed"] is True
+        assert asyncio.run(_p4runtime_opens(addr, None))
+    finally:
+        subprocess.run([*cli, "down", *common], capture_output=True, timeout=60)

@@ -17,6 +17,7 @@ from netmigrate.lab.stack import StackConfig, stack_down, stack_up
 from netmigrate.lab.switch_process import (
     DEFAULT_DEVICE_ID,
     SWITCH_SERVICE,
+    SwitchTls,
     parse_grpc_addr,
     start_switch,
 )
@@ -105,6 +106,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "9559 for nm, so labs of different prefixes run side by side)",
     )
     up.add_argument("--device-id", type=int, default=DEFAULT_DEVICE_ID)
+    tls = up.add_argument_group(
+        "P4Runtime TLS (--with-switch)",
+        # Broken by hand: the parser keeps its descriptions as written (the epilog's layout).
+        "mutual TLS on the switch's P4Runtime server, as the switch roles serve it; off unless\n"
+        "all three are given. The switch reads the files by name; the key must be private\n"
+        "(mode 0600). New material in the files restarts the switch.",
+    )
+    tls.add_argument(
+        "--switch-tls-cert", type=Path, metavar="FILE", help="the switch's server certificate"
+    )
+    tls.add_argument("--switch-tls-key", type=Path, metavar="FILE", help="its private key")
+    tls.add_argument(
+        "--switch-tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="the CA whose certificates clients must present",
+    )
     up.add_argument(
         "--fault",
         action="append",
@@ -215,6 +233,26 @@ def _stack_config(args: argparse.Namespace, topology: Topology, run_dir: Path) -
     )
 
 
+def _switch_tls(args: argparse.Namespace) -> SwitchTls | None:
+    """The three TLS files together or none (a server that admits any client would protect
+    nothing: the roles always ask for client certificates too)."""
+    files = (args.switch_tls_cert, args.switch_tls_key, args.switch_tls_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise LabError("--switch-tls-cert, --switch-tls-key and --switch-tls-ca go together")
+    if args.full:
+        raise LabError(
+            "--switch-tls-* is for --with-switch: --full configures its switch itself in plain "
+            "text on 127.0.0.1"
+        )
+    if not args.with_switch:
+        raise LabError("--switch-tls-* needs --with-switch")
+    tls = SwitchTls(args.switch_tls_cert, args.switch_tls_key, args.switch_tls_ca)
+    tls.check()
+    return tls
+
+
 def _cpu(args: argparse.Namespace, topology: Topology, run_dir: Path) -> Any:
     """``--cpu`` as :func:`netmigrate.lab.lab.up` takes it; parsed before anything changes."""
     spec = args.cpu
@@ -251,6 +289,8 @@ def _exec(args: argparse.Namespace, topology: Topology, run_dir: Path) -> int:
 
 
 def _up(args: argparse.Namespace, topology: Topology, run_dir: Path) -> int:
+    # Checked before anything changes, as --cpu is.
+    tls = _switch_tls(args)
     cpu = _cpu(args, topology, run_dir)
     if args.full:
         if args.bare or len(topology.hosts) < 2:
@@ -277,9 +317,11 @@ def _up(args: argparse.Namespace, topology: Topology, run_dir: Path) -> int:
             grpc_addr=args.grpc_addr,
             device_id=args.device_id,
             faults=args.fault,
+            tls=tls,
         )
         if started.changed:
-            result.did(f"started {SWITCH_SERVICE} (pid {started.pid}) on {args.grpc_addr}")
+            how = " (mutual TLS)" if tls is not None else ""
+            result.did(f"started {SWITCH_SERVICE} (pid {started.pid}) on {args.grpc_addr}{how}")
     budgets = cgroups.load(run_dir)
     doc = {
         "changed": result.changed,

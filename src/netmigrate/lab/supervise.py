@@ -54,17 +54,21 @@ class ProcessSpec:
     #: The lab host whose CPU budget the process runs under; None: the host of ``netns``.
     #: Not part of the fingerprint: a budget changes without restarting anything.
     cpu_host: str | None = None
+    #: What else the process depends on beyond its command line, e.g. a digest of files it
+    #: reads once at start (TLS material): a changed value restarts it as a changed command does.
+    identity: str = ""
 
     def fingerprint(self) -> str:
-        doc = json.dumps(
-            {
-                "argv": list(self.argv),
-                "netns": self.netns,
-                "env": sorted(self.env.items()),
-                "cwd": self.cwd,
-            }
-        )
-        return hashlib.sha256(doc.encode()).hexdigest()
+        doc: dict[str, Any] = {
+            "argv": list(self.argv),
+            "netns": self.netns,
+            "env": sorted(self.env.items()),
+            "cwd": self.cwd,
+        }
+        # Only when set: a process started before this field existed keeps its fingerprint.
+        if self.identity:
+            doc["identity"] = self.identity
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,13 @@ Two lifetimes, one command line (``python -m netmigrate.cli switch ...``):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import re
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,54 @@ def parse_grpc_addr(addr: str) -> tuple[str, int] | Path:
     return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True, slots=True)
+class SwitchTls:
+    """Mutual TLS on the lab switch's P4Runtime server, as the switch roles serve it: the
+    server's certificate and key, and the CA whose certificates clients must present.
+
+    The switch reads the files by name (no key on a command line, in a unit or in the lab's
+    state); the key must be private to its owner (mode 0600 or stricter).
+    """
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+    def check(self) -> None:
+        """Every file is a readable regular file with PEM in it; the key is private."""
+        for path, what in ((self.cert, "certificate"), (self.key, "key"), (self.client_ca, "CA")):
+            try:
+                st = path.stat()
+                head = path.read_bytes()[:4096]
+            except OSError as exc:
+                raise LabError(
+                    f"cannot read the switch's TLS {what} {path}: {exc.strerror}"
+                ) from None
+            if not stat.S_ISREG(st.st_mode) or b"-----BEGIN" not in head:
+                raise LabError(f"the switch's TLS {what} {path} is not a PEM file")
+        mode = stat.S_IMODE(self.key.stat().st_mode)
+        if mode & 0o077:
+            raise LabError(
+                f"the switch's TLS key {self.key} is readable by others (mode {mode:04o}): "
+                "chmod 600 it"
+            )
+
+    def argv(self) -> list[str]:
+        return [
+            *("--tls-cert", str(self.cert)),
+            *("--tls-key", str(self.key)),
+            *("--tls-ca", str(self.client_ca)),
+        ]
+
+    def digest(self) -> str:
+        """Of the files' contents: new material at the same paths restarts the switch (it reads
+        them once, at start). A hash only; the key itself goes nowhere."""
+        h = hashlib.sha256()
+        for path in (self.cert, self.key, self.client_ca):
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
+
+
 def switch_spec(
     topology: Topology,
     *,
@@ -60,6 +110,7 @@ def switch_spec(
     cpu_port: int = CPU_PORT,
     faults: Sequence[str] = (),
     name: str = SWITCH_SERVICE,
+    tls: SwitchTls | None = None,
 ) -> ProcessSpec:
     """The command line of the lab switch serving every port of ``topology``."""
     parse_grpc_addr(grpc_addr)
@@ -69,8 +120,13 @@ def switch_spec(
     argv += ["--grpc-addr", grpc_addr, "--device-id", str(device_id), "--cpu-port", str(cpu_port)]
     for fault in faults:
         argv += ["--fault", fault]
+    identity = ""
+    if tls is not None:
+        tls.check()
+        argv += tls.argv()
+        identity = f"tls:{tls.digest()}"
     # It lives in the root namespace but is the switch host: it runs on the switch's budget.
-    return ProcessSpec(name=name, argv=tuple(argv), cpu_host=SWITCH)
+    return ProcessSpec(name=name, argv=tuple(argv), cpu_host=SWITCH, identity=identity)
 
 
 def switch_available() -> bool:
@@ -86,12 +142,22 @@ def start_switch(
     cpu_port: int = CPU_PORT,
     faults: Sequence[str] = (),
     timeout: float = 30.0,
+    tls: SwitchTls | None = None,
 ) -> StartResult:
-    """Ensure the lab switch runs (idempotent); returns once its P4Runtime port accepts."""
+    """Ensure the lab switch runs (idempotent); returns once its P4Runtime port accepts.
+
+    ``tls``: serve P4Runtime with mutual TLS (None: plain text). Switching it on or off, or
+    new material in its files, restarts the switch.
+    """
     if not switch_available():
         raise LabError("the lab switch is not installed (no module netmigrate.switch.cli)")
     spec = switch_spec(
-        topology, grpc_addr=grpc_addr, device_id=device_id, cpu_port=cpu_port, faults=faults
+        topology,
+        grpc_addr=grpc_addr,
+        device_id=device_id,
+        cpu_port=cpu_port,
+        faults=faults,
+        tls=tls,
     )
     where = parse_grpc_addr(grpc_addr)
     ready = unix_ready(where) if isinstance(where, Path) else tcp_ready(*where)
