@@ -60,7 +60,8 @@ def test_bench_gateway_reports_a_ratio_per_test(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable, "-m", "netmigrate.cli", "bench", "gateway", "--",
-            "-n", "2000", "--direct-requests", "20000", "-t", "get,lpush", "--prefix", "nmtgwb", "--json", str(out),
+            "-n", "2000", "--direct-requests", "20000", "-t", "get,lpush",
+            "--prefix", "nmtgwb", "--json", str(out),
         ],
         capture_output=True,
         text=True,
