@@ -47,6 +47,10 @@ def test_both_paths_get_the_same_redis_benchmark_options() -> None:
     assert direct[direct.index("-P") + 1] == "8"
     assert direct[direct.index("-r") + 1] == "10"
     assert "-r" not in Params(requests=100).argv("get", "h", 1)
+    longer = Params(requests=100, direct_requests=1000)
+    assert longer.argv("get", "h", 1, direct=True)[longer.argv("get", "h", 1).index("-n") + 1] == (
+        "1000"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, cgroups)")
@@ -56,7 +60,8 @@ def test_bench_gateway_reports_a_ratio_per_test(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable, "-m", "netmigrate.cli", "bench", "gateway", "--",
-            "-n", "2000", "-t", "get,lpush", "--prefix", "nmtgwb", "--json", str(out),
+            "-n", "2000", "--direct-requests", "20000", "-t", "get,lpush",
+            "--prefix", "nmtgwb", "--json", str(out),
         ],
         capture_output=True,
         text=True,
