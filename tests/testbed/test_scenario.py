@@ -5,9 +5,9 @@ fresh collections path -> ``netmigrate.core.site`` over SSH with become -> a mig
 client load with ``netmigrate.core.migrate`` (history checker clean, no client error) -> site
 and migrate again with nothing changed -> units killed with SIGKILL come back by themselves ->
 ``netmigrate.core.site`` restores the restarted switch, slot map included, and
-``netmigrate.core.reconcile`` finds nothing left -> every unit of ours active, no secret
-anywhere. The tests of this module run in order on one testbed; the module's teardown
-removes it.
+``netmigrate.core.reconcile`` finds nothing left -> a changed setting restarts only its
+unit -> every unit of ours active, no secret anywhere. The tests of this module run in order
+on one testbed; the module's teardown removes it.
 """
 
 from __future__ import annotations
@@ -111,9 +111,21 @@ def test_migration_under_load_is_clean(run, testbed_up) -> None:
     assert report["slots_done"] == 4096 and report["keys_copied"] > 0
 
 
-def test_site_and_migrate_again_change_nothing(run) -> None:
+def _main_pids(state) -> dict[str, str]:
+    """Every unit of ours -> its main process id (restarted: another one)."""
+    return {
+        unit: ssh(state, host, f"systemctl show -P MainPID {unit}").strip()
+        for host in state.hosts
+        for unit in _units(host)
+    }
+
+
+def test_site_and_migrate_again_change_nothing(run, testbed_state) -> None:
+    before = _main_pids(testbed_state)
     assert run("netmigrate.core.site").totals()["changed"] == 0
     assert run("netmigrate.core.migrate").totals()["changed"] == 0
+    # Nothing changed, nothing restarted.
+    assert _main_pids(testbed_state) == before
 
 
 def test_units_killed_with_sigkill_come_back(testbed_state) -> None:
@@ -146,6 +158,18 @@ def test_site_restores_the_switch_after_a_restart(run) -> None:
     # Nothing is left for reconcile.yml; what migrate.yml checks after a migration holds again
     # (finalize verifies on the switch that the slots go to server 2).
     assert run("netmigrate.core.reconcile").totals()["changed"] == 0
+    assert run("netmigrate.core.migrate").totals()["changed"] == 0
+
+
+def test_a_changed_setting_restarts_only_its_unit(run, testbed_state) -> None:
+    # A setting of the switch alone (a fault that changes nothing: no loss, no delay): its unit
+    # restarts, no other; the restarted switch is empty and the same run restores it.
+    before = _main_pids(testbed_state)
+    changed = run("netmigrate.core.site", "-e", '{"netmigrate_lab_switch_faults": ["4:drop=0"]}')
+    after = _main_pids(testbed_state)
+    restarted = sorted(unit for unit in before if after[unit] != before[unit])
+    assert restarted == ["netmigrate-lab-switch.service"], restarted
+    assert re.search(r"changed 4096 of \d+ slots", changed.output), changed.output[-4000:]
     assert run("netmigrate.core.migrate").totals()["changed"] == 0
 
 
