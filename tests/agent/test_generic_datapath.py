@@ -16,6 +16,7 @@ from netmigrate.agent.slots import SlotState
 from netmigrate.protocol.codec import Command, Control, Header, RespReply, decode, encode
 from netmigrate.protocol.constants import Flag, Op, Status
 from netmigrate.protocol.slot import key_slot
+from netmigrate.rediscmd.watch import check_call, fingerprint_call
 
 pytestmark = pytest.mark.redis
 
@@ -256,5 +257,72 @@ async def test_a_slot_migrating_in(raw_agent, cluster_redis, redis_server) -> No
         assert hit.header.status == Status.OK and hit.body == RespReply(b"$2\r\n42\r\n")
         miss = await rpc(Op.CMD_READ, cmd(b"EVAL_RO", get, b"1", unseen), slot=SLOT, flags=double)
         assert miss.header.status == Status.MISS
+    finally:
+        await server.stop(None)
+
+
+async def test_watch_check_at_a_migration_target(raw_agent, cluster_redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    """WATCH across a migration: fingerprints read at the source, EXEC run at the target,
+    which pulls the watched keys first and checks them there (rediscmd.watch)."""
+    source_redis = redis_server(cluster=False).client()
+    same, changed = key("same"), key("changed")
+    source_redis.rpush(same, b"a", b"b")
+    source_redis.set(changed, b"1")
+    # What the source's read answered at WATCH: the same script, run at the source's Redis.
+    read = fingerprint_call([same, changed])
+    fps = source_redis.execute_command(*read)
+    source_redis.set(changed, b"2")  # a write at the source between WATCH and EXEC
+    server = grpc.aio.server()
+    source = _Source(source_redis)
+    control_pb2_grpc.add_AgentControlServicer_to_server(source, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        agent, rpc = await raw_agent(
+            server_id=TARGET, initial_slots=frozenset(), control=("127.0.0.1", 0), hold_timeout=5.0
+        )
+        start = Header(
+            op=int(Op.SLOT_START),
+            request_id=1,
+            keyspace=KEYSPACE,
+            slot=SLOT,
+            source_id=SOURCE,
+            target_id=TARGET,
+        )
+        rpc.peer.send(encode(start, Control(1)), rpc.address)
+        assert decode((await rpc.peer.recv())[0]).header.status == Status.OK
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.control_port}") as channel:
+            await control_pb2_grpc.AgentControlStub(channel).TransferRequestIds(
+                control_pb2.TransferRequestIdsRequest(
+                    source_id=SOURCE,
+                    slots=[control_pb2.SlotRequestIds(slot=SLOT)],
+                    source_control=f"127.0.0.1:{port}",
+                ),
+                timeout=5,
+            )
+        r = cluster_redis.client()
+
+        # Unchanged since WATCH: pulled, checked at the target, the transaction runs.
+        ok = await rpc(
+            Op.CMD_WRITE,
+            cmd(tuple(check_call({same: fps[0]})), (b"RPUSH", same, b"c"), transaction=True),
+            slot=SLOT,
+            flags=Flag.TO_TARGET,
+        )
+        assert ok.body == RespReply(b"*1\r\n:3\r\n")
+        assert source.pulled == [same]
+        assert r.lrange(same, 0, -1) == [b"a", b"b", b"c"]
+
+        # Changed at the source after WATCH read it: pulled as it is now, EXEC's null, nothing
+        # run, nothing marked dirty.
+        aborted = await rpc(
+            Op.CMD_WRITE,
+            cmd(tuple(check_call({changed: fps[1]})), (b"SET", changed, b"9"), transaction=True),
+            slot=SLOT,
+            flags=Flag.TO_TARGET,
+        )
+        assert aborted.body == RespReply(b"*-1\r\n")
+        assert r.get(changed) == b"2"
+        assert not r.sismember(dirty_key(SLOT), changed)
     finally:
         await server.stop(None)

@@ -182,7 +182,7 @@ def test_redis_errors_and_named_limits(gateway) -> None:  # type: ignore[no-unty
     with pytest.raises(redis.ResponseError, match="unknown command 'NOPE'"):
         r.execute_command("NOPE")
     with pytest.raises(redis.ResponseError, match="blocking commands are not served"):
-        r.blpop(["l"], 1)
+        r.xread({"s": "0"}, block=100)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         r.set("str", "x")
         r.lpush("str", "y")

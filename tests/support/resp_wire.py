@@ -22,6 +22,19 @@ def split_replies(data: bytes) -> tuple[list[bytes], bytes]:
     return out, data
 
 
+def read_replies(s: socket.socket, n: int) -> list[bytes]:
+    """The next ``n`` replies on an open connection (whatever came after them is lost)."""
+    data, out = b"", []
+    while len(out) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(out)} of {n} replies")
+        data += chunk
+        got, data = split_replies(data)
+        out += got
+    return out
+
+
 def raw_replies(port: int, commands: Sequence[Sequence[bytes]]) -> list[bytes]:
     """The reply bytes of each command, sent in one write on one connection, as they came."""
     with socket.create_connection(("127.0.0.1", port)) as s:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from netmigrate.rediscmd.watch import WATCH_SCRIPT
+
 #: Lua: one RESP2 reply, as text, from what ``redis.pcall`` returned.
 _ENCODE = b"""
 local function enc(v)
@@ -373,13 +375,18 @@ return table.concat(out)
 #: the RESP reply (EXEC's array for a transaction, the replies one after another for a
 #: pipeline batch) and the keys it marked dirty. A request none of whose commands succeeded
 #: (outside a transaction) records nothing and marks nothing: Redis applied nothing, and a
-#: retry may succeed.
+#: retry may succeed. A transaction whose first command is the watch check
+#: (:data:`~netmigrate.rediscmd.watch.WATCH_SCRIPT` in ``check`` mode) answers EXEC's null
+#: reply, running nothing, when a watched key changed.
 WRITE_SCRIPT = (
     b"#!lua flags=allow-cross-slot-keys\n"
     + _ENCODE
     + _ENCODE3
     + _SCRIPT
     + b"""
+local WATCH_SCRIPT = [==["""
+    + WATCH_SCRIPT
+    + b"""]==]
 local pop = {blpop = 'LPOP', brpop = 'RPOP', bzpopmin = 'ZPOPMIN', bzpopmax = 'ZPOPMAX'}
 local alike = {brpoplpush = 'RPOPLPUSH', blmove = 'LMOVE', blmpop = 'LMPOP', bzmpop = 'ZMPOP'}
 -- ARGV[i..j] is one command. A blocking command (only in a transaction: the agent checks it)
@@ -419,13 +426,25 @@ end
 local pos, k = 8, 1
 local replies, marked = {}, {}
 local applied = false
+-- A watched transaction (WATCH through the gateway) starts with the watch check: when a
+-- watched key changed since WATCH read it, EXEC answers its null reply and nothing runs.
+local watched = transaction and n > 0 and string.lower(ARGV[11]) == 'eval_ro'
+  and ARGV[12] == WATCH_SCRIPT and ARGV[14 + tonumber(ARGV[8])] == 'check'
 for c = 1, n do
   local nkeys, argc = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
   local ran
-  if scripts[string.lower(ARGV[pos + 3])] then
+  if c == 1 and watched then
+    if script(pos + 3, pos + 2 + argc, false) ~= ':1\\r\\n' then
+      local out = ARGV[7] == '3' and '_\\r\\n' or '*-1\\r\\n'
+      redis.call('SET', ARGV[1], 'd' .. ARGV[3] .. struct.pack('>I4', #out) .. out, 'PX', ARGV[2])
+      return {0, out}
+    end
+    redis.setresp(encode == enc3 and 3 or 2)
+    ran = false
+  elseif scripts[string.lower(ARGV[pos + 3])] then
     -- A script that failed may have written before it failed (Redis does not undo): its
     -- keys are marked all the same, unless it did not compile.
-    replies[c], ran = script(pos + 3, pos + 2 + argc, encode == enc3)
+    replies[#replies + 1], ran = script(pos + 3, pos + 2 + argc, encode == enc3)
     redis.setresp(encode == enc3 and 3 or 2)
   else
     local shape = nil
@@ -437,7 +456,7 @@ for c = 1, n do
     end
     local r = run(pos + 3, pos + 2 + argc)
     ran = not (type(r) == 'table' and r.err ~= nil)
-    replies[c] = encode(r, shape)
+    replies[#replies + 1] = encode(r, shape)
   end
   if ran then
     applied = true
@@ -446,7 +465,7 @@ for c = 1, n do
   pos, k = pos + 3 + argc, k + nkeys
 end
 local out = table.concat(replies)
-if transaction then out = '*' .. n .. '\\r\\n' .. out end
+if transaction then out = '*' .. #replies .. '\\r\\n' .. out end
 if not applied and not transaction then return {0, out} end
 if ARGV[4] ~= '' and #marked > 0 then
   for i = 1, #marked, 4000 do

@@ -58,6 +58,8 @@ class Connection(asyncio.Protocol):
         self._paused = False
         #: No more requests are read; close once every reply is written.
         self._closing = False
+        #: A request the connection waits for before it runs the next (a blocked command).
+        self._held: asyncio.Future[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -66,6 +68,8 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self._reader.feed(data)
+        if self._held is not None:
+            return
         session = self.session
         batches: dict[int | None, _Batch] = {}
         try:
@@ -94,7 +98,12 @@ class Connection(asyncio.Protocol):
                 except Exception as e:  # a bug must not end the connection silently
                     log.exception("gateway: a request failed")
                     reply = encode(Error(f"ERR internal error: {type(e).__name__}"))
-                self._settle(place, reply)
+                held = self._settle(place, reply)
+                if session.holds:
+                    session.holds = False
+                    if held is not None:
+                        self._hold(held)
+                        break
                 if session.closing:
                     self._stop_reading()
                     break
@@ -133,12 +142,28 @@ class Connection(asyncio.Protocol):
             place.data = reply
         self._flush()
 
-    def _settle(self, place: _Reply, reply: bytes | Awaitable[bytes]) -> None:
+    def _settle(
+        self, place: _Reply, reply: bytes | Awaitable[bytes]
+    ) -> asyncio.Future[bytes] | None:
         if isinstance(reply, bytes):
             place.data = reply
-            return
+            return None
         fut = asyncio.ensure_future(reply)
         fut.add_done_callback(lambda f: self._one_done(f, place))
+        return fut
+
+    def _hold(self, held: asyncio.Future[bytes]) -> None:
+        """Run nothing more of this connection until ``held`` is answered (Redis does not
+        run a blocked client's next commands either); what comes meanwhile is buffered. The
+        socket is still read, so that a client that leaves is seen (and its wait ended)."""
+        self._held = held
+        held.add_done_callback(self._release)
+
+    def _release(self, _: asyncio.Future[bytes]) -> None:
+        self._held = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        self.data_received(b"")  # what came while held; resumes reading when all is sent
 
     def _one_done(self, done: asyncio.Future[bytes], place: _Reply) -> None:
         if done.cancelled():
@@ -176,6 +201,8 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        if self._held is not None:
+            return False  # a blocked client that left is dropped, as Redis drops it
         self._closing = True  # answer what was asked, then close
         self._flush()
         return True
@@ -183,6 +210,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.discard(self)
         self._order.clear()
+        if self._held is not None:
+            self._held.cancel()  # a blocked command waits no longer for a gone client
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -1,11 +1,13 @@
 """One client connection of the gateway: what Redis does for a connection, and the rest sent on.
 
 A session answers the commands that belong to the connection itself (HELLO, AUTH, PING, ECHO,
-SELECT 0, CLIENT SETNAME / GETNAME / SETINFO / ID, COMMAND, INFO, QUIT, RESET, and the
-MULTI / EXEC / DISCARD queue), and sends every other command to the keyspace through
-:class:`Keyspace`: the command table says whether it reads or writes and which slot its keys
-are in; a command the switch cannot steer as one request gets Redis' own error, or a clear one
-naming the limit. Replies are RESP bytes in the protocol the client chose.
+SELECT 0, CLIENT SETNAME / GETNAME / SETINFO / ID, COMMAND, INFO, QUIT, RESET, the MULTI /
+EXEC / DISCARD queue, and WATCH / UNWATCH as fingerprints: :mod:`netmigrate.rediscmd.watch`),
+serves blocking list and sorted-set commands by polling (:mod:`~netmigrate.gateway.blocking`),
+and sends every other command to the keyspace through :class:`Keyspace`: the command table
+says whether it reads or writes and which slot its keys are in; a command the switch cannot
+steer as one request gets Redis' own error, or a clear one naming the limit. Replies are RESP
+bytes in the protocol the client chose.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from netmigrate.gateway import blocking
 from netmigrate.gateway.acl import Acl
 from netmigrate.gateway.fanout import is_wide
 from netmigrate.gateway.scripts import LibraryMeta, ScriptError, Scripts, probe_source
-from netmigrate.rediscmd.resp import OK, Error, Status, encode
+from netmigrate.protocol.slot import key_slot
+from netmigrate.rediscmd.resp import OK, Error, ProtocolError, ReplyParser, Status, encode
 from netmigrate.rediscmd.table import (
     Classified,
     CommandError,
@@ -26,6 +30,7 @@ from netmigrate.rediscmd.table import (
     Kind,
     in_transaction,
 )
+from netmigrate.rediscmd.watch import UNREAD, check_call, fingerprint_call
 
 _ids = itertools.count(1)
 _TO_KEYSPACE = frozenset({Kind.READ, Kind.WRITE, Kind.KEYLESS})
@@ -75,6 +80,9 @@ class SessionState:
     lib_ver: bytes = b""
     multi: list[tuple[Classified, list[bytes]]] | None = None
     multi_failed: bool = False
+    #: WATCHed keys and their fingerprints as WATCH read them (all of one slot).
+    watched: dict[bytes, bytes] = field(default_factory=dict)
+    watch_slot: int | None = None
     closing: bool = False
 
 
@@ -95,6 +103,10 @@ class Session:
         self.scripts = Scripts() if scripts is None else scripts
         self.server_name = server_name
         self.state = SessionState(user=acl.default_user())
+        #: Set by :meth:`dispatch` when the connection must answer (and run) nothing more
+        #: until the reply it just gave is ready, as Redis does for a blocked client; the
+        #: connection clears it.
+        self.holds = False
 
     @property
     def closing(self) -> bool:
@@ -154,6 +166,8 @@ class Session:
             return self._error(e.message)
         if request.kind in _TO_KEYSPACE:
             return _first(self.keyspace.batch([(request, args)], st.resp))
+        if name in blocking.TIMEOUT_AT and request.slot is not None:
+            return self._block(request, args)
         if request.kind is Kind.FANOUT:
             return self._error(
                 f"ERR {request.spec.name.upper()} works on the whole keyspace: not served "
@@ -167,6 +181,7 @@ class Session:
         if request is not None:
             return (await self.keyspace.batch([(request, args)], self.state.resp))[0]
         reply = self.dispatch(args)
+        self.holds = False  # one request at a time here: nothing else waits for it
         return reply if isinstance(reply, bytes) else await reply
 
     # -- transactions --------------------------------------------------------------------
@@ -196,15 +211,24 @@ class Session:
         if st.multi is None:
             return self._error("ERR EXEC without MULTI")
         queued, failed = st.multi, st.multi_failed
+        watched, watch_slot = st.watched, st.watch_slot
         st.multi, st.multi_failed = None, False
+        self._unwatch_all()
         if failed:
             return self._error("EXECABORT Transaction discarded because of previous errors.")
-        if not queued:
+        if not queued and not watched:
             return self._reply([])
         # Commands without keys (PING) run wherever the others' slot is.
         slots = {r.slot for r, _ in queued if r.slot is not None}
+        if watch_slot is not None:
+            slots.add(watch_slot)
         if len(slots) > 1:
             return self._error("CROSSSLOT Keys in request don't hash to the same slot")
+        if watched:
+            # The watch check runs first in the transaction's own script, at the server that
+            # runs it (the migration target, once the keys are pulled): see rediscmd.watch.
+            check = check_call(watched)
+            queued = [(in_transaction(self.table.classify(check)), check), *queued]
         return self.keyspace.transaction(slots.pop() if slots else 0, queued, st.resp)
 
     def _multi(self, args: list[bytes]) -> bytes:
@@ -217,12 +241,80 @@ class Session:
         if self.state.multi is None:
             return self._error("ERR DISCARD without MULTI")
         self.state.multi, self.state.multi_failed = None, False
+        self._unwatch_all()
         return self._reply(OK)
 
-    def _watch(self, args: list[bytes]) -> bytes:
-        if self.state.multi is not None:
+    def _unwatch_all(self) -> None:
+        self.state.watched = {}
+        self.state.watch_slot = None
+
+    def _unwatch(self, args: list[bytes]) -> bytes:
+        if len(args) != 1:
+            return self._error("ERR wrong number of arguments for 'unwatch' command")
+        self._unwatch_all()
+        return self._reply(OK)
+
+    def _watch(self, args: list[bytes]) -> bytes | Awaitable[bytes]:
+        st = self.state
+        if st.multi is not None:
             return self._error("ERR WATCH inside MULTI is not allowed")
-        return self._error("ERR WATCH is not served through the NetMigrate gateway")
+        if len(args) < 2:
+            return self._error("ERR wrong number of arguments for 'watch' command")
+        keys = list(dict.fromkeys(args[1:]))
+        slots = {key_slot(k) for k in keys}
+        if st.watch_slot is not None:
+            slots.add(st.watch_slot)
+        if len(slots) > 1:
+            return self._error("CROSSSLOT Keys in request don't hash to the same slot")
+        read = fingerprint_call(keys)
+        try:
+            request = self.table.classify(read)
+        except CommandError as e:
+            return self._error(e.message)
+        # RESP2: the fingerprints parse the same whatever this connection speaks. EXEC needs
+        # them, so the connection waits for this read before it runs its next command.
+        sent = self.keyspace.batch([(request, read)], 2)
+        self.holds = True
+        return self._watched(keys, slots.pop(), sent)
+
+    async def _watched(self, keys: list[bytes], slot: int, sent: Awaitable[list[bytes]]) -> bytes:
+        st = self.state
+        reply = (await sent)[0]
+        try:
+            fps = ReplyParser.parse(reply)
+        except ProtocolError:
+            fps = None
+        if isinstance(fps, Error) or not isinstance(fps, list) or len(fps) != len(keys):
+            # Unread: the keys are watched as changed (EXEC will abort), and the client hears
+            # why.
+            st.watched.update(dict.fromkeys(keys, UNREAD))
+            st.watch_slot = slot
+            return reply if reply.startswith(b"-") else self._error("ERR NetMigrate: WATCH failed")
+        for key, fp in zip(keys, fps, strict=True):
+            # A key watched twice keeps its first fingerprint, as Redis keeps watching it
+            # from the first WATCH.
+            st.watched.setdefault(key, fp if isinstance(fp, bytes) else UNREAD)
+        st.watch_slot = slot
+        return self._reply(OK)
+
+    # -- blocking commands ---------------------------------------------------------------
+
+    def _block(self, request: Classified, args: list[bytes]) -> bytes | Awaitable[bytes]:
+        try:
+            blocking.timeout_of(args)
+        except blocking.TimeoutArgError as e:
+            return self._error(e.message)
+        probe = [b"EXISTS", *blocking.source_keys(args[0].lower(), request)]
+        exists = self.table.classify(probe)
+        self.holds = True
+        return blocking.serve(
+            request,
+            args,
+            self.state.resp,
+            self.keyspace.transaction,
+            self.keyspace.batch,
+            exists,
+        )
 
     # -- the connection's own commands -----------------------------------------------------
 
@@ -398,6 +490,7 @@ class Session:
     def _reset(self, args: list[bytes]) -> bytes:
         st = self.state
         st.resp, st.multi, st.multi_failed, st.name = 2, None, False, b""
+        self._unwatch_all()
         st.user = self.acl.default_user()
         return self._reply(Status("RESET"))
 
@@ -416,6 +509,7 @@ _LOCAL = {
     b"multi": Session._multi,
     b"discard": Session._discard,
     b"watch": Session._watch,
+    b"unwatch": Session._unwatch,
     b"script": Session._script,
     b"function": Session._function,
 }
