@@ -31,7 +31,7 @@ from netmigrate.bench.system import SetupPlan, create_system
 from netmigrate.bench.ycsb import key_name
 from netmigrate.client.aio import EVENT_DOUBLE_READ, EVENT_TIMEOUT_RETRY, EVENT_TO_TARGET
 from netmigrate.lab import netns as nx
-from netmigrate.lab.stack import free_tcp_port
+from netmigrate.lab.stack import free_control_base, free_tcp_port
 from netmigrate.lab.supervise import Supervisor
 from netmigrate.protocol.codec import (
     ErrorReply,
@@ -175,14 +175,6 @@ def test_bad_migration_options_are_refused_before_anything_starts(tmp_path: Path
 # --- the real system ---------------------------------------------------------------------------
 
 
-def _control_base() -> int:
-    for _ in range(50):
-        base = free_tcp_port() - 1
-        if base + 3 < 65536:
-            return base
-    raise RuntimeError("no free port range")
-
-
 class InspectedNetMigrate(NetMigrateSystem):
     """Records where slots and keys really are just before the lab goes down."""
 
@@ -223,7 +215,7 @@ async def test_netmigrate_through_the_harness() -> None:
     moved = set(cfg.slots())
     prefix = f"{PREFIX}{secrets.token_hex(1)}"
     system = InspectedNetMigrate(
-        moved, prefix=prefix, grpc_port=free_tcp_port(), control_base=_control_base()
+        moved, prefix=prefix, grpc_port=free_tcp_port(), control_base=free_control_base()
     )
     run = await run_system(system, cfg)
 
@@ -291,7 +283,7 @@ async def test_failed_setup_leaves_nothing_and_teardown_is_idempotent() -> None:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         system = NetMigrateSystem(
-            prefix=prefix, grpc_port=blocker.getsockname()[1], control_base=_control_base()
+            prefix=prefix, grpc_port=blocker.getsockname()[1], control_base=free_control_base()
         )
         with pytest.raises(Exception, match="P4Runtime"):
             await system.setup(SetupPlan(10, 100, (0,)))

@@ -18,17 +18,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from netmigrate.lab.stack import Stack, StackConfig, free_tcp_port, stack_down, stack_up
+from netmigrate.lab.stack import (
+    Stack,
+    StackConfig,
+    free_control_base,
+    free_tcp_port,
+    stack_down,
+    stack_up,
+)
 from netmigrate.migration import AgentEndpoint, KeyspaceRef, SwitchEndpoint
-
-
-def _control_base() -> int:
-    # Four consecutive free ports (base+1..base+3 are the agents' forwarders).
-    for _ in range(50):
-        base = free_tcp_port() - 1
-        if base + 4 < 65536:
-            return base
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +36,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
         prefix=f"nmt9-{tag}",
         run_dir=Path(f"/run/netmigrate-lab/nmt9-{tag}"),
         grpc_port=free_tcp_port(),
-        control_base=_control_base(),
+        control_base=free_control_base(),
     )
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from netmigrate.client import AsyncClient, ServerError, TooLarge
-from netmigrate.lab.stack import Stack, StackConfig, free_tcp_port
+from netmigrate.lab.stack import Stack, StackConfig, free_control_base, free_tcp_port
 from netmigrate.migration import MigrationOptions, run
 from netmigrate.netns import call_in_netns
 from netmigrate.protocol.constants import Status
 from netmigrate.protocol.slot import key_slot
 
-from .conftest import _control_base, agent, keyspace, redis_of, switch
+from .conftest import agent, keyspace, redis_of, switch
 
 CLIENT_MTU = 1500
 LIMIT = CLIENT_MTU - 28
@@ -40,7 +40,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
         prefix=f"nmt9-{tag}",
         run_dir=Path(f"/run/netmigrate-lab/nmt9-{tag}"),
         grpc_port=free_tcp_port(),
-        control_base=_control_base(),
+        control_base=free_control_base(),
         agent_args=("--max-datagram", str(LIMIT)),
     )
 

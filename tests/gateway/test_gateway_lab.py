@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from netmigrate.lab.stack import Stack, StackConfig, free_tcp_port, stack_down, stack_up
+from netmigrate.lab.stack import (
+    Stack,
+    StackConfig,
+    free_control_base,
+    free_tcp_port,
+    stack_down,
+    stack_up,
+)
 from netmigrate.migration import AgentEndpoint, KeyspaceRef, MigrationOptions, SwitchEndpoint, run
 from netmigrate.protocol.constants import SLOT_COUNT
 
@@ -28,12 +35,11 @@ WORKLOAD = Path(__file__).with_name("gateway_workload.py")
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     tag = secrets.token_hex(2)
-    base = free_tcp_port() - 1
     config = StackConfig(
         prefix=f"nmt15-{tag}",
         run_dir=Path(f"/run/netmigrate-lab/nmt15-{tag}"),
         grpc_port=free_tcp_port(),
-        control_base=base if base + 4 < 65536 else 20000,
+        control_base=free_control_base(),
     )
     try:
         yield stack_up(config)

@@ -524,6 +524,29 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
+def free_control_base(agents: int = 3) -> int:
+    """A ``control_base`` whose agent forwarders (``control_base + 1 .. + agents``) are all
+    free on 127.0.0.1 now. A free port's neighbours are often taken (other labs, ephemeral
+    ports of connections), so each one is bound to check, not assumed."""
+    for _ in range(100):
+        first = free_tcp_port()
+        if first + agents > 65536:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + agents):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return first - 1
+    raise LabError(f"no {agents} consecutive free TCP ports on 127.0.0.1")
+
+
 __all__ = [
     "SLOT_COUNT",
     "ServerInfo",
@@ -531,6 +554,7 @@ __all__ = [
     "StackConfig",
     "configure_switch",
     "describe",
+    "free_control_base",
     "stack_down",
     "stack_up",
 ]

@@ -44,6 +44,7 @@ from netmigrate.lab.stack import (
     REDIS_PORT,
     Stack,
     StackConfig,
+    free_control_base,
     free_tcp_port,
     stack_down,
     stack_up,
@@ -174,11 +175,10 @@ class Lab:
     def __init__(self, prefix: str, cpu: str | None) -> None:
         # Free ports: another lab on the machine (a test's, a bench run's) may hold the
         # defaults.
-        base = free_tcp_port() - 1
         config = StackConfig(
             prefix=prefix,
             grpc_port=free_tcp_port(),
-            control_base=base if base + 4 < 65536 else 20000,
+            control_base=free_control_base(),
         )
         self.config = dataclasses.replace(config, cpu=parse_cpu(cpu, config.topology().host_names))
         self.stack: Stack | None = None
