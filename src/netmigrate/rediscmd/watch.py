@@ -1,7 +1,7 @@
 """WATCH through NetMigrate: the script that reads and checks the watched keys' fingerprints.
 
 Redis' WATCH is per server and ``noscript``, and the server of a slot changes during a
-migration, so the gateway keeps WATCH itself (D??: WATCH through the gateway): at WATCH it reads
+migration, so the gateway keeps WATCH itself (D38: WATCH through the gateway): at WATCH it reads
 a fingerprint of each key (an ``EVAL_RO`` of :data:`WATCH_SCRIPT` with ``get``, a read of the
 keys' slot), and EXEC sends the transaction with the same script in ``check`` mode as its
 first command; the agent's write script recognises it and answers EXEC's null reply, running

@@ -73,7 +73,7 @@ class Runner:
         rec = m.record
         todo = [s for s, run in sorted(m.slots.items()) if run.phase not in FINISHED_PHASES]
         # Slots in flight (after a restart, a failure or an abort) continue one at a time
-        # from their persisted phase; the others move in waves, hottest first (D??): the
+        # from their persisted phase; the others move in waves, hottest first (D36): the
         # load leaves the saturated source with the first waves, not linearly with the slots.
         in_flight = [s for s in todo if s in self._ctx.slots.records]
         fresh = self._ctx.heat.hottest_first(s for s in todo if s not in self._ctx.slots.records)
