@@ -8,40 +8,14 @@ import argparse
 import asyncio
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis
 
-from netmigrate.client.aio import AsyncClient
 from netmigrate.gateway import cli
-from netmigrate.gateway.acl import Acl
-from netmigrate.gateway.keyspace import ClientKeyspace
-from netmigrate.gateway.server import running
-from netmigrate.gateway.session import Session
 from netmigrate.rediscmd.resp import ProtocolError, ReplyParser
-from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
-
-
-@pytest_asyncio.fixture
-async def gateway(cluster_redis, agent_factory) -> AsyncIterator[tuple[int, AsyncClient]]:  # type: ignore[no-untyped-def]
-    agent = await agent_factory(cluster_redis)
-    table = CommandTable.shipped()
-    # The lab's keyspace setting (MTU 9000): on loopback the route alone would allow 64 KiB.
-    async with AsyncClient(
-        agent.address, 50000, command_table=table, max_datagram=9000 - 28
-    ) as client:
-        keyspace = ClientKeyspace(client, [agent.address])
-        async with running(lambda: Session(keyspace, table, Acl.no_auth())) as server:
-            yield server.sockets[0].getsockname()[1], client
-
-
-@pytest.fixture
-def gateway_port(gateway) -> int:  # type: ignore[no-untyped-def]
-    return gateway[0]
 
 
 def _every_type(port: int) -> None:
@@ -136,8 +110,8 @@ def _raw_resp3(port: int) -> list[bytes]:
     return out
 
 
-async def test_resp3_replies_are_redis_own_bytes(gateway, cluster_redis) -> None:  # type: ignore[no-untyped-def]
-    port, _ = gateway
+async def test_resp3_replies_are_redis_own_bytes(gateway_and_client, cluster_redis) -> None:  # type: ignore[no-untyped-def]
+    port, _ = gateway_and_client
     via = await asyncio.to_thread(_raw_resp3, port)
     direct = await asyncio.to_thread(_raw_resp3, cluster_redis.port)
     assert via == direct
@@ -164,8 +138,8 @@ def _pipelines(port: int) -> None:
     assert pipe.execute() == [b"x" * 4000, b"y" * 4000, b"x" * 4000]
 
 
-async def test_a_pipeline_goes_in_batches_of_one_slot(gateway) -> None:  # type: ignore[no-untyped-def]
-    port, client = gateway
+async def test_a_pipeline_goes_in_batches_of_one_slot(gateway_and_client) -> None:  # type: ignore[no-untyped-def]
+    port, client = gateway_and_client
     await asyncio.to_thread(_pipelines, port)
     # 400 commands, 300 of them of slot {p} in a few reads from the socket; 100 of other
     # slots; then 2 SETs and a batch of 3 GETs answered TOO_LARGE and run one by one.
@@ -195,8 +169,8 @@ def _keyspace_wide(port: int) -> None:
     assert r.set("after", "1") is True and r.keys("*") == [b"after"]
 
 
-async def test_keyspace_wide_commands_through_the_agent(gateway, cluster_redis) -> None:  # type: ignore[no-untyped-def]
-    port, _ = gateway
+async def test_keyspace_wide_commands_through_the_agent(gateway_and_client, cluster_redis) -> None:  # type: ignore[no-untyped-def]
+    port, _ = gateway_and_client
     direct = cluster_redis.client()
     try:
         await asyncio.to_thread(_keyspace_wide, port)

@@ -7,35 +7,15 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis
 from support.resp_wire import read_replies
 
-from netmigrate.client.aio import AsyncClient
-from netmigrate.gateway.acl import Acl
 from netmigrate.gateway.blocking import MAX_PAUSE
-from netmigrate.gateway.keyspace import ClientKeyspace
-from netmigrate.gateway.server import running
-from netmigrate.gateway.session import Session
 from netmigrate.rediscmd.resp import encode
-from netmigrate.rediscmd.table import CommandTable
 
 pytestmark = pytest.mark.redis
-
-
-@pytest_asyncio.fixture
-async def gateway(cluster_redis, agent_factory) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
-    agent = await agent_factory(cluster_redis)
-    table = CommandTable.shipped()
-    async with AsyncClient(
-        agent.address, 50000, command_table=table, max_datagram=9000 - 28
-    ) as client:
-        keyspace = ClientKeyspace(client, [agent.address])
-        async with running(lambda: Session(keyspace, table, Acl.no_auth())) as server:
-            yield server.sockets[0].getsockname()[1]
 
 
 def _cmd(*args: bytes) -> bytes:
@@ -97,8 +77,8 @@ def _served(port: int) -> None:
         r.xread({"{b}s": "$"}, block=100)
 
 
-async def test_blocking_commands_are_served_within_their_timeout(gateway) -> None:  # type: ignore[no-untyped-def]
-    await asyncio.to_thread(_served, gateway)
+async def test_blocking_commands_are_served_within_their_timeout(gateway_port) -> None:  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(_served, gateway_port)
 
 
 def _connection_waits(port: int) -> None:
@@ -124,5 +104,5 @@ def _connection_waits(port: int) -> None:
     assert other.lrange("{q}gone", 0, -1) == [b"kept"]
 
 
-async def test_a_blocked_connection_waits_and_a_gone_client_stops(gateway) -> None:  # type: ignore[no-untyped-def]
-    await asyncio.to_thread(_connection_waits, gateway)
+async def test_a_blocked_connection_waits_and_a_gone_client_stops(gateway_port) -> None:  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(_connection_waits, gateway_port)

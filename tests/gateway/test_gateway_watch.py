@@ -10,33 +10,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis
 from support.resp_wire import read_replies
 
-from netmigrate.client.aio import AsyncClient
-from netmigrate.gateway.acl import Acl
-from netmigrate.gateway.keyspace import ClientKeyspace
-from netmigrate.gateway.server import running
-from netmigrate.gateway.session import Session
-from netmigrate.rediscmd.table import CommandTable
-
 pytestmark = pytest.mark.redis
-
-
-@pytest_asyncio.fixture
-async def gateway(cluster_redis, agent_factory) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
-    agent = await agent_factory(cluster_redis)
-    table = CommandTable.shipped()
-    async with AsyncClient(
-        agent.address, 50000, command_table=table, max_datagram=9000 - 28
-    ) as client:
-        keyspace = ClientKeyspace(client, [agent.address])
-        async with running(lambda: Session(keyspace, table, Acl.no_auth())) as server:
-            yield server.sockets[0].getsockname()[1]
 
 
 def _raw(port: int, payload: bytes, replies: int) -> list[bytes]:
@@ -120,8 +99,8 @@ def _watch_semantics(port: int) -> None:
     assert r.get("{b}y") is None
 
 
-async def test_watch_aborts_on_a_conflict_and_commits_without(gateway, cluster_redis) -> None:  # type: ignore[no-untyped-def]
-    await asyncio.to_thread(_watch_semantics, gateway)
+async def test_watch_aborts_on_a_conflict_and_commits_without(gateway_port, cluster_redis) -> None:  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(_watch_semantics, gateway_port)
     # Nothing of the gateway's bookkeeping is left in Redis beyond the agent's own keys.
     direct = cluster_redis.client()
     assert direct.get("{w}k") == b"mine"
@@ -149,8 +128,8 @@ def _raw_replies_of_exec(port: int) -> None:
     assert replies == [b"+OK\r\n", b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n:3\r\n"]
 
 
-async def test_exec_null_reply_in_resp2_and_resp3(gateway) -> None:  # type: ignore[no-untyped-def]
-    await asyncio.to_thread(_raw_replies_of_exec, gateway)
+async def test_exec_null_reply_in_resp2_and_resp3(gateway_port) -> None:  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(_raw_replies_of_exec, gateway_port)
 
 
 def _cas_increments(port: int, key: str, times: int, retries: list[int]) -> None:
@@ -174,11 +153,13 @@ def _cas_increments(port: int, key: str, times: int, retries: list[int]) -> None
                 retries.append(1)
 
 
-async def test_concurrent_cas_increments_end_at_the_exact_total(gateway, cluster_redis) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_cas_increments_end_at_the_exact_total(
+    gateway_port, cluster_redis
+) -> None:  # type: ignore[no-untyped-def]
     clients, times = 4, 40
     retries: list[int] = []
     threads = [
-        threading.Thread(target=_cas_increments, args=(gateway, "{c}n", times, retries))
+        threading.Thread(target=_cas_increments, args=(gateway_port, "{c}n", times, retries))
         for _ in range(clients)
     ]
     await asyncio.to_thread(lambda: [t.start() for t in threads])
