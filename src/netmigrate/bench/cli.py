@@ -147,6 +147,10 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None
                    help="override redis-py reinitialize_steps (rebuild the topology every Nth "
                    "MOVED; 0: only patch the moved slot). Default: 5 for redis-cluster (redis-py's "
                    "default), 0 for redis-cluster-tuned")  # fmt: skip
+    p.add_argument("--cluster-client", choices=("redis-py", "lean"), default=None,
+                   help="Redis Cluster load client: redis-py's RedisCluster or the lean "
+                   "pipelined hiredis client. Default: redis-py for redis-cluster, lean for "
+                   "redis-cluster-tuned")  # fmt: skip
     p.add_argument("--copy-batch", type=_positive_int, default=500,
                    help="stop-and-copy keys per MIGRATE")  # fmt: skip
     for flag, key, kind, text in NETMIGRATE_OPTIONS:
@@ -259,6 +263,7 @@ def _config(args: argparse.Namespace, workload: str) -> Any:
             "reshard_pipeline": args.reshard_pipeline,
             "copy_batch": args.copy_batch,
             "cluster_reinitialize_steps": args.cluster_reinit_steps,
+            "cluster_client": args.cluster_client,
             **{key: getattr(args, key) for _, key, _, _ in NETMIGRATE_OPTIONS},
         },
     )
