@@ -199,3 +199,12 @@ def _only_run(report: dict[str, Any]) -> dict[str, Any]:
     runs = report["runs"]
     assert len(runs) == 1
     return runs[0]
+
+
+def test_cpu_per_operation_tool_measures_both_clients(capsys) -> None:
+    rc = main(["bench", "cluster-client", "--", "--ops", "400", "--keys", "50", "--rounds", "1",
+               "--json"])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["client"] for r in rows] == ["lean", "redis-py"]
+    assert all(r["cpu_us_per_op"] > 0 and r["ops_per_s"] > 0 for r in rows)

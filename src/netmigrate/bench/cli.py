@@ -12,7 +12,7 @@ Subcommands::
     netmigrate bench overhead --workload B --concurrency 16
     netmigrate bench load --stack /run/netmigrate-lab/nm --preload 100000 --out out/load
     netmigrate bench report --load out/load --migration out/migration.json --out reports/demo
-    netmigrate bench agent|copy|switch [-- their own options]   # micro-benchmarks
+    netmigrate bench agent|copy|switch|cluster-client [-- their own options]   # micro-benchmarks
 
 Exit status: 0 all runs verified, 1 a run failed verification or its migration failed,
 2 bad arguments, 3 a requested system is not available here.
@@ -233,6 +233,10 @@ MICRO = {
     "agent": ("netmigrate.bench.micro.agent", "agent requests/s vs redis-benchmark"),
     "copy": ("netmigrate.bench.micro.copy", "slot copy keys/s between two redis-servers"),
     "switch": ("netmigrate.bench.micro.switch", "lab switch frames/s and latency"),
+    "cluster-client": (
+        "netmigrate.bench.micro.cluster_client",
+        "CPU per operation of the Redis Cluster load clients (lean vs redis-py)",
+    ),
 }
 
 
