@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -166,6 +165,19 @@ def _redirect_target(message: str) -> tuple[int, Address]:
     return int(slot), (host, int(port))
 
 
+def _asking(conn: NodeConnection, command: bytes) -> asyncio.Future[Any]:
+    """``ASKING`` and ``command`` back to back on ``conn``; the future of ``command``'s reply."""
+    ok, fut = conn.submit(_ASKING, command)
+    # Nobody awaits ASKING's own "+OK"; a lost connection must not log it as unretrieved.
+    ok.add_done_callback(_retrieve)
+    return fut
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class LeanClusterClient:
     """GET/SET over a Redis Cluster with one pipelined connection per node."""
 
@@ -236,8 +248,7 @@ class LeanClusterClient:
                 if asking is None:
                     reply = await conn.request(command)
                 else:
-                    _, fut = conn.submit(_ASKING, command)
-                    reply = await fut
+                    reply = await _asking(conn, command)
                     asking = None
             except RedisConnectionError:
                 events.event(RECONNECT)
@@ -307,10 +318,9 @@ class LeanClusterClient:
         if message.startswith("ASK "):
             self._events.event(ASK)
             target = _redirect_target(message)[1]
-            conn = await self._connection(target)
-            _, fut = conn.submit(_ASKING, command)
             try:
-                again = await fut
+                conn = await self._connection(target)
+                again = await _asking(conn, command)
             except RedisConnectionError:
                 self._events.event(RECONNECT)
                 return await self.execute(slot, command)
@@ -356,8 +366,7 @@ class LeanClusterClient:
         conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
             conn.close()
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)  # let the transports finish closing
+        await asyncio.sleep(0)  # let the transports finish closing
 
 
 async def open_lean_client(events: ClientEvents, *, port: int, host: str = "127.0.0.1") -> Any:
