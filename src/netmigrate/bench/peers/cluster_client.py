@@ -3,8 +3,9 @@
 redis-py's cluster client spends ~69 µs of CPU per operation, so under the benchmark's per-role
 budgets (client 0.8 core, each Redis host 0.25) its load generator saturated its own budget
 while the source node still had headroom: Redis Cluster met its migration bounded by its
-client, NetMigrate (whose client costs ~18 µs per request) by its source. This client is as
-cheap as NetMigrate's, so both systems meet the migration with the same bottleneck
+client, NetMigrate (whose client costs ~18 µs per request) by its source. This client costs
+~6 µs per operation (``netmigrate bench cluster-client``), so the client budget is spent
+mostly on the harness's own per-operation work, the same for every system
 (docs/benchmarks.md, "A load generator that does not bound Redis Cluster").
 
 It is a complete cluster client for GET/SET, not a shortcut:

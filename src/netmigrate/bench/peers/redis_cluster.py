@@ -29,9 +29,10 @@ ASK and TRYAGAIN reply any node sent), which the harness diffs over the run phas
 ``redis-cluster-tuned`` does not use redis-py at all by default: its clients are
 :mod:`netmigrate.bench.peers.cluster_client`'s lean cluster client (asyncio + hiredis, one
 pipelined connection per node, MOVED/ASK/TRYAGAIN handled as a cluster client must), which
-costs about as much CPU per operation as NetMigrate's own client. redis-py's ~69 µs per
-operation made the tuned peer's load generator, not its servers, the bottleneck under the
-per-role budgets (docs/benchmarks.md, "A load generator that does not bound Redis Cluster").
+costs ~6 µs of CPU per operation against redis-py's ~50 (measured with ``netmigrate bench
+cluster-client``). redis-py made the tuned peer's load generator, not its servers, the
+bottleneck under the per-role budgets (docs/benchmarks.md, "A load generator that does not
+bound Redis Cluster").
 ``cluster_client="redis-py"`` (``--cluster-client redis-py``) gives the tuned peer redis-py
 with ``reinitialize_steps=0`` again; ``redis-cluster`` keeps redis-py's defaults as the
 "as users run it" reference.
@@ -465,8 +466,8 @@ class TunedRedisClusterSystem(RedisClusterSystem):
 
     By default the load client is the lean cluster client
     (:mod:`netmigrate.bench.peers.cluster_client`): it patches the slot map per MOVED and
-    costs about as much CPU per operation as NetMigrate's client, so under the same client
-    budget the Redis nodes, not the load generator, saturate first. With
+    costs a fraction of redis-py's CPU per operation, so the same client budget drives the
+    nodes close to their own budget (docs/benchmarks.md has the measured split). With
     ``cluster_client="redis-py"`` it is redis-py with ``reinitialize_steps=0`` (no periodic
     full topology rebuild, which closes every connection; see the module docstring), the best
     redis-py configuration for resharding we found.
