@@ -352,17 +352,23 @@ def test_killed_benchmark_leaves_no_server_behind(sig: signal.Signals, tmp_path:
 
 @pytest.mark.parametrize(
     ("name", "options", "steps"),
-    [("redis-cluster", {}, 5), ("redis-cluster-tuned", {}, 0),
-     ("redis-cluster-tuned", {"cluster_reinitialize_steps": 3}, 3)],
+    [("redis-cluster", {}, 5), ("redis-cluster-tuned", {"cluster_client": "redis-py"}, 0),
+     ("redis-cluster-tuned", {"cluster_client": "redis-py", "cluster_reinitialize_steps": 3}, 3),
+     ("redis-cluster-tuned", {}, None)],
 )  # fmt: skip
-async def test_cluster_client_variants(name: str, options: dict[str, int], steps: int) -> None:
+async def test_cluster_client_variants(
+    name: str, options: dict[str, Any], steps: int | None
+) -> None:
     system = create_system(name)
     await system.setup(SetupPlan(10, 32, tuple(range(HALF)), options))
     try:
         client = await system.client(NullEvents())
         try:
-            # The redis-py setting that separates the two variants (see the peer's docstring).
-            assert client._rc.reinitialize_steps == steps
+            if steps is None:  # the tuned peer's default: the lean client, no redis-py at all
+                assert "lean cluster client" in system.info()["client"]
+                assert not hasattr(client, "_rc")
+            else:  # the redis-py setting that separates the variants (the peer's docstring)
+                assert client._rc.reinitialize_steps == steps
             assert system.info()["client_reinitialize_steps"] == steps
             await client.set(b"k", b"v")
             assert await client.get(b"k") == b"v"
@@ -370,3 +376,8 @@ async def test_cluster_client_variants(name: str, options: dict[str, int], steps
             await client.aclose()
     finally:
         await system.teardown()
+
+
+def test_cluster_client_option_is_checked() -> None:
+    with pytest.raises(ValueError, match="cluster client"):
+        create_system("redis-cluster-tuned").validate_options({"cluster_client": "jedis"})

@@ -12,7 +12,7 @@ Subcommands::
     netmigrate bench overhead --workload B --concurrency 16
     netmigrate bench load --stack /run/netmigrate-lab/nm --preload 100000 --out out/load
     netmigrate bench report --load out/load --migration out/migration.json --out reports/demo
-    netmigrate bench agent|copy|switch|gateway [-- their own options]   # micro-benchmarks
+    netmigrate bench agent|copy|switch|gateway|cluster-client [-- their own options]
 
 Exit status: 0 all runs verified, 1 a run failed verification or its migration failed,
 2 bad arguments, 3 a requested system is not available here.
@@ -147,6 +147,10 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None
                    help="override redis-py reinitialize_steps (rebuild the topology every Nth "
                    "MOVED; 0: only patch the moved slot). Default: 5 for redis-cluster (redis-py's "
                    "default), 0 for redis-cluster-tuned")  # fmt: skip
+    p.add_argument("--cluster-client", choices=("redis-py", "lean"), default=None,
+                   help="Redis Cluster load client: redis-py's RedisCluster or the lean "
+                   "pipelined hiredis client. Default: redis-py for redis-cluster, lean for "
+                   "redis-cluster-tuned")  # fmt: skip
     p.add_argument("--copy-batch", type=_positive_int, default=500,
                    help="stop-and-copy keys per MIGRATE")  # fmt: skip
     for flag, key, kind, text in NETMIGRATE_OPTIONS:
@@ -233,6 +237,10 @@ MICRO = {
         "netmigrate.bench.micro.gateway",
         "redis-benchmark through the RESP gateway vs straight to Redis, on the budgeted lab",
     ),
+    "cluster-client": (
+        "netmigrate.bench.micro.cluster_client",
+        "CPU per operation of the Redis Cluster load clients (lean vs redis-py)",
+    ),
 }
 
 
@@ -263,6 +271,7 @@ def _config(args: argparse.Namespace, workload: str) -> Any:
             "reshard_pipeline": args.reshard_pipeline,
             "copy_batch": args.copy_batch,
             "cluster_reinitialize_steps": args.cluster_reinit_steps,
+            "cluster_client": args.cluster_client,
             **{key: getattr(args, key) for _, key, _, _ in NETMIGRATE_OPTIONS},
         },
     )

@@ -25,6 +25,17 @@ observability hook ``_record_error_metric``; :class:`CountingRedisCluster` overr
 to count them per kind before delegating, so nothing about redirect handling changes. As an
 independent check the system also reports the servers' own ``INFO errorstats`` (every MOVED,
 ASK and TRYAGAIN reply any node sent), which the harness diffs over the run phase.
+
+``redis-cluster-tuned`` does not use redis-py at all by default: its clients are
+:mod:`netmigrate.bench.peers.cluster_client`'s lean cluster client (asyncio + hiredis, one
+pipelined connection per node, MOVED/ASK/TRYAGAIN handled as a cluster client must), which
+costs ~6 µs of CPU per operation against redis-py's ~50 (measured with ``netmigrate bench
+cluster-client``). redis-py made the tuned peer's load generator, not its servers, the
+bottleneck under the per-role budgets (docs/benchmarks.md, "A load generator that does not
+bound Redis Cluster").
+``cluster_client="redis-py"`` (``--cluster-client redis-py``) gives the tuned peer redis-py
+with ``reinitialize_steps=0`` again; ``redis-cluster`` keeps redis-py's defaults as the
+"as users run it" reference.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from redis.exceptions import AskError, MovedError, TryAgainError
 
 from netmigrate.bench import roles
 from netmigrate.bench.kv import ASK, MOVED, TRYAGAIN, ClientEvents
+from netmigrate.bench.peers import cluster_client
 from netmigrate.bench.redis_server import (
     HOST,
     RedisServer,
@@ -138,6 +150,11 @@ def initial_layout(masters: int, moving: int) -> list[tuple[int, int] | None]:
     return layout
 
 
+#: Load clients of the peer (``cluster_client`` option).
+REDIS_PY = "redis-py"
+LEAN = "lean"
+CLIENTS = (REDIS_PY, LEAN)
+
 #: Name of the peer's cgroups (``nm-lab-<prefix>/<role>``), apart from every lab's.
 CGROUP_PREFIX = "nmbrc"
 
@@ -147,6 +164,8 @@ class RedisClusterSystem(System):
     description = "Redis Cluster live resharding (redis-cli --cluster reshard, redis-py client)"
     #: redis-py's own default: every 5th MOVED rebuilds the whole topology.
     default_reinitialize_steps = 5
+    #: The load client unless the ``cluster_client`` option says otherwise.
+    default_client = REDIS_PY
 
     def __init__(self) -> None:
         self._nodes: list[RedisServer] = []
@@ -154,6 +173,7 @@ class RedisClusterSystem(System):
         self._masters = 2
         self._pipeline = 10
         self._reinit_steps = self.default_reinitialize_steps
+        self._client_kind = self.default_client
         self._reshard_proc: asyncio.subprocess.Process | None = None
         self._cgroups: roles.RoleCgroups | None = None
 
@@ -182,9 +202,15 @@ class RedisClusterSystem(System):
             "servers": self._masters,
             "replicas": 0,
             "redis_version": redis_version(),
-            "client": f"redis-py {redis.__version__} redis.asyncio.cluster.RedisCluster",
+            "client": (
+                f"redis-py {redis.__version__} redis.asyncio.cluster.RedisCluster"
+                if self._client_kind == REDIS_PY
+                else "netmigrate.bench lean cluster client (asyncio + hiredis, pipelined)"
+            ),
             "reshard_pipeline": self._pipeline,
-            "client_reinitialize_steps": self._reinit_steps,
+            "client_reinitialize_steps": (
+                self._reinit_steps if self._client_kind == REDIS_PY else None
+            ),
         }
 
     def validate_slots(self, slots: Sequence[int]) -> None:
@@ -205,6 +231,7 @@ class RedisClusterSystem(System):
         self._reinit_steps = self.default_reinitialize_steps if steps is None else int(steps)
         if self._reinit_steps < 0:
             raise ValueError(f"reinitialize steps must be >= 0, got {self._reinit_steps}")
+        self._client_kind = self._client_option(plan.options)
         layout = initial_layout(self._masters, len(plan.slots))
         redis_cli_binary()  # fail before starting anything if redis-cli is missing
         budgets = roles.parse(plan.options.get("cpu"), self._masters)
@@ -262,13 +289,25 @@ class RedisClusterSystem(System):
         out, _ = await proc.communicate()
         return proc.returncode == 0 and b"All nodes agree" in out
 
-    async def client(self, events: ClientEvents) -> ClusterClient:
-        return await open_client(events, port=self._nodes[0].port, reinit=self._reinit_steps)
+    def _client_option(self, options: Mapping[str, Any]) -> str:
+        kind = options.get("cluster_client") or self.default_client
+        if kind not in CLIENTS:
+            raise ValueError(f"cluster client must be one of {', '.join(CLIENTS)}, got {kind!r}")
+        return str(kind)
+
+    async def client(self, events: ClientEvents) -> Any:
+        port = self._nodes[0].port
+        if self._client_kind == LEAN:
+            return await cluster_client.open_lean_client(events, port=port, host=HOST)
+        return await open_client(events, port=port, reinit=self._reinit_steps)
 
     def client_recipe(self) -> ClientRecipe | None:
-        return ClientRecipe(
-            f"{__name__}:open_client", {"port": self._nodes[0].port, "reinit": self._reinit_steps}
-        )
+        port = self._nodes[0].port
+        if self._client_kind == LEAN:
+            return ClientRecipe(
+                f"{cluster_client.__name__}:open_lean_client", {"port": port, "host": HOST}
+            )
+        return ClientRecipe(f"{__name__}:open_client", {"port": port, "reinit": self._reinit_steps})
 
     def join_client_role(self, pid: int) -> str | None:
         if self._cgroups is None:
@@ -412,6 +451,7 @@ class RedisClusterSystem(System):
         return None if cg is None else cg.wrapper(roles.server_role(index))
 
     def validate_options(self, options: Mapping[str, Any]) -> None:
+        self._client_option(options)
         roles.parse(options.get("cpu"), int(options.get("masters", 2)))
 
     def cpu_budgets(self) -> dict[str, Any] | None:
@@ -422,19 +462,24 @@ class RedisClusterSystem(System):
 
 
 class TunedRedisClusterSystem(RedisClusterSystem):
-    """The same cluster and resharding; the client only patches the slot map on MOVED.
+    """The same cluster and resharding, with a client that does not bound the run.
 
-    ``reinitialize_steps=0`` turns off redis-py's periodic full topology rebuild, which
-    closes every connection (see the module docstring). This is the best redis-py client
-    configuration for resharding we found, so the comparison has a strong Redis Cluster peer.
+    By default the load client is the lean cluster client
+    (:mod:`netmigrate.bench.peers.cluster_client`): it patches the slot map per MOVED and
+    costs a fraction of redis-py's CPU per operation, so the same client budget drives the
+    nodes close to their own budget (docs/benchmarks.md has the measured split). With
+    ``cluster_client="redis-py"`` it is redis-py with ``reinitialize_steps=0`` (no periodic
+    full topology rebuild, which closes every connection; see the module docstring), the best
+    redis-py configuration for resharding we found.
     """
 
     name = "redis-cluster-tuned"
     description = (
-        "Redis Cluster live resharding, redis-py client with reinitialize_steps=0 "
-        "(patch the slot map per MOVED, never rebuild it)"
+        "Redis Cluster live resharding, lean pipelined cluster client (hiredis; patches the "
+        "slot map per MOVED)"
     )
     default_reinitialize_steps = 0
+    default_client = LEAN
 
 
 async def _node_converged(c: Any, want: int) -> bool:
