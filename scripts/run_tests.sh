@@ -14,7 +14,7 @@ bash scripts/collection_checks.sh
 echo "== molecule (default scenario: create, converge, idempotence, verify, destroy)"
 # molecule reads its config relative to the working directory: run from the collection root.
 PATH="$PWD/.venv/bin:$PATH" molecule test -s default
-echo "== testbed (fresh Debian hosts under systemd-nspawn: site, migration under load, SIGKILL, reconcile)"
+echo "== testbed (fresh Debian hosts under systemd-nspawn: site, migration under load, SIGKILL, site.yml restores the switch)"
 # Needs debootstrap, systemd-container and nftables; the first run ever builds the host template
 # (~85 s, Debian's mirror), cached in /var/cache/netmigrate/testbed afterwards. 8-12 min here
 # (2 shared cores). A netmigrate.core in ~/.ansible/collections (molecule runs left some) is
