@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from collection_helpers import Ansible, delete_netns
+from support.p4rt_clients import p4runtime_opens
 
-from netmigrate.p4rt import P4RTSession, SwitchUnreachableError, TlsOptions
+from netmigrate.p4rt import TlsOptions
 
 pytestmark = pytest.mark.root
 
@@ -46,16 +47,6 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
         yield run
     finally:
         _teardown(run)
-
-
-async def _opens(address: str, tls: TlsOptions | None) -> bool:
-    session = P4RTSession(address, tls=tls, election_id=1, timeout=5)
-    try:
-        await session.open(require_primary=False)
-    except SwitchUnreachableError:
-        return False
-    await session.close()
-    return True
 
 
 def _book(ansible: Ansible, run_dir: Path, pki: Path, state: str = "present") -> Path:
@@ -103,9 +94,9 @@ def test_lab_switch_serves_mutual_tls(ansible: Ansible, run_dir: Path, tmp_path:
 
     address = f"unix:{run_dir}/p4runtime.sock"
     client = TlsOptions(pki / "ca.pem", pki / "client.pem", pki / "client.key")
-    assert asyncio.run(_opens(address, client))
-    assert not asyncio.run(_opens(address, None))
-    assert not asyncio.run(_opens(address, TlsOptions(ca=pki / "ca.pem")))
+    assert asyncio.run(p4runtime_opens(address, client))
+    assert not asyncio.run(p4runtime_opens(address, None))
+    assert not asyncio.run(p4runtime_opens(address, TlsOptions(ca=pki / "ca.pem")))
 
     key = pki / "switch-localhost.key"
     assert key.stat().st_mode & 0o777 == 0o600

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from finsy import P4TableAction, P4TableEntry, P4TableMatch, Switch, SwitchOptions
+from support.p4rt_clients import p4runtime_opens
 
 from netmigrate import resources
 from netmigrate.lab import LabError, Supervisor, Topology, down, status, up
@@ -222,18 +223,6 @@ def test_bad_grpc_addresses_are_rejected(topology: Topology):
             switch_spec(topology, grpc_addr=bad)
 
 
-async def _p4runtime_opens(address: str, tls) -> bool:
-    from netmigrate.p4rt import P4RTSession, SwitchUnreachableError
-
-    session = P4RTSession(address, tls=tls, election_id=1, timeout=5)
-    try:
-        await session.open(require_primary=False)
-    except SwitchUnreachableError:
-        return False
-    await session.close()
-    return True
-
-
 def test_cli_up_with_switch_serves_mutual_tls(prefix: str, run_dir: Path, tmp_path: Path):
     from support.pki import make_pki
 
@@ -282,11 +271,11 @@ def test_cli_up_with_switch_serves_mutual_tls(prefix: str, run_dir: Path, tmp_pa
         assert key_line not in (run_dir / f"{SWITCH_SERVICE}.state").read_text()
 
         client = TlsOptions(pki.ca, pki.client_cert, pki.client_key)
-        assert asyncio.run(_p4runtime_opens(addr, client))
-        assert not asyncio.run(_p4runtime_opens(addr, None))
-        assert not asyncio.run(_p4runtime_opens(addr, TlsOptions(ca=pki.ca)))
+        assert asyncio.run(p4runtime_opens(addr, client))
+        assert not asyncio.run(p4runtime_opens(addr, None))
+        assert not asyncio.run(p4runtime_opens(addr, TlsOptions(ca=pki.ca)))
         rogue = TlsOptions(pki.ca, pki.rogue_cert, pki.rogue_key)
-        assert not asyncio.run(_p4runtime_opens(addr, rogue))
+        assert not asyncio.run(p4runtime_opens(addr, rogue))
 
         again = lab_up(*tls_args)
         assert again.returncode == 0, again.stderr
@@ -300,12 +289,12 @@ def test_cli_up_with_switch_serves_mutual_tls(prefix: str, run_dir: Path, tmp_pa
         assert json.loads(renewed.stdout)["changed"] is True
         assert _gone(pid)
         client = TlsOptions(pki.ca, pki.client_cert, pki.client_key)
-        assert asyncio.run(_p4runtime_opens(addr, client))
+        assert asyncio.run(p4runtime_opens(addr, client))
 
         # Without the options: plain text again, as before (TLS is off by default).
         plain = lab_up()
         assert plain.returncode == 0, plain.stderr
         assert json.loads(plain.stdout)["changed"] is True
-        assert asyncio.run(_p4runtime_opens(addr, None))
+        assert asyncio.run(p4runtime_opens(addr, None))
     finally:
         subprocess.run([*cli, "down", *common], capture_output=True, timeout=60)

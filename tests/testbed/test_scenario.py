@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.p4rt_clients import p4runtime_opens
 from testbed_helpers import PlaybookRun, ansible_playbook, install_user_collection, ssh
 
-from netmigrate.p4rt import P4RTSession, SwitchUnreachableError, TlsOptions
+from netmigrate.p4rt import TlsOptions
 
 # Above the playbooks' own limit (testbed_helpers.PLAYBOOK_TIMEOUT), which keeps their output.
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -184,25 +185,18 @@ def test_the_switch_refuses_clients_without_a_certificate(testbed_up) -> None:
     address = group_vars["netmigrate_p4runtime_address"]
     pki = Path(testbed_up["inventory"], "pki-p4runtime")
 
-    async def probe(tls: TlsOptions | None) -> bool:
-        session = P4RTSession(address, tls=tls, election_id=1, timeout=5)
-        try:
-            await session.open(require_primary=False)
-        except SwitchUnreachableError:
-            return False
-        await session.close()
-        return True
-
     # Only a certificate of the P4Runtime CA opens the switch; the agents' CA does not.
     client = TlsOptions(
         pki / "ca.pem", pki / "ansible-controller.pem", pki / "ansible-controller.key"
     )
-    assert asyncio.run(probe(client))
-    assert not asyncio.run(probe(None))
-    assert not asyncio.run(probe(TlsOptions(ca=pki / "ca.pem")))
+    assert asyncio.run(p4runtime_opens(address, client))
+    assert not asyncio.run(p4runtime_opens(address, None))
+    assert not asyncio.run(p4runtime_opens(address, TlsOptions(ca=pki / "ca.pem")))
     control = Path(testbed_up["inventory"], "pki")
     agent = next(control.glob("agent-*.pem"))
-    assert not asyncio.run(probe(TlsOptions(pki / "ca.pem", agent, agent.with_suffix(".key"))))
+    assert not asyncio.run(
+        p4runtime_opens(address, TlsOptions(pki / "ca.pem", agent, agent.with_suffix(".key")))
+    )
 
 
 def test_every_unit_is_active_and_no_secret_leaks(testbed_state, testbed_up) -> None:
