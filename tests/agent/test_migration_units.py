@@ -73,7 +73,7 @@ def test_dedup_slot_index_and_install() -> None:
     a = w.begin(1, 7, None)
     w.complete(a, b"r1")
     w.begin(2, 8, None)
-    w.watch([7])
+    asyncio.run(w.watch_gradually([7]))
     assert [e.request_id for e in w.entries_of(7)] == [1]
     w.complete(w.begin(3, 7, None), b"r3")
     assert sorted(e.request_id for e in w.entries_of(7)) == [1, 3]

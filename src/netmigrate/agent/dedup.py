@@ -160,28 +160,18 @@ class DedupWindow:
         self.complete(self.begin(request_id, slot, None, fingerprint), reply)
         return True
 
-    def watch(self, slots: list[int] | range | set[int]) -> None:
-        """Start indexing ``slots`` (one scan of the window for all of them)."""
-        new = {s: set() for s in slots if s not in self._watched}
-        if not new:
-            return
-        for rid, entry in self._entries.items():
-            ids = new.get(entry.slot)
-            if ids is not None:
-                ids.add(rid)
-        self._watched.update(new)
-
     async def watch_gradually(
         self, slots: list[int] | range | set[int], chunk: int = WATCH_CHUNK
     ) -> None:
-        """:meth:`watch`, giving the event loop back every ``chunk`` entries scanned.
+        """Start indexing ``slots`` (one scan of the window for all of them), giving the
+        event loop back every ``chunk`` entries scanned.
 
         One pass over a window of tens of thousands of entries costs tens of ms of CPU; on a
         source host at its CPU quota that blocks the data path for four times as long, and
         every client with it (issue #14: a 180 ms gap in every client's operations when a
         migration of 8,192 slots started). The slots are indexed from the start, so an
         entry begun during the scan is indexed by :meth:`begin`; one dropped during it is
-        skipped (or unindexed by the drop), as after :meth:`watch`."""
+        skipped (or unindexed by the drop)."""
         new = {s: set() for s in slots if s not in self._watched}
         if not new:
             return
